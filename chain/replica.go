@@ -1,0 +1,760 @@
+// Package chain is gavel's chain replication (van Renesse & Schneider,
+// OSDI 2004): the replica protocol core and its gRPC edge.
+//
+// The core, Replica, is a deterministic state machine in the style of
+// etcd-io/raft: messages (Step), client requests (Propose, Read), time
+// (Tick), configuration changes (Reconfigure) and link failures (PeerDown)
+// go in; Ready hands back the messages to send, the replies to deliver and
+// the updates that were applied. It owns no goroutine, reads no clock and
+// touches no network, so tests drive it on an in-memory network (see
+// sim_test.go) exactly as the gRPC edge (Node) drives it on real sockets.
+//
+// Protocol summary:
+//   - The head sequences every bid and open (whatever its outcome), applies
+//     it, appends it to its Sent list and forwards it to its successor.
+//   - Each node applies updates in sequence order, keeps them in its Sent
+//     list until acknowledged, and forwards them on.
+//   - The tail's apply commits an update; it acknowledges the sequence
+//     number upstream; each node drops acknowledged Sent entries and passes
+//     the ack on; the head answers the client once its update is committed.
+//   - Every configuration carries an epoch. In each epoch a node says Hello
+//     to its predecessor with the last sequence number it holds; the
+//     predecessor answers with its Sent entries after it, or with a
+//     snapshot first if it no longer holds them. This one handshake covers
+//     head, middle and tail removal, joins at the tail, and broken links.
+package chain
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auction"
+)
+
+// Handle identifies one client request at the edge; replies carry it back.
+type Handle uint64
+
+// Reply answers one proposed request.
+type Reply struct {
+	Handle Handle
+	Result auction.Result
+	// Err is set when the request was not decided (ErrNotHead, ErrHeadChanged...).
+	Err error
+	// Epoch is the replica's epoch when the reply left it.
+	Epoch uint64
+}
+
+// Applied is an update this replica applied, with its outcome; the edge
+// uses it for watch streams and metrics.
+type Applied struct {
+	Update *api.Update
+	Result auction.Result
+}
+
+// Ready is what a replica has produced since the previous call to Ready.
+type Ready struct {
+	Messages []*api.ChainMessage
+	Replies  []Reply
+	Applied  []Applied
+}
+
+// Options configure a Replica.
+type Options struct {
+	ID string
+	// DedupWindow is how many request outcomes are remembered per client.
+	DedupWindow int
+	// MaxBatch caps the updates in one Forward message.
+	MaxBatch int
+	// HelloRetryTicks is how many ticks to wait before repeating an
+	// unanswered Hello.
+	HelloRetryTicks int
+	Logger          *slog.Logger
+}
+
+// link is the predecessor's view of one downstream peer: the successor, or
+// a joining node attached to the tail.
+type link struct {
+	id      string
+	learner bool   // a joining node, not (yet) part of the chain
+	ready   bool   // handshake done in this epoch: forward from next on
+	next    uint64 // next sequence number to send
+	// holds is the highest sequence number the peer is known to hold
+	// (from its Hello and acks, or from its place in the old chain).
+	holds uint64
+}
+
+// waiter is a client request at the head waiting for its update to commit.
+type waiter struct {
+	seq    uint64
+	handle Handle
+	result auction.Result
+}
+
+// Replica is one chain node's protocol state. It is not safe for
+// concurrent use: one goroutine (Node's loop, or a test) drives it.
+type Replica struct {
+	id   string
+	opts Options
+	log  *slog.Logger
+
+	cfg     *api.ChainConfig // nil until the first configuration
+	role    api.Role
+	removed bool // left out of a configuration once: never serves again
+
+	state     *auction.State
+	applied   uint64 // == state.Seq()
+	committed uint64 // highest sequence number known applied by the tail
+
+	// sent holds updates applied here that some downstream peer may still
+	// need, contiguous and in order; sent[0].Seq == sentStart().
+	sent []*api.Update
+
+	upstream      string // predecessor (or, when joining, the tail); "" for the head
+	upEstablished bool   // upstream answered our Hello in this epoch
+	lastHelloTick uint64
+	readFloor     uint64 // a new tail serves reads once applied >= readFloor
+	readable      bool
+	ackDirty      bool // an Ack upstream is due
+
+	down    []*link // successor first, then learners
+	waiters []waiter
+
+	ticks uint64
+
+	// Outputs, drained by Ready.
+	msgs    []*api.ChainMessage
+	replies []Reply
+	out     []Applied
+}
+
+// NewReplica returns a replica with empty state and no configuration.
+func NewReplica(opts Options) *Replica {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if opts.HelloRetryTicks <= 0 {
+		opts.HelloRetryTicks = 5
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Replica{
+		id:    opts.ID,
+		opts:  opts,
+		log:   opts.Logger,
+		state: auction.New(opts.DedupWindow),
+	}
+}
+
+// ID is the replica's node id.
+func (r *Replica) ID() string { return r.id }
+
+// Role is the replica's role in the current configuration.
+func (r *Replica) Role() api.Role { return r.role }
+
+// Epoch is the current configuration's epoch (0 before the first).
+func (r *Replica) Epoch() uint64 { return r.cfg.GetEpoch() }
+
+// Config is the current configuration (nil before the first). Callers must
+// not modify it.
+func (r *Replica) Config() *api.ChainConfig { return r.cfg }
+
+// Applied is the last applied sequence number.
+func (r *Replica) Applied() uint64 { return r.applied }
+
+// Committed is the highest sequence number this replica knows committed.
+func (r *Replica) Committed() uint64 { return r.committed }
+
+// State gives read access to the auction state (tests and status only).
+func (r *Replica) State() *auction.State { return r.state }
+
+// Readable reports whether the replica, as tail, may serve reads now.
+func (r *Replica) Readable() bool {
+	return (r.role == api.Role_TAIL || r.role == api.Role_SINGLE) && r.readable
+}
+
+// Status reports the replica's state for operators.
+func (r *Replica) Status() *api.NodeStatus {
+	return &api.NodeStatus{Id: r.id, Role: r.role, Config: r.cfg, Applied: r.applied,
+		Committed: r.committed, Sent: uint64(len(r.sent)), Readable: r.Readable(),
+		Auctions: uint64(r.state.Len())}
+}
+
+func (r *Replica) isHead() bool { return r.role == api.Role_HEAD || r.role == api.Role_SINGLE }
+func (r *Replica) isTail() bool { return r.role == api.Role_TAIL || r.role == api.Role_SINGLE }
+
+func (r *Replica) logger() *slog.Logger {
+	return r.log.With("node", r.id, "epoch", r.Epoch(), "role", r.role.String())
+}
+
+// ---------------------------------------------------------------------------
+// Client requests.
+
+// Propose submits a bid or an open at the head; nowMs is the head's clock.
+// The reply comes out of Ready once the update is committed (or at once for
+// a request that is invalid, or a node that is not the head).
+func (r *Replica) Propose(h Handle, cmd *api.Command, nowMs int64) {
+	if !r.isHead() {
+		r.replies = append(r.replies, Reply{Handle: h, Err: r.notHeadErr()})
+		return
+	}
+	var client, requestID string
+	switch op := cmd.GetOp().(type) {
+	case *api.Command_Bid:
+		if err := auction.ValidateBid(op.Bid); err != nil {
+			r.rejectInvalid(h, op.Bid.GetAuction(), op.Bid.GetAmount(), err)
+			return
+		}
+		client, requestID = op.Bid.Bidder, op.Bid.RequestId
+	case *api.Command_Open:
+		if err := auction.ValidateOpen(op.Open); err != nil {
+			r.rejectInvalid(h, op.Open.GetAuction(), 0, err)
+			return
+		}
+		requestID = op.Open.RequestId
+	default:
+		r.rejectInvalid(h, "", 0, fmt.Errorf("%w: a client may only bid or open", auction.ErrInvalidOpen))
+		return
+	}
+	if prev, ok := r.state.Lookup(client, requestID); ok {
+		// A retry: answer with the original outcome once it is committed.
+		r.wait(prev.Seq, h, prev)
+		return
+	}
+	if bid := cmd.GetBid(); bid != nil && r.state.IsDue(bid.Auction, nowMs) {
+		r.sequence(&api.Command{Op: &api.Command_Close{Close: &api.CloseAuction{Auction: bid.Auction}}}, nowMs)
+	}
+	res := r.sequence(cmd, nowMs)
+	r.wait(res.Seq, h, res)
+}
+
+func (r *Replica) notHeadErr() error {
+	switch {
+	case r.removed || r.role == api.Role_REMOVED:
+		return ErrRemoved
+	case r.cfg == nil:
+		return ErrNoConfig
+	}
+	return ErrNotHead
+}
+
+func (r *Replica) rejectInvalid(h Handle, auctionID string, amount int64, err error) {
+	r.replies = append(r.replies, Reply{Handle: h, Result: auction.Result{
+		Outcome: api.Outcome_EXCEPTION, Reason: auction.ReasonOf(err), Detail: err.Error(),
+		Auction: auctionID, Amount: amount}})
+}
+
+// sequence stamps, applies and queues a new update at the head.
+func (r *Replica) sequence(cmd *api.Command, nowMs int64) auction.Result {
+	u := &api.Update{Seq: r.applied + 1, TimeMs: max(nowMs, r.state.TimeMs()), Command: cmd}
+	return r.apply(u)
+}
+
+// wait parks a client until seq is committed (or answers at once).
+func (r *Replica) wait(seq uint64, h Handle, res auction.Result) {
+	if seq <= r.committed {
+		r.replies = append(r.replies, Reply{Handle: h, Result: res})
+		return
+	}
+	w := waiter{seq: seq, handle: h, result: res}
+	i := len(r.waiters)
+	r.waiters = append(r.waiters, w)
+	for i > 0 && r.waiters[i-1].seq > seq { // retries may wait on older updates
+		r.waiters[i] = r.waiters[i-1]
+		i--
+	}
+	r.waiters[i] = w
+}
+
+// release answers every waiter whose update is committed.
+func (r *Replica) release() {
+	n := 0
+	for n < len(r.waiters) && r.waiters[n].seq <= r.committed {
+		w := r.waiters[n]
+		r.replies = append(r.replies, Reply{Handle: w.handle, Result: w.result})
+		n++
+	}
+	if n > 0 {
+		r.waiters = append(r.waiters[:0], r.waiters[n:]...)
+	}
+}
+
+// failWaiters answers every waiting client with err.
+func (r *Replica) failWaiters(err error) {
+	for _, w := range r.waiters {
+		r.replies = append(r.replies, Reply{Handle: w.handle, Err: err})
+	}
+	r.waiters = r.waiters[:0]
+}
+
+// Read returns an auction's committed state; only a readable tail serves it.
+func (r *Replica) Read(id string) (*api.AuctionInfo, error) {
+	if err := r.readErr(); err != nil {
+		return nil, err
+	}
+	a, ok := r.state.Get(id)
+	if !ok {
+		return nil, auction.ErrUnknownAuction
+	}
+	return a.Info(), nil
+}
+
+// List returns every auction's committed state; only a readable tail serves it.
+func (r *Replica) List() ([]*api.AuctionInfo, error) {
+	if err := r.readErr(); err != nil {
+		return nil, err
+	}
+	return r.state.List(), nil
+}
+
+func (r *Replica) readErr() error {
+	switch {
+	case r.removed || r.role == api.Role_REMOVED:
+		return ErrRemoved
+	case r.cfg == nil:
+		return ErrNoConfig
+	case !r.isTail():
+		return ErrNotTail
+	case !r.readable:
+		return ErrNotReady
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Applying updates and the Sent list.
+
+// apply applies the next update, records it for downstream peers and, at
+// the tail, commits it.
+func (r *Replica) apply(u *api.Update) auction.Result {
+	res, err := r.state.Apply(u)
+	if err != nil {
+		// Callers check the sequence; reaching this is a protocol bug.
+		panic(fmt.Sprintf("chain %s: %v", r.id, err))
+	}
+	r.applied = u.Seq
+	if len(r.down) > 0 {
+		r.sent = append(r.sent, u)
+	}
+	r.out = append(r.out, Applied{Update: u, Result: res})
+	if r.isTail() {
+		r.commit(r.applied)
+	}
+	return res
+}
+
+// commit raises the committed sequence number and answers waiting clients.
+func (r *Replica) commit(seq uint64) {
+	seq = min(seq, r.applied)
+	if seq <= r.committed {
+		return
+	}
+	r.committed = seq
+	r.ackDirty = r.upstream != ""
+	r.release()
+	r.trimSent()
+}
+
+func (r *Replica) sentStart() uint64 {
+	if len(r.sent) == 0 {
+		return r.applied + 1
+	}
+	return r.sent[0].Seq
+}
+
+// trimSent drops Sent entries that no downstream peer can still need: the
+// successor needs nothing committed; a learner needs what it has not acked.
+func (r *Replica) trimSent() {
+	keepAfter := r.applied
+	for _, l := range r.down {
+		switch {
+		case !l.learner:
+			// The successor may be replaced by its own successor, which
+			// is only known to hold what is committed.
+			keepAfter = min(keepAfter, r.committed, l.holds)
+		case l.ready:
+			// A learner that has not said Hello gets a snapshot when it does.
+			keepAfter = min(keepAfter, l.holds)
+		}
+	}
+	n := 0
+	for n < len(r.sent) && r.sent[n].Seq <= keepAfter {
+		n++
+	}
+	if n == len(r.sent) {
+		// IMPORTANT: never reuse the array: messages in flight alias it.
+		r.sent = nil
+	} else if n > 0 {
+		r.sent = r.sent[n:]
+	}
+}
+
+func (r *Replica) findDown(id string) *link {
+	for _, l := range r.down {
+		if l.id == id {
+			return l
+		}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Messages between replicas.
+
+func (r *Replica) send(to string, m *api.ChainMessage) {
+	m.Epoch, m.From, m.To = r.Epoch(), r.id, to
+	r.msgs = append(r.msgs, m)
+}
+
+// Step processes one message from another replica. Messages from another
+// epoch, or from a node that is not this replica's neighbour in the
+// current epoch, are dropped: a removed (zombie) node cannot get anything
+// applied or acknowledged.
+func (r *Replica) Step(m *api.ChainMessage) {
+	if r.cfg == nil || r.removed || m.GetEpoch() != r.Epoch() {
+		return
+	}
+	switch body := m.GetBody().(type) {
+	case *api.ChainMessage_Forward:
+		if m.From == r.upstream && r.upstream != "" {
+			r.stepForward(body.Forward)
+		}
+	case *api.ChainMessage_Ack:
+		if l := r.findDown(m.From); l != nil {
+			r.stepAck(l, body.Ack.GetSeq())
+		}
+	case *api.ChainMessage_Hello:
+		if l := r.findDown(m.From); l != nil {
+			r.stepHello(l, body.Hello)
+		}
+	}
+}
+
+// stepForward applies updates from the predecessor.
+func (r *Replica) stepForward(f *api.Forward) {
+	if f.GetHandshake() {
+		if snap := f.GetSnapshot(); snap != nil {
+			if !r.installSnapshot(snap) {
+				return
+			}
+		}
+		r.upEstablished = true
+		r.readFloor = f.GetPredCommitted()
+		if r.role != api.Role_JOINING {
+			// Everything the predecessor committed that we now hold is committed.
+			r.commit(min(f.GetPredCommitted(), r.applied))
+		}
+	}
+	for _, u := range f.GetUpdates() {
+		switch {
+		case u.GetSeq() <= r.applied:
+			continue // a resend of something we hold
+		case u.GetSeq() == r.applied+1:
+			r.apply(u)
+		default:
+			// A gap: messages were lost on a broken link. Ask again, once;
+			// Tick repeats the Hello if it goes unanswered.
+			if r.upEstablished {
+				r.logger().Warn("gap in update stream", "applied", r.applied, "got", u.GetSeq(), "from", r.upstream)
+				r.upEstablished = false
+				r.sendHello()
+			}
+			return
+		}
+	}
+	if r.role == api.Role_JOINING && (f.GetHandshake() || len(f.GetUpdates()) > 0) {
+		r.ackDirty = true
+	}
+	if r.isTail() && !r.readable && r.upEstablished && r.applied >= r.readFloor {
+		r.readable = true
+		r.logger().Info("tail caught up, serving reads", "applied", r.applied)
+	}
+}
+
+func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
+	if snap.GetSeq() < r.applied {
+		r.logger().Error("refusing snapshot older than own state", "snapshot_seq", snap.GetSeq(), "applied", r.applied)
+		return false
+	}
+	st, err := auction.Restore(snap, r.opts.DedupWindow)
+	if err != nil {
+		r.logger().Error("refusing snapshot", "err", err)
+		return false
+	}
+	r.state, r.applied = st, st.Seq()
+	r.sent = nil
+	r.logger().Info("snapshot installed", "seq", r.applied, "auctions", st.Len(), "from", r.upstream)
+	return true
+}
+
+// stepAck processes an acknowledgement from a downstream peer.
+func (r *Replica) stepAck(l *link, seq uint64) {
+	l.holds = max(l.holds, min(seq, r.applied))
+	if l.learner {
+		r.trimSent()
+		return
+	}
+	r.commit(seq)
+}
+
+// stepHello answers a downstream peer's Hello: the generic link handshake.
+func (r *Replica) stepHello(l *link, h *api.Hello) {
+	last := h.GetLastSeq()
+	if last > r.applied {
+		r.logger().Error("successor claims updates this node never applied; link refused",
+			"peer", l.id, "peer_last", last, "applied", r.applied)
+		return
+	}
+	if !l.learner {
+		r.commit(h.GetCommitted())
+	}
+	l.holds = last
+	l.ready = true
+	l.next = last + 1
+	fwd := &api.Forward{Handshake: true, PredCommitted: r.committed}
+	snapshot := l.next < r.sentStart()
+	if snapshot {
+		fwd.Snapshot = r.state.Snapshot()
+		l.next, l.holds = r.applied+1, r.applied
+	}
+	r.logger().Info("link handshake", "peer", l.id, "peer_last", last,
+		"resend", r.applied-l.next+1, "snapshot", snapshot)
+	r.forwardTo(l, fwd)
+	r.trimSent()
+}
+
+// forwardTo sends the updates the peer has not been sent yet, in batches,
+// the first of which is first (a handshake reply, or nil for a new one).
+func (r *Replica) forwardTo(l *link, first *api.Forward) {
+	start := r.sentStart()
+	if l.next < start {
+		// Entries the peer needs are gone: restart it with a snapshot.
+		first = &api.Forward{Handshake: true, PredCommitted: r.committed, Snapshot: r.state.Snapshot()}
+		l.next, l.holds = r.applied+1, r.applied
+	}
+	for first != nil || l.next <= r.applied {
+		f := first
+		if f == nil {
+			f = &api.Forward{}
+		}
+		first = nil
+		if l.next <= r.applied {
+			from := int(l.next - start)
+			to := min(from+r.opts.MaxBatch, len(r.sent))
+			f.Updates = r.sent[from:to:to]
+			l.next = r.sent[to-1].Seq + 1
+		}
+		r.send(l.id, &api.ChainMessage{Body: &api.ChainMessage_Forward{Forward: f}})
+	}
+}
+
+func (r *Replica) sendHello() {
+	r.lastHelloTick = r.ticks
+	r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Hello{Hello: &api.Hello{
+		LastSeq: r.applied, Committed: r.committed}}})
+}
+
+// PeerDown tells the replica that the link to a peer broke, so messages in
+// either direction may have been lost. A link to the predecessor is opened
+// again with a Hello; a downstream peer does the same from its side.
+func (r *Replica) PeerDown(peer string) {
+	if peer == r.upstream && r.upstream != "" && !r.removed {
+		r.upEstablished = false
+		r.sendHello()
+	}
+}
+
+// Tick advances time: it repeats unanswered Hellos and, at the head,
+// sequences the close of auctions whose closing time has passed.
+func (r *Replica) Tick(nowMs int64) {
+	r.ticks++
+	if r.upstream != "" && !r.upEstablished && !r.removed &&
+		r.ticks-r.lastHelloTick >= uint64(r.opts.HelloRetryTicks) {
+		r.sendHello()
+	}
+	if r.isHead() {
+		for _, id := range r.state.Due(nowMs) {
+			r.sequence(&api.Command{Op: &api.Command_Close{Close: &api.CloseAuction{Auction: id}}}, nowMs)
+		}
+	}
+}
+
+// HasReady reports whether Ready would return anything.
+func (r *Replica) HasReady() bool {
+	if len(r.msgs) > 0 || len(r.replies) > 0 || len(r.out) > 0 || (r.ackDirty && r.upstream != "") {
+		return true
+	}
+	for _, l := range r.down {
+		if l.ready && l.next <= r.applied {
+			return true
+		}
+	}
+	return false
+}
+
+// Ready returns, and forgets, everything produced since the last call:
+// forwards of newly applied updates (one batch per peer), a coalesced ack
+// upstream, client replies and applied updates.
+func (r *Replica) Ready() Ready {
+	for _, l := range r.down {
+		if l.ready && l.next <= r.applied {
+			r.forwardTo(l, nil)
+		}
+	}
+	if r.ackDirty && r.upstream != "" {
+		seq := r.committed
+		if r.role == api.Role_JOINING {
+			seq = r.applied
+		}
+		r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
+	}
+	r.ackDirty = false
+	for i := range r.replies {
+		r.replies[i].Epoch = r.Epoch()
+	}
+	rd := Ready{Messages: r.msgs, Replies: r.replies, Applied: r.out}
+	r.msgs, r.replies, r.out = nil, nil, nil
+	return rd
+}
+
+// ---------------------------------------------------------------------------
+// Reconfiguration.
+
+// Reconfigure installs a configuration with a higher epoch. The replica
+// takes its role from it, drops every link and opens the one to its new
+// predecessor with a Hello.
+func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
+	if err := ValidateConfig(cfg); err != nil {
+		return err
+	}
+	if cfg.Epoch <= r.Epoch() {
+		return fmt.Errorf("%w: have epoch %d, got %d", ErrStaleEpoch, r.Epoch(), cfg.Epoch)
+	}
+	oldRole := r.role
+	pos, joining := position(cfg, r.id)
+	switch {
+	case r.removed && !joining:
+		r.cfg = cfg
+		return ErrRemoved
+	case joining && oldRole != api.Role_JOINING:
+		// A (re)joining node always starts from nothing: it may hold a
+		// history that diverged from the chain's when it was removed.
+		r.state = auction.New(r.opts.DedupWindow)
+		r.applied, r.committed, r.sent, r.removed = 0, 0, nil, false
+	}
+	oldCfg, oldDown := r.cfg, r.down
+	r.cfg = cfg
+	r.down = nil
+	r.upEstablished = false
+	n := len(cfg.Chain)
+	switch {
+	case joining:
+		r.role = api.Role_JOINING
+		r.upstream = cfg.Chain[n-1].Id
+	case pos < 0:
+		r.role, r.removed, r.upstream, r.sent = api.Role_REMOVED, true, "", nil
+		r.failWaiters(ErrRemoved)
+		r.logger().Warn("removed from the chain", "head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id)
+		return nil
+	default:
+		r.role = roleAt(pos, n)
+		r.upstream = ""
+		if pos > 0 {
+			r.upstream = cfg.Chain[pos-1].Id
+		}
+		if pos < n-1 {
+			r.down = append(r.down, r.newLink(cfg.Chain[pos+1].Id, false, oldCfg, oldDown))
+		}
+	}
+	if r.isTail() {
+		for _, m := range cfg.Joining {
+			r.down = append(r.down, r.newLink(m.Id, true, oldCfg, oldDown))
+		}
+		// A tail that was in the chain holds everything committed; one
+		// that was joining must first catch up with its predecessor.
+		r.readable = oldRole != api.Role_JOINING && (oldRole != api.Role_ROLE_UNSPECIFIED || r.upstream == "")
+		r.commit(r.applied)
+	}
+	if !r.isHead() && r.isHeadRole(oldRole) {
+		r.failWaiters(ErrHeadChanged)
+	}
+	r.trimSent()
+	r.logger().Info("configuration installed", "previous_role", oldRole.String(),
+		"head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id, "length", n,
+		"joining", len(cfg.Joining), "predecessor", r.upstream, "applied", r.applied)
+	if r.upstream != "" {
+		r.sendHello()
+	}
+	return nil
+}
+
+// newLink makes the link to a downstream peer for a new epoch. What the
+// peer is known to hold carries over: a former learner keeps its acked
+// position, a former chain member holds at least everything committed.
+func (r *Replica) newLink(id string, learner bool, oldCfg *api.ChainConfig, oldDown []*link) *link {
+	l := &link{id: id, learner: learner}
+	for _, o := range oldDown {
+		if o.id == id {
+			l.holds = o.holds
+			if !o.learner {
+				l.holds = max(l.holds, r.committed)
+			}
+			return l
+		}
+	}
+	if oldCfg != nil {
+		if pos, _ := position(oldCfg, id); pos >= 0 {
+			l.holds = r.committed
+		}
+	}
+	return l
+}
+
+func (r *Replica) isHeadRole(role api.Role) bool {
+	return role == api.Role_HEAD || role == api.Role_SINGLE
+}
+
+// position finds id in cfg: its index in the chain (-1 if absent) and
+// whether it is joining.
+func position(cfg *api.ChainConfig, id string) (int, bool) {
+	for i, m := range cfg.Chain {
+		if m.Id == id {
+			return i, false
+		}
+	}
+	for _, m := range cfg.Joining {
+		if m.Id == id {
+			return -1, true
+		}
+	}
+	return -1, false
+}
+
+func roleAt(pos, n int) api.Role {
+	switch {
+	case n == 1:
+		return api.Role_SINGLE
+	case pos == 0:
+		return api.Role_HEAD
+	case pos == n-1:
+		return api.Role_TAIL
+	}
+	return api.Role_MIDDLE
+}
+
+// ValidateConfig checks a configuration: a positive epoch, a non-empty
+// chain, and every member with a unique non-empty id.
+func ValidateConfig(cfg *api.ChainConfig) error {
+	if cfg == nil || cfg.Epoch == 0 || len(cfg.Chain) == 0 {
+		return fmt.Errorf("%w: needs an epoch above 0 and at least one chain member", ErrBadConfig)
+	}
+	seen := map[string]bool{}
+	for _, m := range append(append([]*api.Member{}, cfg.Chain...), cfg.Joining...) {
+		if m.GetId() == "" || seen[m.Id] {
+			return fmt.Errorf("%w: empty or duplicate member id %q", ErrBadConfig, m.GetId())
+		}
+		seen[m.Id] = true
+	}
+	return nil
+}

@@ -1,0 +1,318 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auction"
+)
+
+// forwardedKey marks a call that one node already forwarded, so that a
+// stale view of the chain can never bounce a call around in a loop.
+const forwardedKey = "gavel-forwarded"
+
+// forwarder holds client connections to other nodes for forwarded calls.
+type forwarder struct {
+	mu    sync.Mutex // guards conns
+	conns map[string]*grpc.ClientConn
+}
+
+func newForwarder() *forwarder { return &forwarder{conns: map[string]*grpc.ClientConn{}} }
+
+func (f *forwarder) client(addr string) (api.AuctionsClient, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.conns[addr]
+	if !ok {
+		var err error
+		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		f.conns[addr] = c
+	}
+	return api.NewAuctionsClient(c), nil
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = map[string]*grpc.ClientConn{}
+}
+
+func forwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedKey)) > 0
+}
+
+// target finds where to forward a call this node cannot serve: the head
+// (bids, opens) or the tail (reads) of its current configuration.
+func (n *Node) target(ctx context.Context, head bool) (api.AuctionsClient, context.Context, error) {
+	if forwarded(ctx) {
+		return nil, nil, status.Error(codes.Unavailable, "chain is reconfiguring: the node a call was forwarded to cannot serve it")
+	}
+	var cfg *api.ChainConfig
+	if err := n.do(ctx, func(r *Replica) { cfg = r.Config() }); err != nil {
+		return nil, nil, toStatus(err)
+	}
+	id, addr := memberAddr(cfg, head)
+	if id == "" || id == n.opts.ID {
+		return nil, nil, status.Error(codes.Unavailable, "chain is reconfiguring: no other node to forward to")
+	}
+	c, err := n.forwarder.client(addr)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Unavailable, "cannot reach %s: %v", id, err)
+	}
+	return c, metadata.AppendToOutgoingContext(ctx, forwardedKey, n.opts.ID), nil
+}
+
+// toStatus maps a chain error to a gRPC status. Unavailable always means
+// "not decided: retry with the same request id".
+func toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, auction.ErrUnknownAuction):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrStaleEpoch):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrBadConfig):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// mustForward reports whether a replica error means "ask another node".
+func mustForward(err error) bool {
+	return errors.Is(err, ErrNotHead) || errors.Is(err, ErrNotTail) ||
+		errors.Is(err, ErrRemoved) || errors.Is(err, ErrNoConfig)
+}
+
+// auctionsServer is the client API.
+type auctionsServer struct {
+	api.UnimplementedAuctionsServer
+	n *Node
+}
+
+func (s *auctionsServer) bid(ctx context.Context, req *api.BidRequest) (*api.BidReply, error) {
+	cmd := &api.Command{Op: &api.Command_Bid{Bid: &api.PlaceBid{Auction: req.Auction, Bidder: req.Bidder,
+		Amount: req.Amount, RequestId: req.RequestId}}}
+	rep, err := s.n.submit(ctx, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if rep.Err != nil {
+		if !mustForward(rep.Err) {
+			return nil, toStatus(rep.Err)
+		}
+		c, fctx, err := s.n.target(ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		return c.Bid(fctx, req)
+	}
+	res := rep.Result
+	return &api.BidReply{Outcome: res.Outcome, Reason: res.Reason, Detail: res.Detail, Auction: req.Auction,
+		Amount: req.Amount, Version: res.Seq, Epoch: rep.Epoch, Node: s.n.opts.ID}, nil
+}
+
+// Bid places one bid; the reply comes once the bid's update is committed.
+func (s *auctionsServer) Bid(ctx context.Context, req *api.BidRequest) (*api.BidReply, error) {
+	return s.bid(ctx, req)
+}
+
+// BidStream serves many bids on one stream, answering each as it commits.
+func (s *auctionsServer) BidStream(stream grpc.BidiStreamingServer[api.BidRequest, api.BidReply]) error {
+	ctx := stream.Context()
+	replies := make(chan *api.BidReply, 256)
+	var wg sync.WaitGroup
+	sendErr := make(chan error, 1)
+	go func() {
+		for rep := range replies {
+			if err := stream.Send(rep); err != nil {
+				sendErr <- err
+				for range replies {
+				}
+				return
+			}
+		}
+		sendErr <- nil
+	}()
+	var recvErr error
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				recvErr = err
+			}
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep, err := s.bid(ctx, req)
+			if err != nil {
+				rep = &api.BidReply{Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_UNAVAILABLE,
+					Detail: status.Convert(err).Message(), Auction: req.Auction, Amount: req.Amount, Node: s.n.opts.ID}
+			}
+			replies <- rep
+		}()
+	}
+	wg.Wait()
+	close(replies)
+	if err := <-sendErr; err != nil {
+		return err
+	}
+	return recvErr
+}
+
+// OpenAuction opens an auction at the head.
+func (s *auctionsServer) OpenAuction(ctx context.Context, req *api.OpenAuctionRequest) (*api.OpenAuctionReply, error) {
+	if req.GetOpen() == nil {
+		return nil, status.Error(codes.InvalidArgument, "open: missing auction parameters")
+	}
+	rep, err := s.n.submit(ctx, &api.Command{Op: &api.Command_Open{Open: req.Open}})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if rep.Err != nil {
+		if !mustForward(rep.Err) {
+			return nil, toStatus(rep.Err)
+		}
+		c, fctx, err := s.n.target(ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		return c.OpenAuction(fctx, req)
+	}
+	res := rep.Result
+	out := &api.OpenAuctionReply{Outcome: res.Outcome, Reason: res.Reason, Detail: res.Detail,
+		Version: res.Seq, Epoch: rep.Epoch, Node: s.n.opts.ID}
+	if res.Outcome == api.Outcome_SUCCESS {
+		// The head's state holds the auction as opened (closing time stamped).
+		_ = s.n.do(ctx, func(r *Replica) {
+			if a, ok := r.State().Get(req.Open.Auction); ok {
+				out.Info = a.Info()
+			}
+		})
+	}
+	return out, nil
+}
+
+// Result reads an auction at the tail.
+func (s *auctionsServer) Result(ctx context.Context, req *api.ResultRequest) (*api.ResultReply, error) {
+	var (
+		info  *api.AuctionInfo
+		rerr  error
+		epoch uint64
+	)
+	if err := s.n.do(ctx, func(r *Replica) { info, rerr = r.Read(req.Auction); epoch = r.Epoch() }); err != nil {
+		return nil, toStatus(err)
+	}
+	if rerr != nil {
+		if !mustForward(rerr) {
+			return nil, toStatus(rerr)
+		}
+		c, fctx, err := s.n.target(ctx, false)
+		if err != nil {
+			return nil, err
+		}
+		return c.Result(fctx, req)
+	}
+	return &api.ResultReply{Info: info, Epoch: epoch, Node: s.n.opts.ID,
+		ServerTimeMs: s.n.opts.Now().UnixMilli()}, nil
+}
+
+// ListAuctions lists every auction at the tail.
+func (s *auctionsServer) ListAuctions(ctx context.Context, req *api.ListAuctionsRequest) (*api.ListAuctionsReply, error) {
+	var (
+		list  []*api.AuctionInfo
+		rerr  error
+		epoch uint64
+		seq   uint64
+	)
+	if err := s.n.do(ctx, func(r *Replica) { list, rerr = r.List(); epoch, seq = r.Epoch(), r.Applied() }); err != nil {
+		return nil, toStatus(err)
+	}
+	if rerr != nil {
+		if !mustForward(rerr) {
+			return nil, toStatus(rerr)
+		}
+		c, fctx, err := s.n.target(ctx, false)
+		if err != nil {
+			return nil, err
+		}
+		return c.ListAuctions(fctx, req)
+	}
+	return &api.ListAuctionsReply{Auctions: list, Epoch: epoch, Node: s.n.opts.ID, Seq: seq}, nil
+}
+
+// adminServer is the control API.
+type adminServer struct {
+	api.UnimplementedAdminServer
+	n *Node
+}
+
+// Status reports the node's role, configuration and progress.
+func (s *adminServer) Status(ctx context.Context, _ *api.StatusRequest) (*api.NodeStatus, error) {
+	st, err := s.n.status(ctx)
+	return st, toStatus(err)
+}
+
+// SetConfig installs a configuration with a higher epoch.
+func (s *adminServer) SetConfig(ctx context.Context, cfg *api.ChainConfig) (*api.SetConfigReply, error) {
+	epoch, err := s.n.setConfig(ctx, cfg)
+	if err != nil && !errors.Is(err, ErrRemoved) {
+		return nil, toStatus(err)
+	}
+	return &api.SetConfigReply{Epoch: epoch}, nil
+}
+
+// chainServer receives replication streams from peers.
+type chainServer struct {
+	api.UnimplementedChainServer
+	n *Node
+}
+
+// Stream hands every received batch to the loop, in order. When the stream
+// breaks, the loop is told, so the replica can run the handshake again.
+func (s *chainServer) Stream(stream grpc.ClientStreamingServer[api.Envelope, api.StreamClosed]) error {
+	var peer string
+	for {
+		env, err := stream.Recv()
+		if err != nil {
+			if peer != "" {
+				s.n.peerDown(peer)
+			}
+			if errors.Is(err, io.EOF) {
+				return stream.SendAndClose(&api.StreamClosed{})
+			}
+			return err
+		}
+		if len(env.Messages) == 0 {
+			continue
+		}
+		peer = env.Messages[0].From
+		select {
+		case s.n.inbound <- env.Messages:
+		case <-s.n.stop:
+			return status.Error(codes.Unavailable, "node stopping")
+		}
+	}
+}

@@ -1,0 +1,227 @@
+package chain
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gavel-auction/gavel/api"
+)
+
+// maxEnvelopeBytes bounds one Envelope on a replication stream; a sender
+// splits its queue into envelopes of at most about this size.
+const maxEnvelopeBytes = 4 << 20
+
+// maxMsgBytes is the largest gRPC message a node accepts (snapshots).
+const maxMsgBytes = 256 << 20
+
+// transport carries chain messages to peers over one long-lived gRPC stream
+// per peer. Send never blocks: each peer has a queue drained by one sending
+// goroutine, which batches everything waiting into one Envelope — a batch
+// forms only when the link is busy, never by waiting on a timer.
+//
+// A stream that fails loses what it carried, exactly like a broken TCP
+// connection; the transport reports it through onPeerDown so the replica
+// runs the link handshake again, and reconnects on the next send.
+type transport struct {
+	self       string
+	log        *slog.Logger
+	onPeerDown func(peer string)
+	dialOpts   []grpc.DialOption
+
+	mu    sync.Mutex // guards peers and closed
+	peers map[string]*peerLink
+	// closed is set by close; Send then drops messages.
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// peerLink is the sending side of one peer's stream.
+type peerLink struct {
+	id string
+
+	mu    sync.Mutex // guards addr, queue and done
+	addr  string
+	queue []*api.ChainMessage
+	done  bool
+
+	wake chan struct{} // capacity 1: "the queue is not empty"
+	stop chan struct{}
+}
+
+func newTransport(self string, log *slog.Logger, onPeerDown func(string), extra ...grpc.DialOption) *transport {
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsgBytes), grpc.MaxCallRecvMsgSize(maxMsgBytes)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
+	}, extra...)
+	return &transport{self: self, log: log, onPeerDown: onPeerDown, dialOpts: opts, peers: map[string]*peerLink{}}
+}
+
+// setAddrs records the address of every member of a configuration.
+func (t *transport) setAddrs(cfg *api.ChainConfig) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range append(append([]*api.Member{}, cfg.GetChain()...), cfg.GetJoining()...) {
+		if m.Id == t.self || m.Addr == "" {
+			continue
+		}
+		p, ok := t.peers[m.Id]
+		if !ok {
+			p = &peerLink{id: m.Id, addr: m.Addr, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+			t.peers[m.Id] = p
+			if !t.closed {
+				t.wg.Add(1)
+				go func() { defer t.wg.Done(); t.run(p) }()
+			}
+			continue
+		}
+		p.mu.Lock()
+		p.addr = m.Addr
+		p.mu.Unlock()
+	}
+}
+
+// send queues messages for their destinations.
+func (t *transport) send(msgs []*api.ChainMessage) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	for _, m := range msgs {
+		p, ok := t.peers[m.To]
+		if !ok {
+			t.log.Warn("no address for peer; message dropped", "peer", m.To)
+			continue
+		}
+		p.mu.Lock()
+		p.queue = append(p.queue, m)
+		p.mu.Unlock()
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// close stops every sender and waits for them.
+func (t *transport) close() {
+	t.mu.Lock()
+	t.closed = true
+	for _, p := range t.peers {
+		close(p.stop)
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+}
+
+// run is the one goroutine that sends to p.
+func (t *transport) run(p *peerLink) {
+	var (
+		conn   *grpc.ClientConn
+		stream grpc.ClientStreamingClient[api.Envelope, api.StreamClosed]
+		cancel context.CancelFunc = func() {}
+		batch  []*api.ChainMessage
+	)
+	defer func() {
+		cancel()
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	broken := func(err error) {
+		t.log.Debug("replication stream broken", "peer", p.id, "err", err)
+		cancel()
+		stream = nil
+		t.onPeerDown(p.id)
+	}
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.wake:
+		}
+		p.mu.Lock()
+		batch, p.queue = p.queue, batch[:0]
+		addr := p.addr
+		p.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		if stream == nil {
+			if conn == nil || conn.Target() != addr {
+				if conn != nil {
+					conn.Close()
+				}
+				c, err := grpc.NewClient(addr, t.dialOpts...)
+				if err != nil {
+					t.log.Error("cannot dial peer", "peer", p.id, "addr", addr, "err", err)
+					broken(err)
+					t.backoff(p)
+					continue
+				}
+				conn = c
+			}
+			s, c, err := openStream(conn)
+			if err != nil {
+				broken(err)
+				t.backoff(p)
+				continue
+			}
+			stream, cancel = s, c
+		}
+		if err := t.sendBatch(stream, batch); err != nil {
+			broken(err)
+			t.backoff(p)
+		}
+		clear(batch)
+	}
+}
+
+// sendBatch sends msgs as envelopes of at most maxEnvelopeBytes.
+func (t *transport) sendBatch(stream grpc.ClientStreamingClient[api.Envelope, api.StreamClosed], msgs []*api.ChainMessage) error {
+	env := &api.Envelope{}
+	size := 0
+	for _, m := range msgs {
+		sz := proto.Size(m)
+		if size > 0 && size+sz > maxEnvelopeBytes {
+			if err := stream.Send(env); err != nil {
+				return err
+			}
+			env, size = &api.Envelope{}, 0
+		}
+		env.Messages = append(env.Messages, m)
+		size += sz
+	}
+	return stream.Send(env)
+}
+
+// backoff pauses a failing link briefly, dropping what queued meanwhile
+// (the peer will ask again with a Hello).
+func (t *transport) backoff(p *peerLink) {
+	select {
+	case <-p.stop:
+	case <-time.After(50 * time.Millisecond):
+	}
+	p.mu.Lock()
+	p.queue = p.queue[:0]
+	p.mu.Unlock()
+}
+
+// openStream opens a replication stream on conn; cancel ends it.
+func openStream(conn *grpc.ClientConn) (grpc.ClientStreamingClient[api.Envelope, api.StreamClosed], context.CancelFunc, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := api.NewChainClient(conn).Stream(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return s, cancel, nil
+}
