@@ -1,0 +1,152 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validate checks every value of c and returns nil, an *Error naming the
+// key of the one bad value, or several *Errors joined with errors.Join. It
+// works on a Config built in code as well as on a loaded one.
+func (c *Config) Validate() error {
+	p := &problems{file: c.File}
+	c.validate(p)
+	return p.err()
+}
+
+// validate runs the check of each section. A new section adds its line here.
+func (c *Config) validate(p *problems) {
+	c.Cluster.validate(p)
+	validateNodes(p, c.Nodes)
+	c.Chain.validate(p)
+	c.Client.validate(p)
+	c.Log.validate(p)
+}
+
+func (s ClusterConfig) validate(p *problems) {
+	if strings.TrimSpace(s.Name) == "" {
+		p.add("cluster.name", nil, "must not be empty")
+	}
+}
+
+// validateNodes checks each node's id and address and that no two nodes
+// share either.
+func validateNodes(p *problems, nodes []NodeConfig) {
+	if len(nodes) == 0 {
+		p.add("nodes", ErrNoNodes, "%v: list at least one {id, addr}", ErrNoNodes)
+		return
+	}
+	ids := map[string]int{}
+	addrs := map[string]int{}
+	for i, n := range nodes {
+		key := fmt.Sprintf("nodes[%d]", i)
+		switch {
+		case n.ID == "":
+			p.add(key+".id", nil, "missing node id")
+		case !nodeID.MatchString(n.ID):
+			p.add(key+".id", nil, "invalid node id %q: use letters, digits, '-', '_' and '.'", n.ID)
+		default:
+			if j, dup := ids[n.ID]; dup {
+				p.add(key+".id", nil, "duplicate node id %q (also nodes[%d])", n.ID, j)
+			} else {
+				ids[n.ID] = i
+			}
+		}
+		if err := checkAddr(n.Addr); err != nil {
+			p.add(key+".addr", nil, "%v", err)
+			continue
+		}
+		if j, dup := addrs[strings.ToLower(n.Addr)]; dup {
+			p.add(key+".addr", nil, "duplicate addr %q (also nodes[%d])", n.Addr, j)
+		} else {
+			addrs[strings.ToLower(n.Addr)] = i
+		}
+	}
+}
+
+// nodeID matches a usable node id: short, and safe in logs, metric labels
+// and command lines.
+var nodeID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// checkAddr returns an error unless addr is host:port with a non-empty host
+// and a port in 1..65535.
+func checkAddr(addr string) error {
+	if addr == "" {
+		return errors.New("missing addr (host:port)")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid addr %q: want host:port, e.g. 127.0.0.1:7101", addr)
+	}
+	if host == "" || strings.ContainsAny(host, " \t\r\n/") {
+		return fmt.Errorf("invalid addr %q: want a host before the port, e.g. 127.0.0.1:7101", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("invalid addr %q: port must be a number in 1..65535", addr)
+	}
+	return nil
+}
+
+func (s ChainConfig) validate(p *problems) {
+	positiveDuration(p, "chain.tick", s.Tick)
+	positiveDuration(p, "chain.hello_retry", s.HelloRetry)
+	positiveInt(p, "chain.max_batch", s.MaxBatch)
+	positiveInt(p, "chain.dedup_window", s.DedupWindow)
+}
+
+func (s ClientConfig) validate(p *problems) {
+	positiveDuration(p, "client.timeout", s.Timeout)
+}
+
+func (s LogConfig) validate(p *problems) {
+	if _, ok := logLevels[strings.ToLower(s.Level)]; !ok {
+		p.add("log.level", nil, "unknown log level %q (want debug, info, warn or error)", s.Level)
+	}
+	if f := strings.ToLower(s.Format); f != "text" && f != "json" {
+		p.add("log.format", nil, "unknown log format %q (want text or json)", s.Format)
+	}
+}
+
+func positiveDuration(p *problems, key string, d time.Duration) {
+	if d <= 0 {
+		p.add(key, nil, "must be a positive duration, got %v", d)
+	}
+}
+
+func positiveInt(p *problems, key string, n int) {
+	if n <= 0 {
+		p.add(key, nil, "must be a positive number, got %d", n)
+	}
+}
+
+// problems collects the errors found in one configuration, so that an
+// operator sees all of them at once.
+type problems struct {
+	file string
+	errs []*Error
+}
+
+// add records a problem with key (may be ""), wrapping cause (may be nil).
+func (p *problems) add(key string, cause error, format string, args ...any) {
+	p.errs = append(p.errs, &Error{File: p.file, Key: key, Msg: fmt.Sprintf(format, args...), err: cause})
+}
+
+// err returns nil, the single problem, or all of them joined.
+func (p *problems) err() error {
+	switch len(p.errs) {
+	case 0:
+		return nil
+	case 1:
+		return p.errs[0]
+	}
+	errs := make([]error, len(p.errs))
+	for i, e := range p.errs {
+		errs[i] = e
+	}
+	return errors.Join(errs...)
+}
