@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/client"
+)
+
+// benchWorker is one closed-loop client's tally.
+type benchWorker struct {
+	mu   sync.Mutex // guards the fields below: the worker takes it once per bid, the progress reporter once a second
+	hist histogram
+	ok   uint64
+	fail uint64
+	exc  uint64
+	errs uint64
+}
+
+// benchTotals is the merged tally of every worker.
+type benchTotals struct {
+	hist                histogram
+	ok, fail, exc, errs uint64
+}
+
+func (t *benchTotals) ops() uint64 { return t.ok + t.fail + t.exc + t.errs }
+
+// collect merges every worker's tally into t (reset first).
+func (t *benchTotals) collect(ws []*benchWorker) {
+	*t = benchTotals{}
+	for _, w := range ws {
+		w.mu.Lock()
+		t.hist.merge(&w.hist)
+		t.ok += w.ok
+		t.fail += w.fail
+		t.exc += w.exc
+		t.errs += w.errs
+		w.mu.Unlock()
+	}
+}
+
+// benchJSON is the --json report of a bench run.
+type benchJSON struct {
+	Clients   int     `json:"clients"`
+	Seconds   float64 `json:"seconds"`
+	Auctions  int     `json:"auctions"`
+	Bidders   int     `json:"bidders"`
+	Ops       uint64  `json:"ops"`
+	OpsPerS   float64 `json:"ops_per_s"`
+	OK        uint64  `json:"ok"`
+	Fail      uint64  `json:"fail"`
+	Exception uint64  `json:"exception"`
+	Errors    uint64  `json:"errors"`
+	P50Ms     float64 `json:"p50_ms"`
+	P90Ms     float64 `json:"p90_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+	MaxMs     float64 `json:"max_ms"`
+}
+
+// benchParams are bench's settings.
+type benchParams struct {
+	clients, auctions, bidders int
+	duration, warmup, timeout  time.Duration
+}
+
+func cmdBench(ctx context.Context, e *env, args []string) error {
+	f := newFlags(e, "bench", "[--clients N] [--duration D] [flags]", `
+Closed-loop load generator. Opens --auctions fresh auctions (bench-<run>-<i>),
+then runs --clients concurrent clients; each places a bid, waits for its
+outcome, and places the next, until --duration has passed after --warmup.
+Each bid picks a random auction and bidder and bids one above the highest
+amount any client has sent to that auction, so most bids succeed and some
+fail (too low). Bids go straight to the chain head.
+
+Prints throughput, outcome counts and latency quantiles of the bids after the
+warmup; a progress line goes to stderr every second (not with --json).
+--timeout bounds each bid.`)
+	var p benchParams
+	f.IntVar(&p.clients, "clients", 64, "concurrent clients")
+	f.DurationVar(&p.duration, "duration", 10*time.Second, "measured run time, after the warmup")
+	f.IntVar(&p.auctions, "auctions", 8, "auctions to spread the bids over")
+	f.IntVar(&p.bidders, "bidders", 32, "distinct bidder names")
+	f.DurationVar(&p.warmup, "warmup", time.Second, "unmeasured time before the run")
+	com := addCommon(f)
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	com.parsed()
+	if err := noArgs(f, pos); err != nil {
+		return err
+	}
+	switch {
+	case p.clients <= 0:
+		return f.usageErr("--clients must be positive")
+	case p.auctions <= 0:
+		return f.usageErr("--auctions must be positive")
+	case p.bidders <= 0:
+		return f.usageErr("--bidders must be positive")
+	case p.duration <= 0:
+		return f.usageErr("--duration must be positive")
+	case p.warmup < 0:
+		return f.usageErr("--warmup must not be negative")
+	}
+	cl, _, err := com.client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	p.timeout = com.timeout
+
+	run := client.NewRequestID()[:8]
+	ids, err := benchOpen(ctx, cl, run, p)
+	if err != nil {
+		return err
+	}
+	if !com.json {
+		fmt.Fprintf(e.stderr, "bench: %d clients, %d auctions (bench-%s-*), %d bidders, %v after a %v warmup\n",
+			p.clients, p.auctions, run, p.bidders, p.duration, p.warmup)
+	}
+	tot, elapsed := benchRun(ctx, cl, run, ids, p, func(t *benchTotals, rate float64, elapsed time.Duration, warm bool) {
+		if com.json {
+			return
+		}
+		if warm {
+			fmt.Fprintf(e.stderr, "bench: warmup %v\n", elapsed.Round(time.Second))
+			return
+		}
+		fmt.Fprintf(e.stderr, "bench: %3.0fs  %8.0f bids/s  p99 %.3fms  (success %d, fail %d, exception %d, error %d)\n",
+			elapsed.Seconds(), rate, ms(t.hist.quantile(0.99)), t.ok, t.fail, t.exc, t.errs)
+	})
+
+	secs := elapsed.Seconds()
+	rep := benchJSON{Clients: p.clients, Seconds: float64(elapsed.Round(time.Millisecond)) / 1e9,
+		Auctions: p.auctions, Bidders: p.bidders, Ops: tot.ops(), OK: tot.ok, Fail: tot.fail,
+		Exception: tot.exc, Errors: tot.errs, P50Ms: ms(tot.hist.quantile(0.50)), P90Ms: ms(tot.hist.quantile(0.90)),
+		P99Ms: ms(tot.hist.quantile(0.99)), MaxMs: ms(tot.hist.max)}
+	if secs > 0 {
+		rep.OpsPerS = float64(int64(float64(rep.Ops)/secs*10)) / 10
+	}
+	if com.json {
+		e.printJSON(rep)
+	} else {
+		fmt.Fprintf(e.stdout, "throughput: %.1f bids/s (%d bids in %.2fs, %d clients)\n", rep.OpsPerS, rep.Ops, secs, p.clients)
+		fmt.Fprintf(e.stdout, "outcomes:   success %d, fail %d, exception %d, error %d\n", rep.OK, rep.Fail, rep.Exception, rep.Errors)
+		fmt.Fprintf(e.stdout, "latency ms: p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs)
+	}
+	if rep.Ops == 0 {
+		return exception("bench: no bid completed")
+	}
+	if rep.OK == 0 {
+		return exception("bench: no bid succeeded")
+	}
+	return nil
+}
+
+// benchOpen opens the run's auctions, open long enough to outlive it.
+func benchOpen(ctx context.Context, cl *client.Client, run string, p benchParams) ([]string, error) {
+	ids := make([]string, p.auctions)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("bench-%s-%d", run, i)
+		octx, cancel := context.WithTimeout(ctx, p.timeout)
+		r, err := cl.Open(octx, &api.OpenAuction{Auction: ids[i], Item: "gavel bench " + run,
+			DurationMs: (p.warmup + p.duration + time.Hour).Milliseconds(), MinIncrement: 1})
+		cancel()
+		if err != nil {
+			return nil, exception("bench: open %s: %v", ids[i], err)
+		}
+		if r.Outcome != api.Outcome_SUCCESS {
+			return nil, exception("bench: open %s: %s", ids[i], outcomeLine(r.Outcome, r.Reason, r.Detail, ""))
+		}
+	}
+	return ids, nil
+}
+
+// benchRun runs the closed loop and returns the totals of the measured
+// bids and the measured time. progress is called every second with the
+// totals so far, the bids per second since the previous call, and the time
+// since the start of the measurement (of the warmup when warm is set).
+func benchRun(ctx context.Context, cl *client.Client, run string, ids []string, p benchParams,
+	progress func(t *benchTotals, rate float64, elapsed time.Duration, warm bool)) (*benchTotals, time.Duration) {
+	bidders := make([]string, p.bidders)
+	for i := range bidders {
+		bidders[i] = fmt.Sprintf("bidder-%d", i)
+	}
+	highest := make([]atomic.Int64, len(ids))
+	workers := make([]*benchWorker, p.clients)
+	start := time.Now()
+	from := start.Add(p.warmup)
+	end := from.Add(p.duration)
+	seed := rand.Uint64()
+
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &benchWorker{}
+		workers[i] = w
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(seed, uint64(i)))
+			for n := 0; ; n++ {
+				t0 := time.Now()
+				if !t0.Before(end) || ctx.Err() != nil {
+					return
+				}
+				a := rng.IntN(len(ids))
+				amount := highest[a].Add(1)
+				bctx, cancel := context.WithTimeout(ctx, p.timeout)
+				r, err := cl.Bid(bctx, ids[a], bidders[rng.IntN(len(bidders))], amount, fmt.Sprintf("%s-%d-%d", run, i, n))
+				cancel()
+				lat := time.Since(t0)
+				if t0.Before(from) || (err != nil && ctx.Err() != nil) {
+					continue // warmup, or interrupted
+				}
+				w.mu.Lock()
+				w.hist.record(lat)
+				switch {
+				case err != nil:
+					w.errs++
+				case r.Outcome == api.Outcome_SUCCESS:
+					w.ok++
+				case r.Outcome == api.Outcome_FAIL:
+					w.fail++
+				default:
+					w.exc++
+				}
+				w.mu.Unlock()
+			}
+		})
+	}
+
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var tot benchTotals
+	var lastOps uint64
+	lastT := from
+	for {
+		select {
+		case <-done:
+			tot.collect(workers)
+			stop := time.Now()
+			if stop.After(end) {
+				stop = end
+			}
+			return &tot, max(stop.Sub(from), 0)
+		case now := <-tick.C:
+			if now.Before(from) {
+				progress(&tot, 0, now.Sub(start), true)
+				continue
+			}
+			if now.Sub(from) < 500*time.Millisecond {
+				continue // the warmup just ended: no second to report yet
+			}
+			tot.collect(workers)
+			ops := tot.ops()
+			progress(&tot, float64(ops-lastOps)/now.Sub(lastT).Seconds(), now.Sub(from), false)
+			lastOps, lastT = ops, now
+		}
+	}
+}

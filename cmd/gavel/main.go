@@ -1,0 +1,92 @@
+// Command gavel is the one binary of the gavel auction service: the chain
+// node (`gavel node`), the command-line client (bid, result, open,
+// auctions, status), the admin tool (reconfigure) and the load generator
+// (bench). `gavel help` lists the subcommands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes shared by every subcommand.
+const (
+	exitOK        = 0 // success (a bid or open succeeded; a read answered)
+	exitFail      = 1 // a bid failed: too low
+	exitException = 2 // an exception (closed, unknown auction, invalid amount, unavailable...) or a runtime error
+	exitUsage     = 3 // bad command line or configuration
+)
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, e *env, args []string) error
+}
+
+// commands lists the subcommands in the order help shows them.
+var commands = []command{
+	{"node", "run a chain node", cmdNode},
+	{"bid", "place a bid", cmdBid},
+	{"result", "show an auction's highest bid or winner", cmdResult},
+	{"open", "open an auction", cmdOpen},
+	{"auctions", "list every auction", cmdAuctions},
+	{"status", "show every node's role, epoch and progress", cmdStatus},
+	{"reconfigure", "push a new chain configuration to the nodes (admin)", cmdReconfigure},
+	{"bench", "closed-loop load generator: bids/s and latency", cmdBench},
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes the command line args (without the program name) and
+// returns the exit code. ctx ends on SIGINT or SIGTERM.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "help", "-h", "--help":
+		if len(rest) == 0 {
+			usage(stdout)
+			return exitOK
+		}
+		name, rest = rest[0], []string{"--help"}
+	}
+	for _, c := range commands {
+		if c.name == name {
+			return e.report(c.run(ctx, e, rest))
+		}
+	}
+	fmt.Fprintf(stderr, "gavel: unknown command %q\n\n", name)
+	usage(stderr)
+	return exitUsage
+}
+
+// usage prints the list of subcommands.
+func usage(w io.Writer) {
+	fmt.Fprint(w, "gavel: a chain-replicated auction service\n\nusage: gavel <command> [flags] [args]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `  help         show this list, or "gavel help <command>" for one command
+
+Client commands read the nodes from --config (default ./config.yaml), or talk
+to one node only with --node ADDR; --json prints one JSON object per line.
+
+exit codes: 0 success, 1 bid failed (too low), 2 exception (closed, unknown
+auction, invalid amount, unavailable after --timeout, ...), 3 usage or
+configuration error.
+`)
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/chain"
+	"github.com/gavel-auction/gavel/config"
+)
+
+// initialChain is the configuration a node starts with unless it joins:
+// epoch 1, every node of the config in file order (head first).
+func initialChain(cfg *config.Config) *api.ChainConfig {
+	c := &api.ChainConfig{Epoch: 1}
+	for _, n := range cfg.Nodes {
+		c.Chain = append(c.Chain, &api.Member{Id: n.ID, Addr: n.Addr})
+	}
+	return c
+}
+
+// nodeOptions builds the chain node's options for node id of cfg.
+func nodeOptions(cfg *config.Config, id string, join bool) (chain.NodeOptions, error) {
+	n, ok := cfg.Node(id)
+	if !ok {
+		return chain.NodeOptions{}, &exitError{code: exitUsage, msg: fmt.Sprintf("unknown node id %q: %s lists %s",
+			id, cfg.File, strings.Join(cfg.NodeIDs(), ", "))}
+	}
+	opts := chain.NodeOptions{ID: n.ID, Addr: n.Addr, Tick: cfg.Chain.Tick, HelloRetry: cfg.Chain.HelloRetry,
+		MaxBatch: cfg.Chain.MaxBatch, DedupWindow: cfg.Chain.DedupWindow}
+	if !join {
+		opts.Initial = initialChain(cfg)
+	}
+	return opts, nil
+}
+
+func cmdNode(ctx context.Context, e *env, args []string) error {
+	f := newFlags(e, "node", "--id ID [--join] [flags]", `
+Run chain node ID of the configuration: serve the client, admin and
+replication APIs on its addr until SIGINT or SIGTERM, then stop gracefully.
+
+The node starts in epoch 1 with every node of the config in file order (the
+first is the head). With --join it starts with no configuration and waits for
+one (gavel reconfigure --joining ID, later the master). Logs go to stderr.`)
+	configPath := f.String("config", "config.yaml", "configuration file")
+	id := f.String("id", "", "node id, as listed in the config (required)")
+	join := f.Bool("join", false, "join a running chain: wait for a configuration")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(f, pos); err != nil {
+		return err
+	}
+	if *id == "" {
+		return f.usageErr("missing --id")
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return &exitError{code: exitUsage, msg: err.Error()}
+	}
+	opts, err := nodeOptions(cfg, *id, *join)
+	if err != nil {
+		return err
+	}
+	opts.Logger = cfg.NewLogger(e.stderr, "node", *id)
+	node, err := chain.NewNode(opts)
+	if err != nil {
+		return exception("%v", err)
+	}
+	lis, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return exception("node %s: %v", *id, err)
+	}
+	if err := node.Start(lis); err != nil {
+		lis.Close()
+		return exception("node %s: %v", *id, err)
+	}
+	<-ctx.Done()
+	opts.Logger.Info("signal received: stopping")
+	node.Stop()
+	return nil
+}
