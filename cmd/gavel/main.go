@@ -38,6 +38,7 @@ var commands = []command{
 	{"status", "show every node's role, epoch and progress", cmdStatus},
 	{"reconfigure", "push a new chain configuration to the nodes (admin)", cmdReconfigure},
 	{"bench", "closed-loop load generator: bids/s and latency", cmdBench},
+	{"config", "check the configuration, list its nodes", cmdConfig},
 }
 
 func main() {

@@ -65,7 +65,8 @@ one (gavel reconfigure --joining ID, later the master). Logs go to stderr.`)
 	if err != nil {
 		return err
 	}
-	opts.Logger = cfg.NewLogger(e.stderr, "node", *id)
+	// The chain package adds node, epoch and role to each of its lines.
+	opts.Logger = cfg.NewLogger(e.stderr)
 	node, err := chain.NewNode(opts)
 	if err != nil {
 		return exception("%v", err)
@@ -79,7 +80,7 @@ one (gavel reconfigure --joining ID, later the master). Logs go to stderr.`)
 		return exception("node %s: %v", *id, err)
 	}
 	<-ctx.Done()
-	opts.Logger.Info("signal received: stopping")
+	opts.Logger.Info("signal received: stopping", "node", *id)
 	node.Stop()
 	return nil
 }
