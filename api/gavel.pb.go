@@ -1718,17 +1718,20 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type NodeStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	Role          Role                   `protobuf:"varint,3,opt,name=role,proto3,enum=gavel.v1.Role" json:"role,omitempty"`
-	Config        *ChainConfig           `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
-	Applied       uint64                 `protobuf:"varint,5,opt,name=applied,proto3" json:"applied,omitempty"`     // last applied sequence number
-	Committed     uint64                 `protobuf:"varint,6,opt,name=committed,proto3" json:"committed,omitempty"` // highest sequence number known committed
-	Sent          uint64                 `protobuf:"varint,7,opt,name=sent,proto3" json:"sent,omitempty"`           // updates in the Sent list
-	Readable      bool                   `protobuf:"varint,8,opt,name=readable,proto3" json:"readable,omitempty"`   // tail ready to serve reads
-	Auctions      uint64                 `protobuf:"varint,9,opt,name=auctions,proto3" json:"auctions,omitempty"`
-	UptimeMs      int64                  `protobuf:"varint,10,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr      string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Role      Role                   `protobuf:"varint,3,opt,name=role,proto3,enum=gavel.v1.Role" json:"role,omitempty"`
+	Config    *ChainConfig           `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
+	Applied   uint64                 `protobuf:"varint,5,opt,name=applied,proto3" json:"applied,omitempty"`     // last applied sequence number
+	Committed uint64                 `protobuf:"varint,6,opt,name=committed,proto3" json:"committed,omitempty"` // highest sequence number known committed
+	Sent      uint64                 `protobuf:"varint,7,opt,name=sent,proto3" json:"sent,omitempty"`           // updates in the Sent list
+	Readable  bool                   `protobuf:"varint,8,opt,name=readable,proto3" json:"readable,omitempty"`   // tail ready to serve reads
+	Auctions  uint64                 `protobuf:"varint,9,opt,name=auctions,proto3" json:"auctions,omitempty"`
+	UptimeMs  int64                  `protobuf:"varint,10,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	// state_digest is a hash of the node's whole auction state at applied:
+	// nodes that applied the same updates show the same digest.
+	StateDigest   string `protobuf:"bytes,11,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1831,6 +1834,13 @@ func (x *NodeStatus) GetUptimeMs() int64 {
 		return x.UptimeMs
 	}
 	return 0
+}
+
+func (x *NodeStatus) GetStateDigest() string {
+	if x != nil {
+		return x.StateDigest
+	}
+	return ""
 }
 
 type SetConfigReply struct {
@@ -2372,7 +2382,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12&\n" +
 	"\x05chain\x18\x02 \x03(\v2\x10.gavel.v1.MemberR\x05chain\x12*\n" +
 	"\ajoining\x18\x03 \x03(\v2\x10.gavel.v1.MemberR\ajoining\"\x0f\n" +
-	"\rStatusRequest\"\xa4\x02\n" +
+	"\rStatusRequest\"\xc7\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2385,7 +2395,8 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\breadable\x18\b \x01(\bR\breadable\x12\x1a\n" +
 	"\bauctions\x18\t \x01(\x04R\bauctions\x12\x1b\n" +
 	"\tuptime_ms\x18\n" +
-	" \x01(\x03R\buptimeMs\"&\n" +
+	" \x01(\x03R\buptimeMs\x12!\n" +
+	"\fstate_digest\x18\v \x01(\tR\vstateDigest\"&\n" +
 	"\x0eSetConfigReply\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xaf\x01\n" +
 	"\aForward\x12*\n" +
