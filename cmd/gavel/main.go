@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -56,6 +57,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return exitUsage
 	}
+	args = hoistGlobalFlags(args)
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
 	name, rest := args[0], args[1:]
 	switch name {
 	case "help", "-h", "--help":
@@ -90,4 +96,25 @@ exit codes: 0 success, 1 bid failed (too low), 2 exception (closed, unknown
 auction, invalid amount, unavailable after --timeout, ...), 3 usage or
 configuration error.
 `)
+}
+
+// hoistGlobalFlags lets common flags come before the subcommand, as in
+// `gavel --config prod.yaml status`: it moves them after the subcommand's
+// name, where each subcommand parses them.
+func hoistGlobalFlags(args []string) []string {
+	var lead []string
+	i := 0
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "-" &&
+		args[i] != "-h" && args[i] != "--help" {
+		lead = append(lead, args[i])
+		if !strings.Contains(args[i], "=") && args[i] != "--json" && i+1 < len(args) {
+			lead = append(lead, args[i+1])
+			i++
+		}
+		i++
+	}
+	if i >= len(args) {
+		return args
+	}
+	return append(append([]string{args[i]}, lead...), args[i+1:]...)
 }
