@@ -33,10 +33,21 @@ type NodeOptions struct {
 	Now func() time.Time
 }
 
-// proposal is a client request waiting for the loop.
+// replyTo receives the reply to a proposal. deliver runs on the loop
+// goroutine: it must not block.
+type replyTo interface {
+	deliver(cmd *api.Command, rep Reply)
+}
+
+// replyChan is the replyTo of one waiting call; its capacity is 1.
+type replyChan chan Reply
+
+func (c replyChan) deliver(_ *api.Command, rep Reply) { c <- rep }
+
+// proposal is a client request waiting for the loop; its reply goes to to.
 type proposal struct {
-	cmd   *api.Command
-	reply chan Reply // capacity 1
+	cmd *api.Command
+	to  replyTo
 }
 
 // Node runs one Replica behind gRPC: the client API (Auctions), the admin
@@ -67,7 +78,7 @@ type Node struct {
 
 	// Owned by the loop goroutine.
 	replica *Replica
-	pending map[Handle]chan Reply
+	pending map[Handle]proposal
 	nextH   Handle
 }
 
@@ -96,7 +107,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		control:   make(chan func(*Replica), 256),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
-		pending:   map[Handle]chan Reply{},
+		pending:   map[Handle]proposal{},
 	}
 	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
@@ -158,12 +169,12 @@ func (n *Node) loop() {
 	for {
 		select {
 		case <-n.stop:
-			for h, ch := range n.pending {
-				ch <- Reply{Handle: h, Err: ErrUnavailable}
+			for h, p := range n.pending {
+				p.to.deliver(p.cmd, Reply{Handle: h, Err: ErrUnavailable})
 			}
 			return
 		case p := <-n.proposals:
-			n.propose(p)
+			n.sequence(p)
 		case msgs := <-n.inbound:
 			n.step(msgs)
 		case f := <-n.control:
@@ -176,7 +187,7 @@ func (n *Node) loop() {
 		for i := 0; i < 4096; i++ {
 			select {
 			case p := <-n.proposals:
-				n.propose(p)
+				n.sequence(p)
 			case msgs := <-n.inbound:
 				n.step(msgs)
 			case f := <-n.control:
@@ -191,9 +202,10 @@ func (n *Node) loop() {
 	}
 }
 
-func (n *Node) propose(p proposal) {
+// sequence gives a proposal to the replica.
+func (n *Node) sequence(p proposal) {
 	n.nextH++
-	n.pending[n.nextH] = p.reply
+	n.pending[n.nextH] = p
 	n.replica.Propose(n.nextH, p.cmd, n.opts.Now().UnixMilli())
 }
 
@@ -208,9 +220,9 @@ func (n *Node) dispatch(rd Ready) {
 		n.transport.send(rd.Messages)
 	}
 	for _, rep := range rd.Replies {
-		if ch, ok := n.pending[rep.Handle]; ok {
+		if p, ok := n.pending[rep.Handle]; ok {
 			delete(n.pending, rep.Handle)
-			ch <- rep
+			p.to.deliver(p.cmd, rep)
 		}
 	}
 }
@@ -243,18 +255,27 @@ func (n *Node) do(ctx context.Context, f func(r *Replica)) error {
 	}
 }
 
+// propose hands cmd to the loop; its reply will go to to. It blocks only
+// while the loop is too far behind (the proposals queue is full).
+func (n *Node) propose(ctx context.Context, cmd *api.Command, to replyTo) error {
+	select {
+	case n.proposals <- proposal{cmd: cmd, to: to}:
+		return nil
+	case <-n.stop:
+		return ErrUnavailable
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // submit proposes cmd and waits for its reply.
 func (n *Node) submit(ctx context.Context, cmd *api.Command) (Reply, error) {
-	p := proposal{cmd: cmd, reply: make(chan Reply, 1)}
-	select {
-	case n.proposals <- p:
-	case <-n.stop:
-		return Reply{}, ErrUnavailable
-	case <-ctx.Done():
-		return Reply{}, ctx.Err()
+	reply := make(replyChan, 1)
+	if err := n.propose(ctx, cmd, reply); err != nil {
+		return Reply{}, err
 	}
 	select {
-	case rep := <-p.reply:
+	case rep := <-reply:
 		return rep, nil
 	case <-ctx.Done():
 		return Reply{}, ctx.Err()

@@ -110,9 +110,29 @@ type auctionsServer struct {
 	n *Node
 }
 
-func (s *auctionsServer) bid(ctx context.Context, req *api.BidRequest) (*api.BidReply, error) {
-	cmd := &api.Command{Op: &api.Command_Bid{Bid: &api.PlaceBid{Auction: req.Auction, Bidder: req.Bidder,
+// bidCommand is the command of a bid request.
+func bidCommand(req *api.BidRequest) *api.Command {
+	return &api.Command{Op: &api.Command_Bid{Bid: &api.PlaceBid{Auction: req.Auction, Bidder: req.Bidder,
 		Amount: req.Amount, RequestId: req.RequestId}}}
+}
+
+// bidReply is the answer to a decided bid.
+func (s *auctionsServer) bidReply(bid *api.PlaceBid, rep Reply) *api.BidReply {
+	res := rep.Result
+	return &api.BidReply{Outcome: res.Outcome, Reason: res.Reason, Detail: res.Detail, Auction: bid.GetAuction(),
+		Amount: bid.GetAmount(), Version: res.Seq, Epoch: rep.Epoch, Node: s.n.opts.ID}
+}
+
+// unavailableReply is BidStream's answer to a bid that was not decided:
+// the client retries it with the same request id.
+func (s *auctionsServer) unavailableReply(bid *api.PlaceBid, err error) *api.BidReply {
+	return &api.BidReply{Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_UNAVAILABLE,
+		Detail: status.Convert(err).Message(), Auction: bid.GetAuction(), Amount: bid.GetAmount(), Node: s.n.opts.ID}
+}
+
+// Bid places one bid; the reply comes once the bid's update is committed.
+func (s *auctionsServer) Bid(ctx context.Context, req *api.BidRequest) (*api.BidReply, error) {
+	cmd := bidCommand(req)
 	rep, err := s.n.submit(ctx, cmd)
 	if err != nil {
 		return nil, toStatus(err)
@@ -127,59 +147,162 @@ func (s *auctionsServer) bid(ctx context.Context, req *api.BidRequest) (*api.Bid
 		}
 		return c.Bid(fctx, req)
 	}
-	res := rep.Result
-	return &api.BidReply{Outcome: res.Outcome, Reason: res.Reason, Detail: res.Detail, Auction: req.Auction,
-		Amount: req.Amount, Version: res.Seq, Epoch: rep.Epoch, Node: s.n.opts.ID}, nil
+	return s.bidReply(cmd.GetBid(), rep), nil
 }
 
-// Bid places one bid; the reply comes once the bid's update is committed.
-func (s *auctionsServer) Bid(ctx context.Context, req *api.BidRequest) (*api.BidReply, error) {
-	return s.bid(ctx, req)
-}
+// maxStreamInflight bounds the bids of one BidStream that are proposed but
+// not answered yet. At the bound the handler stops reading the stream
+// until replies go out, so a client that sends without reading its replies
+// cannot make the node queue without end.
+const maxStreamInflight = 1024
 
-// BidStream serves many bids on one stream, answering each as it commits.
+// BidStream serves many bids on one stream. The handler goroutine receives
+// bids and proposes them without waiting for their outcome; the loop
+// delivers each reply into the stream's queue as its update commits; one
+// sender goroutine sends the queued replies. A client may keep many bids in
+// flight; replies come in commit order, not necessarily request order.
 func (s *auctionsServer) BidStream(stream grpc.BidiStreamingServer[api.BidRequest, api.BidReply]) error {
-	ctx := stream.Context()
-	replies := make(chan *api.BidReply, 256)
-	var wg sync.WaitGroup
-	sendErr := make(chan error, 1)
-	go func() {
-		for rep := range replies {
-			if err := stream.Send(rep); err != nil {
-				sendErr <- err
-				for range replies {
-				}
-				return
-			}
-		}
-		sendErr <- nil
-	}()
-	var recvErr error
-	for {
-		req, err := stream.Recv()
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				recvErr = err
-			}
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rep, err := s.bid(ctx, req)
-			if err != nil {
-				rep = &api.BidReply{Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_UNAVAILABLE,
-					Detail: status.Convert(err).Message(), Auction: req.Auction, Amount: req.Amount, Node: s.n.opts.ID}
-			}
-			replies <- rep
-		}()
-	}
-	wg.Wait()
-	close(replies)
-	if err := <-sendErr; err != nil {
+	b := &bidStream{s: s, stream: stream, ctx: stream.Context(),
+		wake: make(chan struct{}, 1), slots: make(chan struct{}, maxStreamInflight)}
+	sent := make(chan error, 1)
+	go func() { sent <- b.sendLoop() }()
+	recvErr := b.recvLoop()
+	b.push(streamReply{}, true)
+	if err := <-sent; err != nil {
 		return err
 	}
 	return recvErr
+}
+
+// bidStream is one BidStream call.
+type bidStream struct {
+	s      *auctionsServer
+	stream grpc.BidiStreamingServer[api.BidRequest, api.BidReply]
+	ctx    context.Context
+
+	wake  chan struct{} // capacity 1: "queue is not empty, or the receiver is done"
+	slots chan struct{} // one token per bid in flight (maxStreamInflight)
+
+	mu       sync.Mutex // guards queue, proposed and recvDone
+	queue    []streamReply
+	proposed int  // bids received and proposed (or answered at once)
+	recvDone bool // the handler will receive no more bids
+}
+
+// streamReply is one queued answer: the reply to a proposed bid, or a
+// reply ready to send (out).
+type streamReply struct {
+	bid *api.PlaceBid
+	rep Reply
+	out *api.BidReply
+}
+
+// recvLoop receives bids and proposes them, until the client ends its
+// side of the stream (nil) or the stream fails.
+func (b *bidStream) recvLoop() error {
+	for {
+		req, err := b.stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		select {
+		case b.slots <- struct{}{}:
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		}
+		cmd := bidCommand(req)
+		b.mu.Lock()
+		b.proposed++
+		b.mu.Unlock()
+		if err := b.s.n.propose(b.ctx, cmd, b); err != nil {
+			b.push(streamReply{out: b.s.unavailableReply(cmd.GetBid(), err)}, false)
+		}
+	}
+}
+
+// deliver queues the reply to one of the stream's bids; it runs on the
+// node's loop and never blocks.
+func (b *bidStream) deliver(cmd *api.Command, rep Reply) {
+	b.push(streamReply{bid: cmd.GetBid(), rep: rep}, false)
+}
+
+// push queues r (unless last) and wakes the sender; last says the
+// receiver is done.
+func (b *bidStream) push(r streamReply, last bool) {
+	b.mu.Lock()
+	if last {
+		b.recvDone = true
+	} else {
+		b.queue = append(b.queue, r)
+	}
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sendLoop sends queued replies until every proposed bid is answered and
+// the receiver is done, or the stream ends. A reply saying "ask the head"
+// (this node is not the head) is forwarded on its own goroutine, which
+// queues the head's answer.
+func (b *bidStream) sendLoop() error {
+	var batch []streamReply
+	answered := 0
+	for {
+		b.mu.Lock()
+		batch, b.queue = b.queue, batch[:0]
+		done := b.recvDone && len(batch) == 0 && answered == b.proposed
+		b.mu.Unlock()
+		if done {
+			return nil
+		}
+		for _, r := range batch {
+			out := r.out
+			switch {
+			case out != nil:
+			case r.rep.Err == nil:
+				out = b.s.bidReply(r.bid, r.rep)
+			case mustForward(r.rep.Err):
+				go b.forward(r.bid)
+				continue
+			default:
+				out = b.s.unavailableReply(r.bid, r.rep.Err)
+			}
+			if err := b.stream.Send(out); err != nil {
+				return err
+			}
+			answered++
+			<-b.slots
+		}
+		clear(batch)
+		if len(batch) > 0 {
+			continue // more may have come while sending
+		}
+		select {
+		case <-b.wake:
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		}
+	}
+}
+
+// forward places a bid this node cannot sequence at the head and queues
+// the head's answer (or an UNAVAILABLE one).
+func (b *bidStream) forward(bid *api.PlaceBid) {
+	req := &api.BidRequest{Auction: bid.Auction, Bidder: bid.Bidder, Amount: bid.Amount, RequestId: bid.RequestId}
+	c, fctx, err := b.s.n.target(b.ctx, true)
+	var out *api.BidReply
+	if err == nil {
+		out, err = c.Bid(fctx, req)
+	}
+	if err != nil {
+		out = b.s.unavailableReply(bid, err)
+	}
+	b.push(streamReply{out: out}, false)
 }
 
 // OpenAuction opens an auction at the head.

@@ -349,22 +349,9 @@ func retryRead(err error) bool {
 // says until ctx ends. Each attempt gets its own AttemptTimeout. A node that
 // failed is avoided for the rest of this call unless every node has.
 func (c *Client) do(ctx context.Context, tgt target, op string, retryable func(error) bool, call func(context.Context, *conn) error) error {
-	start := time.Now()
-	wait := c.opts.MinBackoff
-	none := "no decision" // a read gets no answer, a write no decision
-	if tgt == toTail {
-		none = "no answer"
-	}
-	var avoid []string
-	last := "none"
-	for attempt := 1; ; attempt++ {
-		if attempt == 1 && !c.opts.Pinned && c.currentView() == nil {
-			c.refresh(ctx, false)
-		}
-		addr, all := c.pick(tgt, avoid)
-		if all {
-			avoid = avoid[:0]
-		}
+	rs := c.newRetries(tgt)
+	for {
+		addr := rs.next(ctx)
 		cn, err := c.conn(addr)
 		if errors.Is(err, ErrClosed) {
 			return err
@@ -377,31 +364,80 @@ func (c *Client) do(ctx context.Context, tgt target, op string, retryable func(e
 				return nil
 			}
 		}
-		if ctx.Err() != nil {
-			if attempt == 1 || !isContextErr(err) {
-				last = addr + ": " + errText(err)
-			}
-			return fmt.Errorf("%w: %s: %s after %d attempts in %v (last: %s): %w",
-				ErrUnavailable, op, none, attempt, time.Since(start).Round(time.Millisecond), last, ctx.Err())
-		}
-		if !retryable(err) {
-			return fmt.Errorf("%s at %s: %w", op, addr, err)
-		}
-		last = addr + ": " + errText(err)
-		if status.Code(err) == codes.DeadlineExceeded {
-			last = fmt.Sprintf("%s: no answer within %v", addr, c.opts.AttemptTimeout)
-		}
-		avoid = append(avoid, addr)
-		c.log.Debug("retrying", "op", op, "addr", addr, "attempt", attempt, "err", errText(err))
-		if err := sleep(ctx, jitter(wait)); err != nil {
-			return fmt.Errorf("%w: %s: %s after %d attempts in %v (last: %s): %w",
-				ErrUnavailable, op, none, attempt, time.Since(start).Round(time.Millisecond), last, err)
-		}
-		wait = min(2*wait, c.opts.MaxBackoff)
-		if !c.opts.Pinned {
-			c.refresh(ctx, false)
+		if err := rs.failed(ctx, op, addr, err, retryable); err != nil {
+			return err
 		}
 	}
+}
+
+// retries is the bookkeeping of one call's attempts, shared by do and
+// BidSession.Bid: which node to try next, which ones failed, the backoff,
+// and the words of the final error. It is a value owned by the caller, so
+// a call that succeeds at once costs no allocation.
+type retries struct {
+	c       *Client
+	tgt     target
+	start   time.Time
+	wait    time.Duration // backoff before the next attempt
+	avoid   []string      // nodes that failed during this call
+	last    string        // the last failure, for the final error
+	attempt int           // attempts started
+}
+
+func (c *Client) newRetries(tgt target) retries {
+	return retries{c: c, tgt: tgt, start: time.Now(), wait: c.opts.MinBackoff, last: "none"}
+}
+
+// next starts an attempt and returns the node to send it to. The first
+// attempt of a client with no view of the chain yet learns it first.
+func (r *retries) next(ctx context.Context) string {
+	c := r.c
+	r.attempt++
+	if r.attempt == 1 && !c.opts.Pinned && c.currentView() == nil {
+		c.refresh(ctx, false)
+	}
+	addr, all := c.pick(r.tgt, r.avoid)
+	if all {
+		r.avoid = r.avoid[:0]
+	}
+	return addr
+}
+
+// failed records that the attempt at addr failed with err. It returns the
+// call's final error when the call must end — ctx ended (the error wraps
+// ErrUnavailable), or err is not retryable — and otherwise sleeps the
+// backoff, refreshes the view of the chain and returns nil.
+func (r *retries) failed(ctx context.Context, op, addr string, err error, retryable func(error) bool) error {
+	c := r.c
+	none := "no decision" // a read gets no answer, a write no decision
+	if r.tgt == toTail {
+		none = "no answer"
+	}
+	if ctx.Err() != nil {
+		if r.attempt == 1 || !isContextErr(err) {
+			r.last = addr + ": " + errText(err)
+		}
+		return fmt.Errorf("%w: %s: %s after %d attempts in %v (last: %s): %w",
+			ErrUnavailable, op, none, r.attempt, time.Since(r.start).Round(time.Millisecond), r.last, ctx.Err())
+	}
+	if !retryable(err) {
+		return fmt.Errorf("%s at %s: %w", op, addr, err)
+	}
+	r.last = addr + ": " + errText(err)
+	if status.Code(err) == codes.DeadlineExceeded {
+		r.last = fmt.Sprintf("%s: no answer within %v", addr, c.opts.AttemptTimeout)
+	}
+	r.avoid = append(r.avoid, addr)
+	c.log.Debug("retrying", "op", op, "addr", addr, "attempt", r.attempt, "err", errText(err))
+	if err := sleep(ctx, jitter(r.wait)); err != nil {
+		return fmt.Errorf("%w: %s: %s after %d attempts in %v (last: %s): %w",
+			ErrUnavailable, op, none, r.attempt, time.Since(r.start).Round(time.Millisecond), r.last, err)
+	}
+	r.wait = min(2*r.wait, c.opts.MaxBackoff)
+	if !c.opts.Pinned {
+		c.refresh(ctx, false)
+	}
+	return nil
 }
 
 // isContextErr reports whether err is a deadline or cancellation, as a

@@ -27,11 +27,14 @@ type fakeNode struct {
 	addr        string
 	unavailable int
 
-	mu     sync.Mutex // guards the fields below
+	mu     sync.Mutex // guards the fields below (and unavailable, once serving)
 	config *api.ChainConfig
+	hang   bool     // BidStream never answers
 	bids   []string // request ids, in arrival order
-	opens  []string
-	reads  int
+	// streamBids counts the bids that came on a BidStream.
+	streamBids int
+	opens      []string
+	reads      int
 }
 
 func (f *fakeNode) Bid(_ context.Context, r *api.BidRequest) (*api.BidReply, error) {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +69,9 @@ type benchJSON struct {
 type benchParams struct {
 	clients, auctions, bidders int
 	duration, warmup, timeout  time.Duration
+	// unary sends each bid as its own Bid call instead of on the client's
+	// BidStream session.
+	unary bool
 }
 
 func cmdBench(ctx context.Context, e *env, args []string) error {
@@ -75,7 +81,8 @@ then runs --clients concurrent clients; each places a bid, waits for its
 outcome, and places the next, until --duration has passed after --warmup.
 Each bid picks a random auction and bidder and bids one above the highest
 amount any client has sent to that auction, so most bids succeed and some
-fail (too low). Bids go straight to the chain head.
+fail (too low). Bids go straight to the chain head, each client on its own
+BidStream (--unary: one Bid call per bid, as the bid command does).
 
 Prints throughput, outcome counts and latency quantiles of the bids after the
 warmup; a progress line goes to stderr every second (not with --json).
@@ -86,6 +93,9 @@ warmup; a progress line goes to stderr every second (not with --json).
 	f.IntVar(&p.auctions, "auctions", 8, "auctions to spread the bids over")
 	f.IntVar(&p.bidders, "bidders", 32, "distinct bidder names")
 	f.DurationVar(&p.warmup, "warmup", time.Second, "unmeasured time before the run")
+	f.BoolVar(&p.unary, "unary", false, "one unary Bid call per bid instead of a stream per client")
+	cpuprofile := f.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
+	_ = f.MarkHidden("cpuprofile")
 	com := addCommon(f)
 	pos, err := f.parse(args)
 	if err != nil {
@@ -113,6 +123,14 @@ warmup; a progress line goes to stderr every second (not with --json).
 	}
 	defer cl.Close()
 	p.timeout = com.timeout
+
+	if *cpuprofile != "" {
+		stop, err := startCPUProfile(*cpuprofile)
+		if err != nil {
+			return exception("bench: %v", err)
+		}
+		defer stop()
+	}
 
 	run := client.NewRequestID()[:8]
 	ids, err := benchOpen(ctx, cl, run, p)
@@ -201,6 +219,13 @@ func benchRun(ctx context.Context, cl *client.Client, run string, ids []string, 
 		workers[i] = w
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(i)))
+			bid := cl.Bid
+			if !p.unary {
+				s := cl.NewBidSession()
+				defer s.Close()
+				bid = s.Bid
+			}
+			prefix := fmt.Sprintf("%s-%d-", run, i)
 			for n := 0; ; n++ {
 				t0 := time.Now()
 				if !t0.Before(end) || ctx.Err() != nil {
@@ -209,7 +234,7 @@ func benchRun(ctx context.Context, cl *client.Client, run string, ids []string, 
 				a := rng.IntN(len(ids))
 				amount := highest[a].Add(1)
 				bctx, cancel := context.WithTimeout(ctx, p.timeout)
-				r, err := cl.Bid(bctx, ids[a], bidders[rng.IntN(len(bidders))], amount, fmt.Sprintf("%s-%d-%d", run, i, n))
+				r, err := bid(bctx, ids[a], bidders[rng.IntN(len(bidders))], amount, prefix+strconv.Itoa(n))
 				cancel()
 				lat := time.Since(t0)
 				if t0.Before(from) || (err != nil && ctx.Err() != nil) {
@@ -265,4 +290,20 @@ func benchRun(ctx context.Context, cl *client.Client, run string, ids []string, 
 			lastOps, lastT = ops, now
 		}
 	}
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
