@@ -28,6 +28,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auction"
 )
@@ -520,6 +522,10 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 	}
 	r.logger().Info("link handshake", "peer", l.id, "peer_last", last,
 		"resend", r.applied-l.next+1, "snapshot", snapshot)
+	if snapshot {
+		r.logger().Info("snapshot sent", "peer", l.id, "seq", r.applied,
+			"auctions", len(fwd.Snapshot.Auctions), "bytes", proto.Size(fwd.Snapshot))
+	}
 	r.forwardTo(l, fwd)
 	r.trimSent()
 }
