@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -33,8 +34,8 @@ type NodeOptions struct {
 	Now func() time.Time
 }
 
-// replyTo receives the reply to a proposal. deliver runs on the loop
-// goroutine: it must not block.
+// replyTo receives the reply to a proposal. deliver runs on the goroutine
+// driving the replica: it must not block.
 type replyTo interface {
 	deliver(cmd *api.Command, rep Reply)
 }
@@ -44,42 +45,78 @@ type replyChan chan Reply
 
 func (c replyChan) deliver(_ *api.Command, rep Reply) { c <- rep }
 
-// proposal is a client request waiting for the loop; its reply goes to to.
+// proposal is a client request given to the replica; its reply goes to to.
 type proposal struct {
 	cmd *api.Command
 	to  replyTo
 }
 
+// input is one piece of work for the replica: a client request (cmd, with
+// to), a batch of messages from a peer (msgs), or a function to run on the
+// replica (f: reads, configuration, status, link failures, ticks).
+type input struct {
+	cmd  *api.Command
+	to   replyTo
+	msgs []*api.ChainMessage
+	f    func(*Replica)
+}
+
+const (
+	// maxInputs bounds the input queue: past it, whoever queues more waits
+	// until the driver takes the queue (backpressure on clients and peers).
+	maxInputs = 8192
+	// maxInlineRounds is how many rounds a goroutine that came with its own
+	// input drives before it hands the replica over to the helper.
+	maxInlineRounds = 4
+)
+
 // Node runs one Replica behind gRPC: the client API (Auctions), the admin
 // API (Admin) and the replication streams (Chain).
 //
-// One goroutine, the loop, owns the replica. Everything else — gRPC
-// handlers, the transport — talks to it through channels: proposals,
-// inbound message batches, and control closures that the loop runs on the
-// replica (reads, configuration changes, status, link failures). The loop
-// takes one input, then drains whatever else is waiting before it asks the
-// replica for Ready, so a burst of bids is sequenced and forwarded as one
-// batch (group commit).
+// Inputs for the replica — client requests, message batches from peers,
+// and functions to run on it — go through one queue, in arrival order. The
+// replica is driven by one goroutine at a time, the driver: whoever queues
+// an input while nobody drives becomes the driver and processes the queue
+// itself (drive), so an input on an idle node is handled on the goroutine
+// that received it, with no handoff; while somebody drives, queueing is
+// all there is to do. A driver takes the whole queue each round, feeds it
+// to the replica, and dispatches one Ready, so a burst of bids is
+// sequenced and forwarded as one batch (group commit). A helper goroutine
+// ticks the replica and takes over driving from a gRPC handler that has
+// driven for maxInlineRounds rounds, so that no client's stream waits long
+// on its own handler.
 type Node struct {
 	opts  NodeOptions
 	log   *slog.Logger
 	start time.Time
 
-	proposals chan proposal
-	inbound   chan []*api.ChainMessage
-	control   chan func(*Replica)
-	stop      chan struct{}
-	done      chan struct{}
+	stop chan struct{} // closed by Stop
+	done chan struct{} // closed when the helper has ended
+	kick chan struct{} // capacity 1: hands the driver role to the helper
 
 	transport *transport
 	forwarder *forwarder
 	server    *grpc.Server
 	stopOnce  sync.Once
 
-	// Owned by the loop goroutine.
+	// mu guards inputs, driving, stopped and helperGone; room waits on it.
+	mu     sync.Mutex
+	room   sync.Cond // signalled when the driver takes the queue
+	inputs []input   // queued for the replica, in arrival order
+	// driving is set while a goroutine holds the driver role.
+	driving bool
+	// stopped is set once Stop has answered every waiting client; later
+	// requests are answered ErrUnavailable without reaching the replica.
+	stopped bool
+	// helperGone is set when no helper can take over (not started, or ended).
+	helperGone bool
+
+	// Owned by the driver.
 	replica *Replica
 	pending map[Handle]proposal
 	nextH   Handle
+	spare   []input // a drained queue, reused as the next one
+	tick    func(*Replica)
 }
 
 // NewNode builds a node; Start serves it.
@@ -100,15 +137,16 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		opts.Now = time.Now
 	}
 	n := &Node{
-		opts:      opts,
-		log:       opts.Logger,
-		proposals: make(chan proposal, 4096),
-		inbound:   make(chan []*api.ChainMessage, 1024),
-		control:   make(chan func(*Replica), 256),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
-		pending:   map[Handle]proposal{},
+		opts:       opts,
+		log:        opts.Logger,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		kick:       make(chan struct{}, 1),
+		helperGone: true,
+		pending:    map[Handle]proposal{},
 	}
+	n.room.L = &n.mu
+	n.tick = func(r *Replica) { r.Tick(n.opts.Now().UnixMilli()) }
 	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
 	n.transport = newTransport(opts.ID, opts.Logger, n.peerDown)
@@ -122,6 +160,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	n.server = grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+		grpc.StaticStreamWindowSize(streamWindow), grpc.StaticConnWindowSize(connWindow),
 	)
 	api.RegisterAuctionsServer(n.server, &auctionsServer{n: n})
 	api.RegisterAdminServer(n.server, &adminServer{n: n})
@@ -129,12 +168,15 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	return n, nil
 }
 
-// Start serves the node on lis and starts its loop; it returns at once.
+// Start serves the node on lis and starts its helper; it returns at once.
 func (n *Node) Start(lis net.Listener) error {
 	n.start = time.Now()
 	n.log.Info("node started", "node", n.opts.ID, "addr", n.opts.Addr, "listen", lis.Addr().String(),
 		"epoch", n.replica.Epoch(), "role", n.replica.Role().String())
-	go n.loop()
+	n.mu.Lock()
+	n.helperGone = false
+	n.mu.Unlock()
+	go n.helper()
 	go func() {
 		if err := n.server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			n.log.Error("grpc server stopped", "node", n.opts.ID, "err", err)
@@ -144,15 +186,27 @@ func (n *Node) Start(lis net.Listener) error {
 }
 
 // Stop shuts the node down: in-flight client calls get Unavailable, then the
-// loop, the transport and the server end.
+// helper, the transport and the server end.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
 		close(n.stop)
 		if !n.start.IsZero() {
 			<-n.done
 		}
-		// Every waiting client has been answered by the loop; replication
-		// streams never end by themselves, so stop the server outright.
+		answered := make(chan struct{})
+		n.enqueue(input{f: func(*Replica) {
+			n.mu.Lock()
+			n.stopped = true
+			n.mu.Unlock()
+			for h, p := range n.pending {
+				delete(n.pending, h)
+				p.to.deliver(p.cmd, Reply{Handle: h, Err: ErrUnavailable})
+			}
+			close(answered)
+		}})
+		<-answered
+		// Every waiting client has been answered; replication streams
+		// never end by themselves, so stop the server outright.
 		n.transport.close()
 		n.server.Stop()
 		n.forwarder.close()
@@ -160,41 +214,75 @@ func (n *Node) Stop() {
 	})
 }
 
-// loop is the goroutine that owns the replica.
-func (n *Node) loop() {
+// helper ticks the replica and drives it when a handler hands it over.
+func (n *Node) helper() {
 	defer close(n.done)
 	ticker := time.NewTicker(n.opts.Tick)
 	defer ticker.Stop()
-	r := n.replica
 	for {
 		select {
 		case <-n.stop:
-			for h, p := range n.pending {
-				p.to.deliver(p.cmd, Reply{Handle: h, Err: ErrUnavailable})
+			n.mu.Lock()
+			n.helperGone = true
+			n.mu.Unlock()
+			// A handover made before helperGone was set is ours to finish.
+			select {
+			case <-n.kick:
+				n.drive(true)
+			default:
 			}
 			return
-		case p := <-n.proposals:
-			n.sequence(p)
-		case msgs := <-n.inbound:
-			n.step(msgs)
-		case f := <-n.control:
-			f(r)
+		case <-n.kick:
+			n.drive(true)
 		case <-ticker.C:
-			r.Tick(n.opts.Now().UnixMilli())
+			n.enqueue(input{f: n.tick})
 		}
-		// Group commit: take everything already waiting before producing Ready.
-	drain:
-		for i := 0; i < 4096; i++ {
-			select {
-			case p := <-n.proposals:
-				n.sequence(p)
-			case msgs := <-n.inbound:
-				n.step(msgs)
-			case f := <-n.control:
-				f(r)
-			default:
-				break drain
-			}
+	}
+}
+
+// enqueue queues in for the replica. If nobody is driving, the caller
+// becomes the driver and processes the queue before it returns; otherwise
+// it returns at once. It waits only while the queue is full.
+func (n *Node) enqueue(in input) {
+	n.mu.Lock()
+	for len(n.inputs) >= maxInputs && n.driving {
+		n.room.Wait()
+	}
+	n.inputs = append(n.inputs, in)
+	if n.driving {
+		n.mu.Unlock()
+		return
+	}
+	n.driving = true
+	n.mu.Unlock()
+	n.drive(false)
+}
+
+// drive runs rounds while inputs are queued, then gives up the driver
+// role. A round takes the queue, feeds it to the replica, yields once so
+// that goroutines made runnable by the same burst (the handlers of other
+// streams) can queue their inputs, takes those too, and dispatches one
+// Ready. A goroutine other than the helper hands the role to the helper
+// after maxInlineRounds rounds, unless the helper has ended.
+func (n *Node) drive(helper bool) {
+	r := n.replica
+	for round := 0; ; round++ {
+		n.mu.Lock()
+		if len(n.inputs) == 0 {
+			n.driving = false
+			n.mu.Unlock()
+			return
+		}
+		if !helper && round == maxInlineRounds && !n.helperGone {
+			n.kick <- struct{}{} // never blocks: only the one driver sends
+			n.mu.Unlock()
+			return
+		}
+		n.mu.Unlock()
+		n.process(n.take())
+		runtime.Gosched()
+		if batch := n.take(); len(batch) > 0 {
+			n.process(batch)
 		}
 		if r.HasReady() {
 			n.dispatch(r.Ready())
@@ -202,19 +290,52 @@ func (n *Node) loop() {
 	}
 }
 
-// sequence gives a proposal to the replica.
+// take returns the queued inputs and leaves an empty queue; driver only.
+func (n *Node) take() []input {
+	n.mu.Lock()
+	batch := n.inputs
+	n.inputs, n.spare = n.spare[:0], nil
+	n.room.Broadcast()
+	n.mu.Unlock()
+	return batch
+}
+
+// process feeds inputs to the replica; driver only.
+func (n *Node) process(batch []input) {
+	r := n.replica
+	for i := range batch {
+		in := &batch[i]
+		switch {
+		case in.cmd != nil:
+			n.sequence(proposal{cmd: in.cmd, to: in.to})
+		case in.f != nil:
+			in.f(r)
+		default:
+			for _, m := range in.msgs {
+				r.Step(m)
+			}
+		}
+	}
+	clear(batch)
+	n.spare = batch[:0]
+}
+
+// sequence gives a proposal to the replica; driver only.
 func (n *Node) sequence(p proposal) {
+	n.mu.Lock()
+	stopped := n.stopped
+	n.mu.Unlock()
+	if stopped {
+		p.to.deliver(p.cmd, Reply{Err: ErrUnavailable})
+		return
+	}
 	n.nextH++
 	n.pending[n.nextH] = p
 	n.replica.Propose(n.nextH, p.cmd, n.opts.Now().UnixMilli())
 }
 
-func (n *Node) step(msgs []*api.ChainMessage) {
-	for _, m := range msgs {
-		n.replica.Step(m)
-	}
-}
-
+// dispatch hands a Ready's messages to the transport and its replies to
+// their clients; driver only.
 func (n *Node) dispatch(rd Ready) {
 	if len(rd.Messages) > 0 {
 		n.transport.send(rd.Messages)
@@ -229,22 +350,18 @@ func (n *Node) dispatch(rd Ready) {
 
 // peerDown is called by the transport when a stream to or from peer breaks.
 func (n *Node) peerDown(peer string) {
-	select {
-	case n.control <- func(r *Replica) { r.PeerDown(peer) }:
-	case <-n.stop:
-	}
+	n.enqueue(input{f: func(r *Replica) { r.PeerDown(peer) }})
 }
 
-// do runs f on the loop goroutine and waits for it.
+// do runs f on the replica (as an input, in turn) and waits for it.
 func (n *Node) do(ctx context.Context, f func(r *Replica)) error {
-	done := make(chan struct{})
 	select {
-	case n.control <- func(r *Replica) { f(r); close(done) }:
 	case <-n.stop:
 		return ErrUnavailable
-	case <-ctx.Done():
-		return ctx.Err()
+	default:
 	}
+	done := make(chan struct{})
+	n.enqueue(input{f: func(r *Replica) { f(r); close(done) }})
 	select {
 	case <-done:
 		return nil
@@ -255,25 +372,16 @@ func (n *Node) do(ctx context.Context, f func(r *Replica)) error {
 	}
 }
 
-// propose hands cmd to the loop; its reply will go to to. It blocks only
-// while the loop is too far behind (the proposals queue is full).
-func (n *Node) propose(ctx context.Context, cmd *api.Command, to replyTo) error {
-	select {
-	case n.proposals <- proposal{cmd: cmd, to: to}:
-		return nil
-	case <-n.stop:
-		return ErrUnavailable
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// propose gives cmd to the replica; its reply will go to to. It waits only
+// while the input queue is full.
+func (n *Node) propose(cmd *api.Command, to replyTo) {
+	n.enqueue(input{cmd: cmd, to: to})
 }
 
 // submit proposes cmd and waits for its reply.
 func (n *Node) submit(ctx context.Context, cmd *api.Command) (Reply, error) {
 	reply := make(replyChan, 1)
-	if err := n.propose(ctx, cmd, reply); err != nil {
-		return Reply{}, err
-	}
+	n.propose(cmd, reply)
 	select {
 	case rep := <-reply:
 		return rep, nil
@@ -282,7 +390,7 @@ func (n *Node) submit(ctx context.Context, cmd *api.Command) (Reply, error) {
 	}
 }
 
-// setConfig installs cfg on the loop and learns its members' addresses.
+// setConfig installs cfg on the replica and learns its members' addresses.
 func (n *Node) setConfig(ctx context.Context, cfg *api.ChainConfig) (uint64, error) {
 	var (
 		err   error

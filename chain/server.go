@@ -34,7 +34,8 @@ func (f *forwarder) client(addr string) (api.AuctionsClient, error) {
 	c, ok := f.conns[addr]
 	if !ok {
 		var err error
-		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow))
 		if err != nil {
 			return nil, err
 		}
@@ -157,8 +158,8 @@ func (s *auctionsServer) Bid(ctx context.Context, req *api.BidRequest) (*api.Bid
 const maxStreamInflight = 1024
 
 // BidStream serves many bids on one stream. The handler goroutine receives
-// bids and proposes them without waiting for their outcome; the loop
-// delivers each reply into the stream's queue as its update commits; one
+// bids and proposes them without waiting for their outcome; the replica's
+// driver delivers each reply into the stream's queue as its update commits; one
 // sender goroutine sends the queued replies. A client may keep many bids in
 // flight; replies come in commit order, not necessarily request order.
 func (s *auctionsServer) BidStream(stream grpc.BidiStreamingServer[api.BidRequest, api.BidReply]) error {
@@ -213,18 +214,15 @@ func (b *bidStream) recvLoop() error {
 		case <-b.ctx.Done():
 			return b.ctx.Err()
 		}
-		cmd := bidCommand(req)
 		b.mu.Lock()
 		b.proposed++
 		b.mu.Unlock()
-		if err := b.s.n.propose(b.ctx, cmd, b); err != nil {
-			b.push(streamReply{out: b.s.unavailableReply(cmd.GetBid(), err)}, false)
-		}
+		b.s.n.propose(bidCommand(req), b)
 	}
 }
 
 // deliver queues the reply to one of the stream's bids; it runs on the
-// node's loop and never blocks.
+// goroutine driving the replica and never blocks.
 func (b *bidStream) deliver(cmd *api.Command, rep Reply) {
 	b.push(streamReply{bid: cmd.GetBid(), rep: rep}, false)
 }
@@ -413,8 +411,9 @@ type chainServer struct {
 	n *Node
 }
 
-// Stream hands every received batch to the loop, in order. When the stream
-// breaks, the loop is told, so the replica can run the handshake again.
+// Stream hands every received batch to the replica, in order (driving it
+// when nobody else is). When the stream breaks, the replica is told, so it
+// can run the handshake again.
 func (s *chainServer) Stream(stream grpc.ClientStreamingServer[api.Envelope, api.StreamClosed]) error {
 	var peer string
 	for {
@@ -433,9 +432,10 @@ func (s *chainServer) Stream(stream grpc.ClientStreamingServer[api.Envelope, api
 		}
 		peer = env.Messages[0].From
 		select {
-		case s.n.inbound <- env.Messages:
 		case <-s.n.stop:
 			return status.Error(codes.Unavailable, "node stopping")
+		default:
 		}
+		s.n.enqueue(input{msgs: env.Messages})
 	}
 }
