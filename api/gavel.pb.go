@@ -1898,6 +1898,11 @@ type Forward struct {
 	// a new tail serves reads only once it has applied this far.
 	PredCommitted uint64         `protobuf:"varint,3,opt,name=pred_committed,json=predCommitted,proto3" json:"pred_committed,omitempty"`
 	Snapshot      *StateSnapshot `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// pred_caught_up: the sender holds everything ever committed. A node
+	// that joined becomes caught up once such a sender's pred_committed is
+	// applied; only a caught-up tail serves reads, only a caught-up head
+	// sequences.
+	PredCaughtUp  bool `protobuf:"varint,5,opt,name=pred_caught_up,json=predCaughtUp,proto3" json:"pred_caught_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1958,6 +1963,13 @@ func (x *Forward) GetSnapshot() *StateSnapshot {
 		return x.Snapshot
 	}
 	return nil
+}
+
+func (x *Forward) GetPredCaughtUp() bool {
+	if x != nil {
+		return x.PredCaughtUp
+	}
+	return false
 }
 
 // Ack tells the predecessor that everything up to seq is applied by the tail
@@ -2398,12 +2410,13 @@ const file_api_gavel_proto_rawDesc = "" +
 	" \x01(\x03R\buptimeMs\x12!\n" +
 	"\fstate_digest\x18\v \x01(\tR\vstateDigest\"&\n" +
 	"\x0eSetConfigReply\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xaf\x01\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xd5\x01\n" +
 	"\aForward\x12*\n" +
 	"\aupdates\x18\x01 \x03(\v2\x10.gavel.v1.UpdateR\aupdates\x12\x1c\n" +
 	"\thandshake\x18\x02 \x01(\bR\thandshake\x12%\n" +
 	"\x0epred_committed\x18\x03 \x01(\x04R\rpredCommitted\x123\n" +
-	"\bsnapshot\x18\x04 \x01(\v2\x17.gavel.v1.StateSnapshotR\bsnapshot\"\x17\n" +
+	"\bsnapshot\x18\x04 \x01(\v2\x17.gavel.v1.StateSnapshotR\bsnapshot\x12$\n" +
+	"\x0epred_caught_up\x18\x05 \x01(\bR\fpredCaughtUp\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"@\n" +
 	"\x05Hello\x12\x19\n" +

@@ -115,9 +115,13 @@ type Replica struct {
 	upstream      string // predecessor (or, when joining, the tail); "" for the head
 	upEstablished bool   // upstream answered our Hello in this epoch
 	lastHelloTick uint64
-	readFloor     uint64 // a new tail serves reads once applied >= readFloor
-	readable      bool
-	ackDirty      bool // an Ack upstream is due
+	// caughtUp: this replica holds every update ever committed. A chain
+	// member keeps it for as long as it stays in the chain (every later
+	// commit passes through it); a node that joins gets it once it has
+	// applied a caught-up predecessor's committed sequence number. Only a
+	// caught-up tail serves reads and only a caught-up head sequences.
+	caughtUp bool
+	ackDirty bool // an Ack upstream is due
 
 	down    []*link // successor first, then learners
 	waiters []waiter
@@ -172,9 +176,10 @@ func (r *Replica) Committed() uint64 { return r.committed }
 func (r *Replica) State() *auction.State { return r.state }
 
 // Readable reports whether the replica, as tail, may serve reads now.
-func (r *Replica) Readable() bool {
-	return (r.role == api.Role_TAIL || r.role == api.Role_SINGLE) && r.readable
-}
+func (r *Replica) Readable() bool { return r.isTail() && r.caughtUp }
+
+// CaughtUp reports whether the replica holds every committed update.
+func (r *Replica) CaughtUp() bool { return r.caughtUp }
 
 // Status reports the replica's state for operators.
 func (r *Replica) Status() *api.NodeStatus {
@@ -201,6 +206,11 @@ func (r *Replica) Propose(h Handle, cmd *api.Command, nowMs int64) {
 		r.replies = append(r.replies, Reply{Handle: h, Err: r.notHeadErr()})
 		return
 	}
+	if !r.caughtUp {
+		// A head that may lack committed updates must not build on them.
+		r.replies = append(r.replies, Reply{Handle: h, Err: ErrNotReady})
+		return
+	}
 	var client, requestID string
 	switch op := cmd.GetOp().(type) {
 	case *api.Command_Bid:
@@ -223,6 +233,16 @@ func (r *Replica) Propose(h Handle, cmd *api.Command, nowMs int64) {
 		// A retry: answer with the original outcome once it is committed.
 		r.wait(prev.Seq, h, prev)
 		return
+	}
+	if bid := cmd.GetBid(); bid != nil {
+		if _, ok := r.state.Get(bid.Auction); !ok {
+			// The head's state holds every open ever sequenced, so the
+			// auction exists nowhere: answer now, sequence nothing.
+			r.replies = append(r.replies, Reply{Handle: h, Result: auction.Result{
+				Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_UNKNOWN_AUCTION, Auction: bid.Auction,
+				Amount: bid.Amount, Detail: fmt.Sprintf("no auction %q", bid.Auction)}})
+			return
+		}
 	}
 	if bid := cmd.GetBid(); bid != nil && r.state.IsDue(bid.Auction, nowMs) {
 		r.sequence(&api.Command{Op: &api.Command_Close{Close: &api.CloseAuction{Auction: bid.Auction}}}, nowMs)
@@ -318,7 +338,7 @@ func (r *Replica) readErr() error {
 		return ErrNoConfig
 	case !r.isTail():
 		return ErrNotTail
-	case !r.readable:
+	case !r.caughtUp:
 		return ErrNotReady
 	}
 	return nil
@@ -442,11 +462,6 @@ func (r *Replica) stepForward(f *api.Forward) {
 			}
 		}
 		r.upEstablished = true
-		r.readFloor = f.GetPredCommitted()
-		if r.role != api.Role_JOINING {
-			// Everything the predecessor committed that we now hold is committed.
-			r.commit(min(f.GetPredCommitted(), r.applied))
-		}
 	}
 	for _, u := range f.GetUpdates() {
 		switch {
@@ -465,12 +480,26 @@ func (r *Replica) stepForward(f *api.Forward) {
 			return
 		}
 	}
-	if r.role == api.Role_JOINING && (f.GetHandshake() || len(f.GetUpdates()) > 0) {
-		r.ackDirty = true
+	if r.role == api.Role_JOINING {
+		r.ackDirty = r.ackDirty || f.GetHandshake() || len(f.GetUpdates()) > 0
+		return
 	}
-	if r.isTail() && !r.readable && r.upEstablished && r.applied >= r.readFloor {
-		r.readable = true
-		r.logger().Info("tail caught up, serving reads", "applied", r.applied)
+	// Everything the predecessor knows committed that we hold is committed;
+	// at the tail, everything applied is.
+	r.commit(min(f.GetPredCommitted(), r.applied))
+	if r.isTail() {
+		r.commit(r.applied)
+	}
+	if !r.caughtUp && f.GetPredCaughtUp() && r.applied >= f.GetPredCommitted() {
+		r.caughtUp = true
+		r.logger().Info("caught up: holds every committed update", "applied", r.applied,
+			"serving_reads", r.isTail())
+		// Downstream peers that linked before may be waiting for this news.
+		for _, l := range r.down {
+			if l.ready {
+				r.forwardTo(l, &api.Forward{})
+			}
+		}
 	}
 }
 
@@ -514,7 +543,7 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 	l.holds = last
 	l.ready = true
 	l.next = last + 1
-	fwd := &api.Forward{Handshake: true, PredCommitted: r.committed}
+	fwd := &api.Forward{Handshake: true}
 	snapshot := l.next < r.sentStart()
 	if snapshot {
 		fwd.Snapshot = r.state.Snapshot()
@@ -536,7 +565,7 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 	start := r.sentStart()
 	if l.next < start {
 		// Entries the peer needs are gone: restart it with a snapshot.
-		first = &api.Forward{Handshake: true, PredCommitted: r.committed, Snapshot: r.state.Snapshot()}
+		first = &api.Forward{Handshake: true, Snapshot: r.state.Snapshot()}
 		l.next, l.holds = r.applied+1, r.applied
 	}
 	for first != nil || l.next <= r.applied {
@@ -545,6 +574,7 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 			f = &api.Forward{}
 		}
 		first = nil
+		f.PredCommitted, f.PredCaughtUp = r.committed, r.caughtUp
 		if l.next <= r.applied {
 			from := int(l.next - start)
 			to := min(from+r.opts.MaxBatch, len(r.sent))
@@ -579,7 +609,7 @@ func (r *Replica) Tick(nowMs int64) {
 		r.ticks-r.lastHelloTick >= uint64(r.opts.HelloRetryTicks) {
 		r.sendHello()
 	}
-	if r.isHead() {
+	if r.isHead() && r.caughtUp {
 		for _, id := range r.state.Due(nowMs) {
 			r.sequence(&api.Command{Op: &api.Command_Close{Close: &api.CloseAuction{Auction: id}}}, nowMs)
 		}
@@ -649,6 +679,15 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		r.state = auction.New(r.opts.DedupWindow)
 		r.applied, r.committed, r.sent, r.removed = 0, 0, nil, false
 	}
+	switch {
+	case joining || oldRole == api.Role_JOINING:
+		// Joining, or just appended: caught up only after the handshake.
+		r.caughtUp = false
+	case oldRole == api.Role_ROLE_UNSPECIFIED:
+		// A first configuration: the head defines the history; every other
+		// member catches up from its predecessor, even when all are empty.
+		r.caughtUp = pos == 0
+	}
 	oldCfg, oldDown := r.cfg, r.down
 	r.cfg = cfg
 	r.down = nil
@@ -677,9 +716,6 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		for _, m := range cfg.Joining {
 			r.down = append(r.down, r.newLink(m.Id, true, oldCfg, oldDown))
 		}
-		// A tail that was in the chain holds everything committed; one
-		// that was joining must first catch up with its predecessor.
-		r.readable = oldRole != api.Role_JOINING && (oldRole != api.Role_ROLE_UNSPECIFIED || r.upstream == "")
 		r.commit(r.applied)
 	}
 	if !r.isHead() && r.isHeadRole(oldRole) {

@@ -1,0 +1,258 @@
+package chain
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/gavel-auction/gavel/checker"
+)
+
+var (
+	flagSeed     = flag.Uint64("seed", 0, "TestSim: replay only this seed")
+	flagSeeds    = flag.Int("seeds", defaultSeeds(), "TestSim: run seeds 1..N (default $SIM_SEEDS, else 1000)")
+	flagSimLog   = flag.Bool("simlog", false, "log every replica and harness event of simulated runs to stderr")
+	flagSimTrace = flag.Bool("simtrace", false, "like -simlog, and log every chain message too")
+)
+
+// TestSim runs random schedules — bids, reads, retries, message drops and
+// delays, partitions, crashes and joins — on the simulated chain, and ends
+// every run with CheckInvariants. `go test ./chain -run TestSim -seed 42`
+// replays one seed; -seeds K runs seeds 1..K (default 1000).
+func TestSim(t *testing.T) {
+	if *flagSeed != 0 {
+		runSim(t, *flagSeed)
+		return
+	}
+	for seed := uint64(1); seed <= uint64(*flagSeeds); seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			runSim(t, seed)
+		})
+	}
+}
+
+// TestSimDeterministic runs seeds twice and compares the digests of the
+// runs: the same seed must give the same history, event for event.
+func TestSimDeterministic(t *testing.T) {
+	for _, seed := range []uint64{3, 42, 977} {
+		var d [2][32]byte
+		for i := range d {
+			t.Run(fmt.Sprintf("seed=%d/run=%d", seed, i), func(t *testing.T) { d[i] = runSim(t, seed) })
+		}
+		if d[0] != d[1] {
+			t.Errorf("seed %d: two runs differ: %x vs %x", seed, d[0][:8], d[1][:8])
+		}
+	}
+}
+
+// runSim runs one random schedule and returns the digest of the run.
+func runSim(t *testing.T, seed uint64) [32]byte {
+	t.Helper()
+	plan := rand.New(rand.NewPCG(seed, 0x5eed))
+	opts := defaultOptions()
+	opts.Seed = seed
+	opts.Nodes = []int{1, 2, 3, 3, 3, 4}[plan.IntN(6)]
+	opts.DropRate = []float64{0, 0, 0.002, 0.01, 0.03}[plan.IntN(5)]
+	opts.ClientLoss = []float64{0, 0, 0.01, 0.05}[plan.IntN(4)]
+	opts.MaxBatch = []int{1, 3, 0}[plan.IntN(3)]
+	opts.GiveUpAfter = 1500 * ms
+	opts.ClockSkew = [2]int64{-30, 30}
+	opts.WaitCloses = true
+	c := newCluster(t, opts)
+
+	// What the bidders think the highest bid is, to bid mostly upwards.
+	hint := map[string]int64{}
+	learn := func(op *clientOp) {
+		id := op.in.Auction
+		switch {
+		case op.in.Kind == checker.KindBid && op.out.Outcome == checker.OutcomeSuccess:
+			hint[id] = max(hint[id], op.in.Amount)
+		case op.in.Kind == checker.KindResult && op.info != nil:
+			hint[id] = max(hint[id], op.info.Highest)
+		}
+	}
+
+	// Bidders: a budget of operations each, started once every auction is open.
+	nBidders := 3 + plan.IntN(3)
+	type bidder struct {
+		cl      *simClient
+		left    int
+		retired bool
+	}
+	var bidders []*bidder
+	startBidders := func() {
+		for i := range nBidders {
+			b := &bidder{cl: c.newClient(fmt.Sprintf("b%d", i+1)), left: 8 + plan.IntN(18)}
+			bidders = append(bidders, b)
+			var next func()
+			after := func(op *clientOp) {
+				learn(op)
+				if op.gaveUp {
+					b.retired = true // keep the client sequential in the history
+					return
+				}
+				next()
+			}
+			next = func() {
+				if b.left == 0 {
+					return
+				}
+				b.left--
+				c.after(plan.Int64N(8*ms), func() {
+					id := c.auctions[plan.IntN(len(c.auctions))]
+					switch r := plan.Float64(); {
+					case r < 0.15:
+						b.cl.read(id, after)
+					case r < 0.17:
+						b.cl.bid("ghost", 10, after) // never opened
+					case r < 0.27:
+						b.cl.bid(id, max(1, hint[id]-plan.Int64N(10)), after) // likely too low
+					default:
+						b.cl.bid(id, hint[id]+1+plan.Int64N(12), after)
+					}
+				})
+			}
+			next()
+		}
+	}
+
+	// Opens first, one after the other; auctions close 200-800ms after
+	// (long enough to outlive a crash, detection and reconfiguration).
+	nAuctions := 2 + plan.IntN(2)
+	admin := c.newClient("admin")
+	var openNext func(i int)
+	openNext = func(i int) {
+		if i == nAuctions {
+			startBidders()
+			return
+		}
+		id := fmt.Sprintf("a%d", i+1)
+		start := plan.Int64N(50)
+		hint[id] = start
+		soft := []int64{0, 0, 20 + plan.Int64N(80)}[plan.IntN(3)] // some anti-sniping
+		admin.open(id, 200+plan.Int64N(600), 1+plan.Int64N(5), start, soft, func(*clientOp) { openNext(i + 1) })
+	}
+	c.after(ms, func() { openNext(0) })
+
+	// Faults at random moments of the first 500ms.
+	fault := func(fn func()) {
+		c.at(20*ms+plan.Int64N(500*ms), false, func() {
+			if c.faults {
+				fn()
+			}
+		})
+	}
+	join := func() {
+		if c.faults && len(c.order) < 8 {
+			c.join()
+		}
+	}
+	for range plan.IntN(4) {
+		fault(func() {
+			// Any live member, as long as another live chain node holds
+			// every committed update: a chain of n caught-up members
+			// tolerates n-1 crashes, and a node that has just been
+			// appended counts only once it has caught up.
+			var cand []*simNode
+			for _, n := range c.liveNodes() {
+				if !isChainMember(c, n.id) || otherCaughtUp(c, n.id) {
+					cand = append(cand, n)
+				}
+			}
+			if len(cand) == 0 {
+				return
+			}
+			c.crash(cand[plan.IntN(len(cand))].id)
+			if plan.IntN(3) > 0 {
+				c.at(c.now+60*ms+plan.Int64N(140*ms), false, join) // an operator replaces it
+			}
+		})
+	}
+	for range plan.IntN(4) {
+		fault(join)
+	}
+	for range plan.IntN(3) {
+		fault(func() {
+			live := c.liveNodes()
+			if len(live) < 2 {
+				return
+			}
+			i := plan.IntN(len(live))
+			j := (i + 1 + plan.IntN(len(live)-1)) % len(live)
+			c.partition(live[i].id, live[j].id, 5*ms+plan.Int64N(75*ms))
+		})
+	}
+
+	loadDone := func() bool {
+		if len(bidders) < nBidders {
+			return false
+		}
+		for _, b := range bidders {
+			if !b.retired && (b.left > 0 || b.cl.op != nil) {
+				return false
+			}
+		}
+		return true
+	}
+	if !c.runUntil(loadDone, 10_000*ms) {
+		c.violation("the load did not finish within 10s of simulated time (liveness)\n%s", c.status())
+	}
+	c.finish()
+
+	// Minimum progress: a run where little completed proves little.
+	ops := c.rec.Operations()
+	completed, successes := 0, 0
+	for _, op := range ops {
+		if op.Return != math.MaxInt64 {
+			completed++
+		}
+		in, out := op.Input.(checker.Input), op.Output.(checker.Output)
+		if in.Kind == checker.KindBid && out.Outcome == checker.OutcomeSuccess {
+			successes++
+		}
+	}
+	if len(ops) == 0 || completed*10 < len(ops)*3 || successes == 0 {
+		c.violation("too little progress: %d of %d operations completed, %d successful bids\n%s",
+			completed, len(ops), successes, c.status())
+	}
+	d := c.digest()
+	if *flagSimLog || *flagSeed != 0 {
+		t.Logf("seed %d: %d nodes, drop %.3f, loss %.2f: %d operations, %d completed, %d successful bids, "+
+			"%d configurations, %.0fms simulated, %d events, digest %x", seed, opts.Nodes, opts.DropRate,
+			opts.ClientLoss, len(ops), completed, successes, c.master.changes, float64(c.now)/1000, c.steps, d[:8])
+	}
+	return d
+}
+
+func isChainMember(c *simCluster, id string) bool {
+	for _, m := range c.master.cfg.Chain {
+		if m.Id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// otherCaughtUp reports whether a live chain member other than id holds
+// every committed update.
+func otherCaughtUp(c *simCluster, id string) bool {
+	for _, n := range c.liveChain() {
+		if n.id != id && n.r.CaughtUp() {
+			return true
+		}
+	}
+	return false
+}
+
+// defaultSeeds is $SIM_SEEDS when set (scripts/test passes it on), else 1000.
+func defaultSeeds() int {
+	if n, err := strconv.Atoi(os.Getenv("SIM_SEEDS")); err == nil && n > 0 {
+		return n
+	}
+	return 1000
+}
