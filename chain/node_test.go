@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,7 +45,44 @@ func startGRPCCluster(t *testing.T, n int) *grpcCluster {
 	for _, m := range cfg.Chain {
 		c.startNode(m.Id, lis[m.Id], cfg)
 	}
+	t.Cleanup(c.checkConverged)
 	return c
+}
+
+// checkConverged is the gRPC cluster's end-of-test invariant check: every
+// node still running in the latest configuration reaches the same applied
+// sequence number and the same state digest.
+func (c *grpcCluster) checkConverged() {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var digests []string
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		for id, node := range c.nodes {
+			select {
+			case <-node.stop:
+				continue // stopped by the test
+			default:
+			}
+			st, err := c.admin(id).Status(ctx, &api.StatusRequest{})
+			if err != nil || st.Role == api.Role_REMOVED {
+				continue
+			}
+			digests = append(digests, fmt.Sprintf("%d/%s", st.Applied, st.StateDigest))
+		}
+		cancel()
+		same := true
+		for _, d := range digests {
+			same = same && d == digests[0]
+		}
+		if same {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Errorf("nodes did not converge on one state: %v", digests)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (c *grpcCluster) startNode(id string, l net.Listener, initial *api.ChainConfig) {
@@ -156,5 +194,64 @@ func TestNodeReconfigureAfterCrash(t *testing.T) {
 	}
 	if _, err := c.admin("n1").SetConfig(ctx, cfg); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("stale epoch accepted: %v", err)
+	}
+}
+
+// TestNodeMalformedInput: malformed client, admin and replication input
+// gets a clear answer and changes nothing.
+func TestNodeMalformedInput(t *testing.T) {
+	c := startGRPCCluster(t, 3)
+	c.open(t, "n1", "a1")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	before, err := c.admin("n1").Status(ctx, &api.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []*api.BidRequest{
+		{},
+		{Auction: "a1", Bidder: "x", Amount: 0},
+		{Auction: "a1", Bidder: "x", Amount: -1},
+		{Auction: "a1", Bidder: "x", Amount: 1 << 62},
+		{Auction: "a1", Bidder: "", Amount: 5},
+		{Auction: "nope", Bidder: "x", Amount: 5},
+		{Auction: "a1", Bidder: strings.Repeat("x", 500), Amount: 5},
+	} {
+		rep, err := c.client("n2").Bid(ctx, req)
+		if err != nil || rep.Outcome != api.Outcome_EXCEPTION || rep.Detail == "" {
+			t.Errorf("bid %v: %v %v, want an exception with a reason", req, rep, err)
+		}
+	}
+	if _, err := c.client("n1").OpenAuction(ctx, &api.OpenAuctionRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("open without parameters: %v", err)
+	}
+	for _, cfg := range []*api.ChainConfig{{}, {Epoch: 9}, {Epoch: 9, Chain: []*api.Member{{Id: "n1"}, {Id: "n1"}}}} {
+		if _, err := c.admin("n1").SetConfig(ctx, cfg); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("SetConfig(%v): %v, want InvalidArgument", cfg, err)
+		}
+	}
+	// Replication messages from a stranger, or of another epoch, are dropped.
+	stream, err := api.NewChainClient(c.conns["n2"]).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &api.Update{Seq: before.Applied + 1, Command: &api.Command{Op: &api.Command_Bid{Bid: &api.PlaceBid{
+		Auction: "a1", Bidder: "mallory", Amount: 1000, RequestId: "forged"}}}}
+	for _, m := range []*api.ChainMessage{
+		{Epoch: 1, From: "zz", To: "n2", Body: &api.ChainMessage_Forward{Forward: &api.Forward{Updates: []*api.Update{forged}}}},
+		{Epoch: 7, From: "n1", To: "n2", Body: &api.ChainMessage_Forward{Forward: &api.Forward{Updates: []*api.Update{forged}}}},
+		{Epoch: 1, From: "n1", To: "n2"},
+	} {
+		if err := stream.Send(&api.Envelope{Messages: []*api.ChainMessage{m}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.CloseAndRecv()
+	time.Sleep(100 * time.Millisecond)
+	for _, id := range []string{"n1", "n2", "n3"} {
+		st, err := c.admin(id).Status(ctx, &api.StatusRequest{})
+		if err != nil || st.Applied != before.Applied || st.StateDigest != before.StateDigest || st.Config.Epoch != 1 {
+			t.Errorf("%s changed: %v %v (before: applied %d digest %s)", id, st, err, before.Applied, before.StateDigest)
+		}
 	}
 }
