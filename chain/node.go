@@ -99,15 +99,12 @@ type Node struct {
 	server    *grpc.Server
 	stopOnce  sync.Once
 
-	// mu guards inputs, driving, stopped and helperGone; room waits on it.
+	// mu guards inputs, driving and helperGone; room waits on it.
 	mu     sync.Mutex
 	room   sync.Cond // signalled when the driver takes the queue
 	inputs []input   // queued for the replica, in arrival order
 	// driving is set while a goroutine holds the driver role.
 	driving bool
-	// stopped is set once Stop has answered every waiting client; later
-	// requests are answered ErrUnavailable without reaching the replica.
-	stopped bool
 	// helperGone is set when no helper can take over (not started, or ended).
 	helperGone bool
 
@@ -117,6 +114,9 @@ type Node struct {
 	nextH   Handle
 	spare   []input // a drained queue, reused as the next one
 	tick    func(*Replica)
+	// stopped is set once Stop has answered every waiting client; later
+	// requests are answered ErrUnavailable without reaching the replica.
+	stopped bool
 }
 
 // NewNode builds a node; Start serves it.
@@ -195,9 +195,7 @@ func (n *Node) Stop() {
 		}
 		answered := make(chan struct{})
 		n.enqueue(input{f: func(*Replica) {
-			n.mu.Lock()
 			n.stopped = true
-			n.mu.Unlock()
 			for h, p := range n.pending {
 				delete(n.pending, h)
 				p.to.deliver(p.cmd, Reply{Handle: h, Err: ErrUnavailable})
@@ -322,10 +320,7 @@ func (n *Node) process(batch []input) {
 
 // sequence gives a proposal to the replica; driver only.
 func (n *Node) sequence(p proposal) {
-	n.mu.Lock()
-	stopped := n.stopped
-	n.mu.Unlock()
-	if stopped {
+	if n.stopped {
 		p.to.deliver(p.cmd, Reply{Err: ErrUnavailable})
 		return
 	}
