@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -406,7 +407,11 @@ func (n *Node) setConfig(ctx context.Context, cfg *api.ChainConfig) (uint64, err
 // status returns the replica's status and the current configuration.
 func (n *Node) status(ctx context.Context) (*api.NodeStatus, error) {
 	var st *api.NodeStatus
-	if err := n.do(ctx, func(r *Replica) { st = r.Status() }); err != nil {
+	if err := n.do(ctx, func(r *Replica) {
+		st = r.Status()
+		d := r.State().Digest()
+		st.StateDigest = hex.EncodeToString(d[:8])
+	}); err != nil {
 		return nil, err
 	}
 	st.Addr = n.opts.Addr
