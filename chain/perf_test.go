@@ -1,7 +1,7 @@
 package chain
 
-// Tests and benchmarks of the node's fast paths: BidStream, the replica
-// driver, the replication transport.
+// Tests and benchmarks of the node's fast path: bids on BidStream, through
+// the replica driver and the replication transport.
 
 import (
 	"context"

@@ -159,9 +159,9 @@ const maxStreamInflight = 1024
 
 // BidStream serves many bids on one stream. The handler goroutine receives
 // bids and proposes them without waiting for their outcome; the replica's
-// driver delivers each reply into the stream's queue as its update commits; one
-// sender goroutine sends the queued replies. A client may keep many bids in
-// flight; replies come in commit order, not necessarily request order.
+// driver delivers each reply into the stream's queue as its update
+// commits; one sender goroutine sends the queued replies. A client may keep
+// many bids in flight; replies are not necessarily in request order.
 func (s *auctionsServer) BidStream(stream grpc.BidiStreamingServer[api.BidRequest, api.BidReply]) error {
 	b := &bidStream{s: s, stream: stream, ctx: stream.Context(),
 		wake: make(chan struct{}, 1), slots: make(chan struct{}, maxStreamInflight)}
