@@ -1121,9 +1121,10 @@ type BidReply struct {
 	Detail        string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"` // human-readable explanation
 	Auction       string                 `protobuf:"bytes,4,opt,name=auction,proto3" json:"auction,omitempty"`
 	Amount        int64                  `protobuf:"varint,5,opt,name=amount,proto3" json:"amount,omitempty"`
-	Version       uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"` // seq of this bid's update (0 if never sequenced)
-	Epoch         uint64                 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`     // chain epoch of the head that answered
-	Node          string                 `protobuf:"bytes,8,opt,name=node,proto3" json:"node,omitempty"`        // node id that answered
+	Version       uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`                     // seq of this bid's update (0 if never sequenced)
+	Epoch         uint64                 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`                         // chain epoch of the head that answered
+	Node          string                 `protobuf:"bytes,8,opt,name=node,proto3" json:"node,omitempty"`                            // node id that answered
+	RequestId     string                 `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"` // the request's id, to match replies on a BidStream
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1210,6 +1211,13 @@ func (x *BidReply) GetEpoch() uint64 {
 func (x *BidReply) GetNode() string {
 	if x != nil {
 		return x.Node
+	}
+	return ""
+}
+
+func (x *BidReply) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -2354,7 +2362,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x06bidder\x18\x02 \x01(\tR\x06bidder\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\x03R\x06amount\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\xef\x01\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\x8e\x02\n" +
 	"\bBidReply\x12+\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x11.gavel.v1.OutcomeR\aoutcome\x12(\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x10.gavel.v1.ReasonR\x06reason\x12\x16\n" +
@@ -2363,7 +2371,9 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x06amount\x18\x05 \x01(\x03R\x06amount\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05epoch\x18\a \x01(\x04R\x05epoch\x12\x12\n" +
-	"\x04node\x18\b \x01(\tR\x04node\")\n" +
+	"\x04node\x18\b \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\t \x01(\tR\trequestId\")\n" +
 	"\rResultRequest\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\"\x88\x01\n" +
 	"\vResultReply\x12)\n" +

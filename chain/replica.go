@@ -7,7 +7,7 @@
 // go in; Ready hands back the messages to send, the replies to deliver and
 // the updates that were applied. It owns no goroutine, reads no clock and
 // touches no network, so tests drive it on an in-memory network (see
-// sim_test.go) exactly as the gRPC edge (Node) drives it on real sockets.
+// harness_test.go) exactly as the gRPC edge (Node) drives it on real sockets.
 //
 // Protocol summary:
 //   - The head sequences every bid and open (whatever its outcome), applies
@@ -94,7 +94,8 @@ type waiter struct {
 }
 
 // Replica is one chain node's protocol state. It is not safe for
-// concurrent use: one goroutine (Node's loop, or a test) drives it.
+// concurrent use: one goroutine at a time (Node's driver, or a test)
+// drives it.
 type Replica struct {
 	id   string
 	opts Options

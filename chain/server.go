@@ -121,14 +121,15 @@ func bidCommand(req *api.BidRequest) *api.Command {
 func (s *auctionsServer) bidReply(bid *api.PlaceBid, rep Reply) *api.BidReply {
 	res := rep.Result
 	return &api.BidReply{Outcome: res.Outcome, Reason: res.Reason, Detail: res.Detail, Auction: bid.GetAuction(),
-		Amount: bid.GetAmount(), Version: res.Seq, Epoch: rep.Epoch, Node: s.n.opts.ID}
+		Amount: bid.GetAmount(), Version: res.Seq, Epoch: rep.Epoch, Node: s.n.opts.ID, RequestId: bid.GetRequestId()}
 }
 
 // unavailableReply is BidStream's answer to a bid that was not decided:
 // the client retries it with the same request id.
 func (s *auctionsServer) unavailableReply(bid *api.PlaceBid, err error) *api.BidReply {
 	return &api.BidReply{Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_UNAVAILABLE,
-		Detail: status.Convert(err).Message(), Auction: bid.GetAuction(), Amount: bid.GetAmount(), Node: s.n.opts.ID}
+		Detail: status.Convert(err).Message(), Auction: bid.GetAuction(), Amount: bid.GetAmount(), Node: s.n.opts.ID,
+		RequestId: bid.GetRequestId()}
 }
 
 // Bid places one bid; the reply comes once the bid's update is committed.

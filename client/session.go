@@ -125,9 +125,9 @@ func (s *BidSession) roundTrip(ctx context.Context, addr string, req *api.BidReq
 	}
 	cut := s.disarm()
 	switch {
-	case err == nil && (rep.GetAuction() != req.Auction || rep.GetAmount() != req.Amount):
-		err = status.Errorf(codes.Internal, "reply for bid %d on %q answers bid %d on %q",
-			req.Amount, req.Auction, rep.GetAmount(), rep.GetAuction())
+	case err == nil && rep.GetRequestId() != req.RequestId:
+		err = status.Errorf(codes.Internal, "reply for request %q answers request %q",
+			req.RequestId, rep.GetRequestId())
 	case err != nil && cut && ctx.Err() == nil:
 		// The stream was ended by the attempt timeout.
 		err = status.Errorf(codes.DeadlineExceeded, "no answer within %v", s.c.opts.AttemptTimeout)

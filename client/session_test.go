@@ -33,10 +33,10 @@ func (f *fakeNode) BidStream(stream grpc.BidiStreamingServer[api.BidRequest, api
 			continue // never answer
 		}
 		rep := &api.BidReply{Outcome: api.Outcome_SUCCESS, Auction: r.Auction, Amount: r.Amount,
-			Version: uint64(n), Node: f.id}
+			Version: uint64(n), Node: f.id, RequestId: r.RequestId}
 		if n <= unavailable {
 			rep = &api.BidReply{Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_UNAVAILABLE,
-				Detail: "chain reconfiguring", Auction: r.Auction, Amount: r.Amount, Node: f.id}
+				Detail: "chain reconfiguring", Auction: r.Auction, Amount: r.Amount, Node: f.id, RequestId: r.RequestId}
 		}
 		if err := stream.Send(rep); err != nil {
 			return err
