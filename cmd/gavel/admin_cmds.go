@@ -132,13 +132,8 @@ behind the head (head applied - node applied), and a digest of its auction
 state (nodes that applied the same updates show the same digest). Unreachable
 nodes show as down.
 Exits 2 when no node answers.`)
-	com := addCommon(f)
-	pos, err := f.parse(args)
+	com, err := parseCommonNoArgs(f, args)
 	if err != nil {
-		return err
-	}
-	com.parsed()
-	if err := noArgs(f, pos); err != nil {
 		return err
 	}
 	cl, cfg, err := com.client()
@@ -272,13 +267,8 @@ Exits 0 when every listed node took the configuration, 2 otherwise.`)
 	epoch := f.Uint64("epoch", 0, "epoch of the new configuration (default: the highest epoch a node reports + 1)")
 	chainIDs := f.StringSlice("chain", nil, "node ids of the new chain, head first (required)")
 	joinIDs := f.StringSlice("joining", nil, "node ids that join the chain: they catch up from the tail")
-	com := addCommon(f)
-	pos, err := f.parse(args)
+	com, err := parseCommonNoArgs(f, args)
 	if err != nil {
-		return err
-	}
-	com.parsed()
-	if err := noArgs(f, pos); err != nil {
 		return err
 	}
 	if com.node != "" {

@@ -97,13 +97,8 @@ warmup; a progress line goes to stderr every second (not with --json).
 	f.BoolVar(&p.unary, "unary", false, "one unary Bid call per bid instead of a stream per client")
 	cpuprofile := f.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
 	_ = f.MarkHidden("cpuprofile")
-	com := addCommon(f)
-	pos, err := f.parse(args)
+	com, err := parseCommonNoArgs(f, args)
 	if err != nil {
-		return err
-	}
-	com.parsed()
-	if err := noArgs(f, pos); err != nil {
 		return err
 	}
 	switch {

@@ -93,12 +93,10 @@ prints:  success: alice leads a1 with 100 (version 17)        exit 0
 	bidder := f.String("bidder", "", "bidder name (required)")
 	intFlag(f, "amount", "", "the amount, if not given as the argument")
 	requestID := f.String("request-id", "", "request id, to retry a bid exactly once (default: a fresh random id)")
-	com := addCommon(f)
-	pos, err := f.parse(args)
+	com, pos, err := parseCommon(f, args)
 	if err != nil {
 		return err
 	}
-	com.parsed()
 	amountText, err := oneArg(f, "amount", "amount", pos)
 	if err != nil {
 		return err
@@ -208,12 +206,10 @@ func cmdResult(ctx context.Context, e *env, args []string) error {
 Show an auction as the chain tail has committed it: while open, the highest
 bid and bidder; once closed, the winner and the winning amount.`)
 	f.String("auction", "", "auction id (or give it as the argument)")
-	com := addCommon(f)
-	pos, err := f.parse(args)
+	com, pos, err := parseCommon(f, args)
 	if err != nil {
 		return err
 	}
-	com.parsed()
 	id, err := oneArg(f, "auction", "auction id", pos)
 	if err != nil {
 		return err
@@ -278,12 +274,10 @@ the closing time back to S after the bid (anti-sniping).`)
 	start := intFlag(f, "starting-price", "0", "smallest first bid, in minor units")
 	soft := f.Duration("soft-close", 0, "anti-sniping window (0: none)")
 	requestID := f.String("request-id", "", "request id, to retry an open exactly once (default: a fresh random id)")
-	com := addCommon(f)
-	pos, err := f.parse(args)
+	com, pos, err := parseCommon(f, args)
 	if err != nil {
 		return err
 	}
-	com.parsed()
 	id, err := oneArg(f, "auction", "auction id", pos)
 	if err != nil {
 		return err
@@ -356,13 +350,8 @@ func parseNonNegative(f *flags, name, s string) (int64, error) {
 func cmdAuctions(ctx context.Context, e *env, args []string) error {
 	f := newFlags(e, "auctions", "[flags]", `
 List every auction as the chain tail has committed it, sorted by id.`)
-	com := addCommon(f)
-	pos, err := f.parse(args)
+	com, err := parseCommonNoArgs(f, args)
 	if err != nil {
-		return err
-	}
-	com.parsed()
-	if err := noArgs(f, pos); err != nil {
 		return err
 	}
 	cl, _, err := com.client()

@@ -198,6 +198,27 @@ func addCommon(f *flags) *common {
 	return c
 }
 
+// parseCommon adds the common flags to f, parses args, and returns the
+// common values and the positional arguments.
+func parseCommon(f *flags, args []string) (*common, []string, error) {
+	com := addCommon(f)
+	pos, err := f.parse(args)
+	if err != nil {
+		return nil, nil, err
+	}
+	com.parsed()
+	return com, pos, nil
+}
+
+// parseCommonNoArgs is parseCommon for a command that takes no argument.
+func parseCommonNoArgs(f *flags, args []string) (*common, error) {
+	com, pos, err := parseCommon(f, args)
+	if err != nil {
+		return nil, err
+	}
+	return com, noArgs(f, pos)
+}
+
 // parsed is called after parsing: it makes --json apply to error reports.
 func (c *common) parsed() {
 	c.f.e.json = c.json
