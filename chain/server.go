@@ -421,6 +421,8 @@ func (s *chainServer) Stream(stream grpc.ClientStreamingServer[api.Envelope, api
 		env, err := stream.Recv()
 		if err != nil {
 			if peer != "" {
+				s.n.log.Warn("replication stream from peer ended", "node", s.n.opts.ID, "peer", peer,
+					"err", status.Convert(err).Message())
 				s.n.peerDown(peer)
 			}
 			if errors.Is(err, io.EOF) {

@@ -149,8 +149,14 @@ func (t *transport) run(p *peerLink) {
 			conn.Close()
 		}
 	}()
+	up := false // the last stream to p worked; log only the changes
 	broken := func(err error) {
-		t.log.Debug("replication stream broken", "peer", p.id, "err", err)
+		if up {
+			t.log.Warn("replication link down", "node", t.self, "peer", p.id, "err", err)
+		} else {
+			t.log.Debug("replication link still down", "node", t.self, "peer", p.id, "err", err)
+		}
+		up = false
 		cancel()
 		stream = nil
 		t.onPeerDown(p.id)
@@ -193,6 +199,9 @@ func (t *transport) run(p *peerLink) {
 		if err := t.sendBatch(stream, batch); err != nil {
 			broken(err)
 			t.backoff(p)
+		} else if !up {
+			up = true
+			t.log.Info("replication link up", "node", t.self, "peer", p.id, "addr", addr)
 		}
 		clear(batch)
 	}
