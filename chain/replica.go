@@ -15,8 +15,9 @@
 //   - Each node applies updates in sequence order, keeps them in its Sent
 //     list until acknowledged, and forwards them on.
 //   - The tail's apply commits an update; it acknowledges the sequence
-//     number upstream; each node drops acknowledged Sent entries and passes
-//     the ack on; the head answers the client once its update is committed.
+//     number upstream, and straight to the head as well; each node drops
+//     acknowledged Sent entries and passes the ack on; the head answers the
+//     client once its update is committed.
 //   - Every configuration carries an epoch. In each epoch a node says Hello
 //     to its predecessor with the last sequence number it holds; the
 //     predecessor answers with its Sent entries after it, or with a
@@ -446,6 +447,9 @@ func (r *Replica) Step(m *api.ChainMessage) {
 	case *api.ChainMessage_Ack:
 		if l := r.findDown(m.From); l != nil {
 			r.stepAck(l, body.Ack.GetSeq())
+		} else if r.role == api.Role_HEAD && m.From == r.cfg.Chain[len(r.cfg.Chain)-1].Id {
+			// The tail's direct ack: everything it applied is committed.
+			r.commit(body.Ack.GetSeq())
 		}
 	case *api.ChainMessage_Hello:
 		if l := r.findDown(m.From); l != nil {
@@ -645,6 +649,12 @@ func (r *Replica) Ready() Ready {
 			seq = r.applied
 		}
 		r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
+		if head := r.cfg.Chain[0].Id; r.role == api.Role_TAIL && head != r.upstream {
+			// A shortcut for the head's clients: the tail's ack also goes
+			// straight to the head, one hop instead of one per middle
+			// node. The chained ack still trims every Sent list.
+			r.send(head, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
+		}
 	}
 	r.ackDirty = false
 	for i := range r.replies {
