@@ -234,9 +234,29 @@ func (n *Node) helper() {
 		case <-n.kick:
 			n.drive(true)
 		case <-ticker.C:
-			n.enqueue(input{f: n.tick})
+			n.enqueueTick()
 		}
 	}
+}
+
+// enqueueTick queues a tick, or skips it when the queue is full: a busy
+// node misses a tick and takes the next. IMPORTANT: the helper must never
+// wait for room, because the driver may be handing its role to the helper
+// at that very moment, and only the driver makes room.
+func (n *Node) enqueueTick() {
+	n.mu.Lock()
+	if len(n.inputs) >= maxInputs {
+		n.mu.Unlock()
+		return
+	}
+	n.inputs = append(n.inputs, input{f: n.tick})
+	if n.driving {
+		n.mu.Unlock()
+		return
+	}
+	n.driving = true
+	n.mu.Unlock()
+	n.drive(true)
 }
 
 // enqueue queues in for the replica. If nobody is driving, the caller
@@ -382,6 +402,16 @@ func (n *Node) submit(ctx context.Context, cmd *api.Command) (Reply, error) {
 	case rep := <-reply:
 		return rep, nil
 	case <-ctx.Done():
+		// Forget the call, so that a chain that cannot commit does not
+		// pile up the abandoned attempts of retrying clients.
+		n.enqueue(input{f: func(r *Replica) {
+			for h, p := range n.pending {
+				if p.to == replyTo(reply) {
+					delete(n.pending, h)
+					r.Abandon(h)
+				}
+			}
+		}})
 		return Reply{}, ctx.Err()
 	}
 }

@@ -304,6 +304,17 @@ func (r *Replica) release() {
 	}
 }
 
+// Abandon forgets a request whose client stopped waiting: no reply for h
+// will come out of Ready. The update itself, if sequenced, still commits.
+func (r *Replica) Abandon(h Handle) {
+	for i, w := range r.waiters {
+		if w.handle == h {
+			r.waiters = append(r.waiters[:i], r.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
 // failWaiters answers every waiting client with err.
 func (r *Replica) failWaiters(err error) {
 	for _, w := range r.waiters {

@@ -327,12 +327,17 @@ func (s *auctionsServer) OpenAuction(ctx context.Context, req *api.OpenAuctionRe
 	out := &api.OpenAuctionReply{Outcome: res.Outcome, Reason: res.Reason, Detail: res.Detail,
 		Version: res.Seq, Epoch: rep.Epoch, Node: s.n.opts.ID}
 	if res.Outcome == api.Outcome_SUCCESS {
-		// The head's state holds the auction as opened (closing time stamped).
-		_ = s.n.do(ctx, func(r *Replica) {
+		// The head's state holds the auction as opened (closing time
+		// stamped). The function may still run after do gave up, so it
+		// fills a variable of its own, used only once do has returned nil.
+		var info *api.AuctionInfo
+		if s.n.do(ctx, func(r *Replica) {
 			if a, ok := r.State().Get(req.Open.Auction); ok {
-				out.Info = a.Info()
+				info = a.Info()
 			}
-		})
+		}) == nil {
+			out.Info = info
+		}
 	}
 	return out, nil
 }

@@ -54,14 +54,28 @@ type transport struct {
 	wg     sync.WaitGroup
 }
 
+// maxPeerQueue bounds the messages queued for one peer. A peer that stops
+// reading (flow control blocks the sender) would otherwise make the queue
+// grow without end; past the bound the queue is dropped and the stream is
+// cut, so both sides run the handshake again, as after a broken link.
+const maxPeerQueue = 1 << 16
+
+// openTimeout bounds opening a stream, so that a frozen peer that accepts
+// TCP but never answers cannot hold its sender.
+const openTimeout = 2 * time.Second
+
 // peerLink is the sending side of one peer's stream.
 type peerLink struct {
 	id string
+	// ctx lives as long as the link; close cancels it, which also ends a
+	// Send blocked by flow control and a stream still being opened.
+	ctx    context.Context
+	cancel context.CancelFunc
 
-	mu    sync.Mutex // guards addr, queue and done
+	mu    sync.Mutex // guards addr, queue and cut
 	addr  string
 	queue []*api.ChainMessage
-	done  bool
+	cut   context.CancelFunc // ends the current stream (nil when none)
 
 	wake chan struct{} // capacity 1: "the queue is not empty"
 	stop chan struct{}
@@ -88,6 +102,7 @@ func (t *transport) setAddrs(cfg *api.ChainConfig) {
 		p, ok := t.peers[m.Id]
 		if !ok {
 			p = &peerLink{id: m.Id, addr: m.Addr, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+			p.ctx, p.cancel = context.WithCancel(context.Background())
 			t.peers[m.Id] = p
 			if !t.closed {
 				t.wg.Add(1)
@@ -115,6 +130,14 @@ func (t *transport) send(msgs []*api.ChainMessage) {
 			continue
 		}
 		p.mu.Lock()
+		if len(p.queue) >= maxPeerQueue {
+			t.log.Warn("peer not reading: queue dropped and stream cut", "node", t.self, "peer", p.id,
+				"queued", len(p.queue))
+			p.queue = p.queue[:0]
+			if p.cut != nil {
+				p.cut()
+			}
+		}
 		p.queue = append(p.queue, m)
 		p.mu.Unlock()
 		select {
@@ -130,6 +153,7 @@ func (t *transport) close() {
 	t.closed = true
 	for _, p := range t.peers {
 		close(p.stop)
+		p.cancel()
 	}
 	t.mu.Unlock()
 	t.wg.Wait()
@@ -158,8 +182,11 @@ func (t *transport) run(p *peerLink) {
 		}
 		up = false
 		cancel()
+		if stream == nil {
+			// No stream was open; with one, its watcher tells the replica.
+			t.onPeerDown(p.id)
+		}
 		stream = nil
-		t.onPeerDown(p.id)
 	}
 	for {
 		select {
@@ -188,13 +215,30 @@ func (t *transport) run(p *peerLink) {
 				}
 				conn = c
 			}
-			s, c, err := openStream(conn)
+			s, c, err := openStream(p.ctx, conn)
 			if err != nil {
 				broken(err)
 				t.backoff(p)
 				continue
 			}
 			stream, cancel = s, c
+			p.mu.Lock()
+			p.cut = c
+			p.mu.Unlock()
+			// The watcher tells the replica when this stream ends, whoever
+			// ends it: a sender with nothing to send would not notice, and
+			// acks lost with the stream would never be repeated.
+			t.wg.Add(1)
+			go func() {
+				defer t.wg.Done()
+				// The peer never answers a stream it keeps reading, so
+				// RecvMsg returns only once the stream has ended. (gRPC
+				// allows one goroutine in RecvMsg beside one in SendMsg.)
+				_ = s.RecvMsg(&api.StreamClosed{})
+				if p.ctx.Err() == nil {
+					t.onPeerDown(p.id)
+				}
+			}()
 		}
 		if err := t.sendBatch(stream, batch); err != nil {
 			broken(err)
@@ -237,10 +281,15 @@ func (t *transport) backoff(p *peerLink) {
 	p.mu.Unlock()
 }
 
-// openStream opens a replication stream on conn; cancel ends it.
-func openStream(conn *grpc.ClientConn) (grpc.ClientStreamingClient[api.Envelope, api.StreamClosed], context.CancelFunc, error) {
-	ctx, cancel := context.WithCancel(context.Background())
+// openStream opens a replication stream on conn within openTimeout; the
+// stream lives until parent ends or cancel is called.
+func openStream(parent context.Context, conn *grpc.ClientConn) (grpc.ClientStreamingClient[api.Envelope, api.StreamClosed], context.CancelFunc, error) {
+	ctx, cancel := context.WithCancel(parent)
+	timer := time.AfterFunc(openTimeout, cancel)
 	s, err := api.NewChainClient(conn).Stream(ctx)
+	if !timer.Stop() && err == nil {
+		err = context.DeadlineExceeded
+	}
 	if err != nil {
 		cancel()
 		return nil, nil, err

@@ -22,8 +22,8 @@ import (
 //
 // A session carries one bid at a time: Bid sends the bid, waits for its
 // reply and returns. With a single bid in flight on the stream, the next
-// reply is that bid's answer; the session also checks that it names the
-// bid's auction and amount (BidReply carries no request id to match on).
+// reply is that bid's answer; the session also checks that it carries the
+// bid's request id.
 // A stream that broke, or whose answer did not come in time, is abandoned
 // and never read again, so a late answer cannot be taken for another bid's.
 //
