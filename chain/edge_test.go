@@ -140,10 +140,6 @@ func TestHandoffWithFullQueue(t *testing.T) {
 	}
 }
 
-type discardReply struct{}
-
-func (discardReply) deliver(*api.Command, Reply) {}
-
 // silentChain is a peer whose replication handler accepts the stream and
 // never reads it: a node whose own handler is stuck (e.g. waiting for room
 // in a full input queue), as seen from its predecessor.

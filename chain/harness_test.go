@@ -429,11 +429,6 @@ func (c *simCluster) node(id string) *simNode {
 	return n
 }
 
-func (c *simCluster) live(id string) bool {
-	n := c.nodes[id]
-	return n != nil && !n.crashed
-}
-
 // drain hands everything the replica produced to the network, the clients
 // and the node's record. The harness calls it after every input.
 func (c *simCluster) drain(n *simNode) {

@@ -164,7 +164,7 @@ func TestBidGeneratesOneRequestID(t *testing.T) {
 	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(ids[0]) {
 		t.Fatalf("generated request id %q is not 16 hex characters", ids[0])
 	}
-	if NewRequestID() == NewRequestID() {
+	if a, b := NewRequestID(), NewRequestID(); a == b {
 		t.Fatal("NewRequestID repeats itself")
 	}
 }
