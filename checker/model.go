@@ -50,6 +50,7 @@ const (
 	KindResult
 )
 
+// String names the kind as porcupine's visualization shows it.
 func (k Kind) String() string {
 	switch k {
 	case KindOpen:
@@ -135,6 +136,7 @@ const (
 var outcomeNames = [...]string{"unknown", "success", "too low", "closed", "unknown auction",
 	"invalid", "exists", "other"}
 
+// String names the outcome as porcupine's visualization shows it.
 func (o Outcome) String() string {
 	if int(o) < len(outcomeNames) {
 		return outcomeNames[o]

@@ -34,6 +34,7 @@ type exitError struct {
 	hint string
 }
 
+// Error is the message printed after "gavel: ".
 func (e *exitError) Error() string { return e.msg }
 
 // errHelp ends a command that printed its help on request.
@@ -304,9 +305,14 @@ func parseAmount(f *flags, what, s string) (int64, error) {
 // error message and exit code) is the command's: see parseAmount.
 type intText string
 
-func (v *intText) String() string     { return string(*v) }
+// String, Set and Type make intText a pflag.Value.
+func (v *intText) String() string { return string(*v) }
+
+// Set keeps the flag's text as given; the command parses it.
 func (v *intText) Set(s string) error { *v = intText(s); return nil }
-func (v *intText) Type() string       { return "int" }
+
+// Type names the flag's value in the help.
+func (v *intText) Type() string { return "int" }
 
 // intFlag registers an integer flag kept as text.
 func intFlag(f *flags, name, def, usage string) *intText {
