@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -91,11 +92,23 @@ func newTransport(self string, log *slog.Logger, onPeerDown func(string), extra 
 	return &transport{self: self, log: log, onPeerDown: onPeerDown, dialOpts: opts, peers: map[string]*peerLink{}}
 }
 
-// setAddrs records the address of every member of a configuration.
+// setAddrs records the address of every member of a configuration, and
+// ends the links to nodes it does not name.
 func (t *transport) setAddrs(cfg *api.ChainConfig) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, m := range append(append([]*api.Member{}, cfg.GetChain()...), cfg.GetJoining()...) {
+	members := append(append([]*api.Member{}, cfg.GetChain()...), cfg.GetJoining()...)
+	// Links to nodes the configuration left out end: nothing is sent to
+	// them any more, and a removed node never comes back under its old
+	// incarnation.
+	for id, p := range t.peers {
+		if !slices.ContainsFunc(members, func(m *api.Member) bool { return m.Id == id }) {
+			close(p.stop)
+			p.cancel()
+			delete(t.peers, id)
+		}
+	}
+	for _, m := range members {
 		if m.Id == t.self || m.Addr == "" {
 			continue
 		}
