@@ -1902,8 +1902,8 @@ type Forward struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Updates   []*Update              `protobuf:"bytes,1,rep,name=updates,proto3" json:"updates,omitempty"`
 	Handshake bool                   `protobuf:"varint,2,opt,name=handshake,proto3" json:"handshake,omitempty"`
-	// pred_committed: the sender's committed sequence number (handshake only);
-	// a new tail serves reads only once it has applied this far.
+	// pred_committed: the sender's committed sequence number; everything the
+	// receiver holds up to it is committed.
 	PredCommitted uint64         `protobuf:"varint,3,opt,name=pred_committed,json=predCommitted,proto3" json:"pred_committed,omitempty"`
 	Snapshot      *StateSnapshot `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	// pred_caught_up: the sender holds everything ever committed. A node
