@@ -136,13 +136,11 @@ Exits 2 when no node answers.`)
 	if err != nil {
 		return err
 	}
-	cl, cfg, err := com.client()
+	cl, cfg, cctx, done, err := com.call(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	cctx, cancel := context.WithTimeout(ctx, com.timeout)
-	defer cancel()
+	defer done()
 	res := cl.StatusAll(cctx)
 	if com.node == "" && learnedMore(res) {
 		res = cl.StatusAll(cctx) // the chain names nodes the config does not

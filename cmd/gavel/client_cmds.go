@@ -214,13 +214,11 @@ bid and bidder; once closed, the winner and the winning amount.`)
 	if err != nil {
 		return err
 	}
-	cl, _, err := com.client()
+	cl, _, cctx, done, err := com.call(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	cctx, cancel := context.WithTimeout(ctx, com.timeout)
-	defer cancel()
+	defer done()
 	r, err := cl.Result(cctx, id)
 	if errors.Is(err, client.ErrUnknownAuction) {
 		return exception("unknown auction %q", id)
@@ -354,13 +352,11 @@ List every auction as the chain tail has committed it, sorted by id.`)
 	if err != nil {
 		return err
 	}
-	cl, _, err := com.client()
+	cl, _, cctx, done, err := com.call(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	cctx, cancel := context.WithTimeout(ctx, com.timeout)
-	defer cancel()
+	defer done()
 	r, err := cl.List(cctx)
 	if err != nil {
 		return readErr(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -278,6 +279,17 @@ func (c *common) client() (*client.Client, *config.Config, error) {
 		return nil, nil, &exitError{code: exitUsage, msg: fmt.Sprintf("%s: %v", cfg.File, err)}
 	}
 	return cl, cfg, nil
+}
+
+// call returns a client and a context bounded by --timeout for one call;
+// done closes both.
+func (c *common) call(ctx context.Context) (*client.Client, *config.Config, context.Context, func(), error) {
+	cl, cfg, err := c.client()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return cl, cfg, cctx, func() { cancel(); cl.Close() }, nil
 }
 
 // ---------------------------------------------------------------------------
