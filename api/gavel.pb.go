@@ -1576,9 +1576,13 @@ func (x *OpenAuctionReply) GetNode() string {
 
 // Member is one chain node.
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr  string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	// incarnation tells one run of a node's process from the next: a node
+	// restarted under the same id is a new member with empty state, never
+	// the old one resuming its position. 0 in configurations set by hand.
+	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1625,6 +1629,13 @@ func (x *Member) GetAddr() string {
 		return x.Addr
 	}
 	return ""
+}
+
+func (x *Member) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // ChainConfig is the configuration of one epoch: chain[0] is the head,
@@ -1740,6 +1751,9 @@ type NodeStatus struct {
 	// state_digest is a hash of the node's whole auction state at applied:
 	// nodes that applied the same updates show the same digest.
 	StateDigest   string `protobuf:"bytes,11,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	Incarnation   uint64 `protobuf:"varint,12,opt,name=incarnation,proto3" json:"incarnation,omitempty"`           // this run of the node's process
+	LeaseMs       int64  `protobuf:"varint,13,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`    // lease time left (ms); -1 when no master is configured
+	CaughtUp      bool   `protobuf:"varint,14,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"` // holds every committed update
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1849,6 +1863,27 @@ func (x *NodeStatus) GetStateDigest() string {
 		return x.StateDigest
 	}
 	return ""
+}
+
+func (x *NodeStatus) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
 }
 
 type SetConfigReply struct {
@@ -2285,6 +2320,527 @@ func (*StreamClosed) Descriptor() ([]byte, []int) {
 	return file_api_gavel_proto_rawDescGZIP(), []int{28}
 }
 
+// HeartbeatRequest is a node's periodic report to the master leader. A
+// heartbeat from a node that is not in the configuration asks to join.
+type HeartbeatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"` // the node's installed epoch
+	Role          Role                   `protobuf:"varint,5,opt,name=role,proto3,enum=gavel.v1.Role" json:"role,omitempty"`
+	Applied       uint64                 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
+	Committed     uint64                 `protobuf:"varint,7,opt,name=committed,proto3" json:"committed,omitempty"`
+	CaughtUp      bool                   `protobuf:"varint,8,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"` // holds every committed update
+	Linked        bool                   `protobuf:"varint,9,opt,name=linked,proto3" json:"linked,omitempty"`                     // its predecessor answered its Hello this epoch
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatRequest) Reset() {
+	*x = HeartbeatRequest{}
+	mi := &file_api_gavel_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatRequest) ProtoMessage() {}
+
+func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *HeartbeatRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *HeartbeatRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *HeartbeatRequest) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
+}
+
+func (x *HeartbeatRequest) GetLinked() bool {
+	if x != nil {
+		return x.Linked
+	}
+	return false
+}
+
+// HeartbeatReply carries the master's configuration and, for a member of
+// it, a lease: the node may serve as tail (reads) or head (bids) until
+// lease_ms after it sent the heartbeat.
+type HeartbeatReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *ChainConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	LeaseMs       int64                  `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`   // 0: no lease (not a member, or being removed)
+	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"` // the master leader that answered
+	LeaderAddr    string                 `protobuf:"bytes,4,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	Member        bool                   `protobuf:"varint,5,opt,name=member,proto3" json:"member,omitempty"` // the node (with this incarnation) is in config
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatReply) Reset() {
+	*x = HeartbeatReply{}
+	mi := &file_api_gavel_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatReply) ProtoMessage() {}
+
+func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
+func (*HeartbeatReply) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *HeartbeatReply) GetConfig() *ChainConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *HeartbeatReply) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *HeartbeatReply) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *HeartbeatReply) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
+}
+
+func (x *HeartbeatReply) GetMember() bool {
+	if x != nil {
+		return x.Member
+	}
+	return false
+}
+
+// WatchRequest opens a configuration watch: the stream sends the current
+// configuration if its epoch is above after_epoch, then every new one.
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AfterEpoch    uint64                 `protobuf:"varint,1,opt,name=after_epoch,json=afterEpoch,proto3" json:"after_epoch,omitempty"`
+	Watcher       string                 `protobuf:"bytes,2,opt,name=watcher,proto3" json:"watcher,omitempty"` // who watches, for the master's logs
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_api_gavel_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WatchRequest) GetAfterEpoch() uint64 {
+	if x != nil {
+		return x.AfterEpoch
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetWatcher() string {
+	if x != nil {
+		return x.Watcher
+	}
+	return ""
+}
+
+type MasterStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MasterStatusRequest) Reset() {
+	*x = MasterStatusRequest{}
+	mi := &file_api_gavel_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MasterStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MasterStatusRequest) ProtoMessage() {}
+
+func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MasterStatusRequest.ProtoReflect.Descriptor instead.
+func (*MasterStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{32}
+}
+
+// NodeHealth is the master leader's view of one node.
+type NodeHealth struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr            string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Incarnation     uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Role            Role                   `protobuf:"varint,4,opt,name=role,proto3,enum=gavel.v1.Role" json:"role,omitempty"`
+	Epoch           uint64                 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Applied         uint64                 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
+	Committed       uint64                 `protobuf:"varint,7,opt,name=committed,proto3" json:"committed,omitempty"`
+	LastHeartbeatMs int64                  `protobuf:"varint,8,opt,name=last_heartbeat_ms,json=lastHeartbeatMs,proto3" json:"last_heartbeat_ms,omitempty"` // milliseconds since its last heartbeat
+	Leased          bool                   `protobuf:"varint,9,opt,name=leased,proto3" json:"leased,omitempty"`                                            // holds a lease from this leader
+	CaughtUp        bool                   `protobuf:"varint,10,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *NodeHealth) Reset() {
+	*x = NodeHealth{}
+	mi := &file_api_gavel_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeHealth) ProtoMessage() {}
+
+func (x *NodeHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeHealth.ProtoReflect.Descriptor instead.
+func (*NodeHealth) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *NodeHealth) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NodeHealth) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *NodeHealth) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *NodeHealth) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *NodeHealth) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *NodeHealth) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *NodeHealth) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
+func (x *NodeHealth) GetLastHeartbeatMs() int64 {
+	if x != nil {
+		return x.LastHeartbeatMs
+	}
+	return 0
+}
+
+func (x *NodeHealth) GetLeased() bool {
+	if x != nil {
+		return x.Leased
+	}
+	return false
+}
+
+func (x *NodeHealth) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
+}
+
+// MasterStatus is one master's view: its Raft state and the configuration.
+type MasterStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	RaftState     string                 `protobuf:"bytes,3,opt,name=raft_state,json=raftState,proto3" json:"raft_state,omitempty"` // Leader, Follower, Candidate, Shutdown
+	Term          uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,5,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddr    string                 `protobuf:"bytes,6,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	LastIndex     uint64                 `protobuf:"varint,7,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"` // last Raft log index
+	AppliedIndex  uint64                 `protobuf:"varint,8,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Config        *ChainConfig           `protobuf:"bytes,9,opt,name=config,proto3" json:"config,omitempty"`
+	Nodes         []*NodeHealth          `protobuf:"bytes,10,rep,name=nodes,proto3" json:"nodes,omitempty"` // filled by the leader only
+	UptimeMs      int64                  `protobuf:"varint,11,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MasterStatus) Reset() {
+	*x = MasterStatus{}
+	mi := &file_api_gavel_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MasterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MasterStatus) ProtoMessage() {}
+
+func (x *MasterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
+func (*MasterStatus) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MasterStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MasterStatus) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *MasterStatus) GetRaftState() string {
+	if x != nil {
+		return x.RaftState
+	}
+	return ""
+}
+
+func (x *MasterStatus) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *MasterStatus) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *MasterStatus) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
+}
+
+func (x *MasterStatus) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *MasterStatus) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *MasterStatus) GetConfig() *ChainConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *MasterStatus) GetNodes() []*NodeHealth {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *MasterStatus) GetUptimeMs() int64 {
+	if x != nil {
+		return x.UptimeMs
+	}
+	return 0
+}
+
 var File_api_gavel_proto protoreflect.FileDescriptor
 
 const file_api_gavel_proto_rawDesc = "" +
@@ -2396,15 +2952,16 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x04info\x18\x04 \x01(\v2\x15.gavel.v1.AuctionInfoR\x04info\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x12\n" +
-	"\x04node\x18\a \x01(\tR\x04node\",\n" +
+	"\x04node\x18\a \x01(\tR\x04node\"N\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"w\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"w\n" +
 	"\vChainConfig\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12&\n" +
 	"\x05chain\x18\x02 \x03(\v2\x10.gavel.v1.MemberR\x05chain\x12*\n" +
 	"\ajoining\x18\x03 \x03(\v2\x10.gavel.v1.MemberR\ajoining\"\x0f\n" +
-	"\rStatusRequest\"\xc7\x02\n" +
+	"\rStatusRequest\"\xa1\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2418,7 +2975,10 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\bauctions\x18\t \x01(\x04R\bauctions\x12\x1b\n" +
 	"\tuptime_ms\x18\n" +
 	" \x01(\x03R\buptimeMs\x12!\n" +
-	"\fstate_digest\x18\v \x01(\tR\vstateDigest\"&\n" +
+	"\fstate_digest\x18\v \x01(\tR\vstateDigest\x12 \n" +
+	"\vincarnation\x18\f \x01(\x04R\vincarnation\x12\x19\n" +
+	"\blease_ms\x18\r \x01(\x03R\aleaseMs\x12\x1b\n" +
+	"\tcaught_up\x18\x0e \x01(\bR\bcaughtUp\"&\n" +
 	"\x0eSetConfigReply\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xd5\x01\n" +
 	"\aForward\x12*\n" +
@@ -2442,7 +3002,58 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x04body\">\n" +
 	"\bEnvelope\x122\n" +
 	"\bmessages\x18\x01 \x03(\v2\x16.gavel.v1.ChainMessageR\bmessages\"\x0e\n" +
-	"\fStreamClosed*H\n" +
+	"\fStreamClosed\"\xff\x01\n" +
+	"\x10HeartbeatRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\"\n" +
+	"\x04role\x18\x05 \x01(\x0e2\x0e.gavel.v1.RoleR\x04role\x12\x18\n" +
+	"\aapplied\x18\x06 \x01(\x04R\aapplied\x12\x1c\n" +
+	"\tcommitted\x18\a \x01(\x04R\tcommitted\x12\x1b\n" +
+	"\tcaught_up\x18\b \x01(\bR\bcaughtUp\x12\x16\n" +
+	"\x06linked\x18\t \x01(\bR\x06linked\"\xb0\x01\n" +
+	"\x0eHeartbeatReply\x12-\n" +
+	"\x06config\x18\x01 \x01(\v2\x15.gavel.v1.ChainConfigR\x06config\x12\x19\n" +
+	"\blease_ms\x18\x02 \x01(\x03R\aleaseMs\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x1f\n" +
+	"\vleader_addr\x18\x04 \x01(\tR\n" +
+	"leaderAddr\x12\x16\n" +
+	"\x06member\x18\x05 \x01(\bR\x06member\"I\n" +
+	"\fWatchRequest\x12\x1f\n" +
+	"\vafter_epoch\x18\x01 \x01(\x04R\n" +
+	"afterEpoch\x12\x18\n" +
+	"\awatcher\x18\x02 \x01(\tR\awatcher\"\x15\n" +
+	"\x13MasterStatusRequest\"\xa5\x02\n" +
+	"\n" +
+	"NodeHealth\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\"\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x0e.gavel.v1.RoleR\x04role\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aapplied\x18\x06 \x01(\x04R\aapplied\x12\x1c\n" +
+	"\tcommitted\x18\a \x01(\x04R\tcommitted\x12*\n" +
+	"\x11last_heartbeat_ms\x18\b \x01(\x03R\x0flastHeartbeatMs\x12\x16\n" +
+	"\x06leased\x18\t \x01(\bR\x06leased\x12\x1b\n" +
+	"\tcaught_up\x18\n" +
+	" \x01(\bR\bcaughtUp\"\xdf\x02\n" +
+	"\fMasterStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1d\n" +
+	"\n" +
+	"raft_state\x18\x03 \x01(\tR\traftState\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x1b\n" +
+	"\tleader_id\x18\x05 \x01(\tR\bleaderId\x12\x1f\n" +
+	"\vleader_addr\x18\x06 \x01(\tR\n" +
+	"leaderAddr\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\a \x01(\x04R\tlastIndex\x12#\n" +
+	"\rapplied_index\x18\b \x01(\x04R\fappliedIndex\x12-\n" +
+	"\x06config\x18\t \x01(\v2\x15.gavel.v1.ChainConfigR\x06config\x12*\n" +
+	"\x05nodes\x18\n" +
+	" \x03(\v2\x14.gavel.v1.NodeHealthR\x05nodes\x12\x1b\n" +
+	"\tuptime_ms\x18\v \x01(\x03R\buptimeMs*H\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aSUCCESS\x10\x01\x12\b\n" +
@@ -2483,7 +3094,11 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x06Status\x12\x17.gavel.v1.StatusRequest\x1a\x14.gavel.v1.NodeStatus\x12<\n" +
 	"\tSetConfig\x12\x15.gavel.v1.ChainConfig\x1a\x18.gavel.v1.SetConfigReply2?\n" +
 	"\x05Chain\x126\n" +
-	"\x06Stream\x12\x12.gavel.v1.Envelope\x1a\x16.gavel.v1.StreamClosed(\x01B(Z&github.com/gavel-auction/gavel/api;apib\x06proto3"
+	"\x06Stream\x12\x12.gavel.v1.Envelope\x1a\x16.gavel.v1.StreamClosed(\x012\xc6\x01\n" +
+	"\x06Master\x12A\n" +
+	"\tHeartbeat\x12\x1a.gavel.v1.HeartbeatRequest\x1a\x18.gavel.v1.HeartbeatReply\x128\n" +
+	"\x05Watch\x12\x16.gavel.v1.WatchRequest\x1a\x15.gavel.v1.ChainConfig0\x01\x12?\n" +
+	"\x06Status\x12\x1d.gavel.v1.MasterStatusRequest\x1a\x16.gavel.v1.MasterStatusB(Z&github.com/gavel-auction/gavel/api;apib\x06proto3"
 
 var (
 	file_api_gavel_proto_rawDescOnce sync.Once
@@ -2498,7 +3113,7 @@ func file_api_gavel_proto_rawDescGZIP() []byte {
 }
 
 var file_api_gavel_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_api_gavel_proto_goTypes = []any{
 	(Outcome)(0),                // 0: gavel.v1.Outcome
 	(Reason)(0),                 // 1: gavel.v1.Reason
@@ -2533,6 +3148,12 @@ var file_api_gavel_proto_goTypes = []any{
 	(*ChainMessage)(nil),        // 30: gavel.v1.ChainMessage
 	(*Envelope)(nil),            // 31: gavel.v1.Envelope
 	(*StreamClosed)(nil),        // 32: gavel.v1.StreamClosed
+	(*HeartbeatRequest)(nil),    // 33: gavel.v1.HeartbeatRequest
+	(*HeartbeatReply)(nil),      // 34: gavel.v1.HeartbeatReply
+	(*WatchRequest)(nil),        // 35: gavel.v1.WatchRequest
+	(*MasterStatusRequest)(nil), // 36: gavel.v1.MasterStatusRequest
+	(*NodeHealth)(nil),          // 37: gavel.v1.NodeHealth
+	(*MasterStatus)(nil),        // 38: gavel.v1.MasterStatus
 }
 var file_api_gavel_proto_depIdxs = []int32{
 	4,  // 0: gavel.v1.Command.open:type_name -> gavel.v1.OpenAuction
@@ -2564,27 +3185,38 @@ var file_api_gavel_proto_depIdxs = []int32{
 	28, // 26: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
 	29, // 27: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
 	30, // 28: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
-	14, // 29: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
-	14, // 30: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
-	16, // 31: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
-	18, // 32: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
-	20, // 33: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
-	24, // 34: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
-	23, // 35: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
-	31, // 36: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
-	15, // 37: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
-	15, // 38: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
-	17, // 39: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
-	19, // 40: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
-	21, // 41: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
-	25, // 42: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
-	26, // 43: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
-	32, // 44: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
-	37, // [37:45] is the sub-list for method output_type
-	29, // [29:37] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	3,  // 29: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
+	23, // 30: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
+	3,  // 31: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
+	23, // 32: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
+	37, // 33: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
+	14, // 34: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
+	14, // 35: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
+	16, // 36: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
+	18, // 37: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
+	20, // 38: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
+	24, // 39: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
+	23, // 40: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
+	31, // 41: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
+	33, // 42: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
+	35, // 43: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
+	36, // 44: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
+	15, // 45: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
+	15, // 46: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
+	17, // 47: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
+	19, // 48: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
+	21, // 49: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
+	25, // 50: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
+	26, // 51: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
+	32, // 52: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
+	34, // 53: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
+	23, // 54: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
+	38, // 55: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
+	45, // [45:56] is the sub-list for method output_type
+	34, // [34:45] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_api_gavel_proto_init() }
@@ -2608,9 +3240,9 @@ func file_api_gavel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_gavel_proto_rawDesc), len(file_api_gavel_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   29,
+			NumMessages:   35,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_api_gavel_proto_goTypes,
 		DependencyIndexes: file_api_gavel_proto_depIdxs,

@@ -532,3 +532,193 @@ var Chain_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "api/gavel.proto",
 }
+
+const (
+	Master_Heartbeat_FullMethodName = "/gavel.v1.Master/Heartbeat"
+	Master_Watch_FullMethodName     = "/gavel.v1.Master/Watch"
+	Master_Status_FullMethodName    = "/gavel.v1.Master/Status"
+)
+
+// MasterClient is the client API for Master service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Master holds the chain configuration in a Raft group: nodes heartbeat to
+// it and ask to join; nodes and gateways watch it for new configurations.
+// Any master answers: followers forward heartbeats to the leader.
+type MasterClient interface {
+	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatReply, error)
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChainConfig], error)
+	Status(ctx context.Context, in *MasterStatusRequest, opts ...grpc.CallOption) (*MasterStatus, error)
+}
+
+type masterClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewMasterClient(cc grpc.ClientConnInterface) MasterClient {
+	return &masterClient{cc}
+}
+
+func (c *masterClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeartbeatReply)
+	err := c.cc.Invoke(ctx, Master_Heartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *masterClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChainConfig], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Master_ServiceDesc.Streams[0], Master_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, ChainConfig]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Master_WatchClient = grpc.ServerStreamingClient[ChainConfig]
+
+func (c *masterClient) Status(ctx context.Context, in *MasterStatusRequest, opts ...grpc.CallOption) (*MasterStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MasterStatus)
+	err := c.cc.Invoke(ctx, Master_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MasterServer is the server API for Master service.
+// All implementations must embed UnimplementedMasterServer
+// for forward compatibility.
+//
+// Master holds the chain configuration in a Raft group: nodes heartbeat to
+// it and ask to join; nodes and gateways watch it for new configurations.
+// Any master answers: followers forward heartbeats to the leader.
+type MasterServer interface {
+	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatReply, error)
+	Watch(*WatchRequest, grpc.ServerStreamingServer[ChainConfig]) error
+	Status(context.Context, *MasterStatusRequest) (*MasterStatus, error)
+	mustEmbedUnimplementedMasterServer()
+}
+
+// UnimplementedMasterServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedMasterServer struct{}
+
+func (UnimplementedMasterServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedMasterServer) Watch(*WatchRequest, grpc.ServerStreamingServer[ChainConfig]) error {
+	return status.Errorf(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedMasterServer) Status(context.Context, *MasterStatusRequest) (*MasterStatus, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedMasterServer) mustEmbedUnimplementedMasterServer() {}
+func (UnimplementedMasterServer) testEmbeddedByValue()                {}
+
+// UnsafeMasterServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to MasterServer will
+// result in compilation errors.
+type UnsafeMasterServer interface {
+	mustEmbedUnimplementedMasterServer()
+}
+
+func RegisterMasterServer(s grpc.ServiceRegistrar, srv MasterServer) {
+	// If the following call pancis, it indicates UnimplementedMasterServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Master_ServiceDesc, srv)
+}
+
+func _Master_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeartbeatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).Heartbeat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_Heartbeat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).Heartbeat(ctx, req.(*HeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Master_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MasterServer).Watch(m, &grpc.GenericServerStream[WatchRequest, ChainConfig]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Master_WatchServer = grpc.ServerStreamingServer[ChainConfig]
+
+func _Master_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MasterStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MasterServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Master_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MasterServer).Status(ctx, req.(*MasterStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Master_ServiceDesc is the grpc.ServiceDesc for Master service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Master_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "gavel.v1.Master",
+	HandlerType: (*MasterServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Heartbeat",
+			Handler:    _Master_Heartbeat_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _Master_Status_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _Master_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "api/gavel.proto",
+}

@@ -24,6 +24,10 @@ var (
 	// being head before their update committed; a retry with the same
 	// request id at the new head returns the outcome exactly once.
 	ErrHeadChanged = errors.New("head changed before the update committed; retry")
+	// ErrNoLease is returned by a tail asked to read, or a head asked to
+	// sequence, while it holds no lease from the master: it may have been
+	// removed from the chain without knowing it yet.
+	ErrNoLease = errors.New("no lease from the master: cannot serve now")
 	// ErrUnavailable is returned by the edge when the chain cannot serve a
 	// request in time (no head reachable, shutting down).
 	ErrUnavailable = errors.New("chain unavailable")

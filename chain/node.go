@@ -33,6 +33,16 @@ type NodeOptions struct {
 	Logger                *slog.Logger
 	// Now is the clock the head stamps updates with (time.Now if nil).
 	Now func() time.Time
+	// Masters are the gRPC addresses of the master group. With masters the
+	// node heartbeats every Heartbeat, joins the chain through the master,
+	// takes its configurations from it, and serves reads (as tail) and
+	// bids (as head) only while it holds the master's lease. Without, it
+	// runs on Initial and Admin.SetConfig alone.
+	Masters   []string
+	Heartbeat time.Duration
+	// Incarnation tells this run of the node from earlier ones; 0 draws a
+	// random one (the normal case).
+	Incarnation uint64
 }
 
 // replyTo receives the reply to a proposal. deliver runs on the goroutine
@@ -100,6 +110,13 @@ type Node struct {
 	server    *grpc.Server
 	stopOnce  sync.Once
 
+	// incarnation is this run's number; membership is nil without masters.
+	incarnation uint64
+	membership  *membership
+	bgCtx       context.Context // cancelled by Stop; ends the membership loops
+	bgCancel    context.CancelFunc
+	bg          sync.WaitGroup
+
 	// mu guards inputs, driving and helperGone; room waits on it.
 	mu     sync.Mutex
 	room   sync.Cond // signalled when the driver takes the queue
@@ -118,6 +135,8 @@ type Node struct {
 	// stopped is set once Stop has answered every waiting client; later
 	// requests are answered ErrUnavailable without reaching the replica.
 	stopped bool
+	// leaseUntil is when the master's lease runs out (see membership).
+	leaseUntil time.Time
 }
 
 // NewNode builds a node; Start serves it.
@@ -147,6 +166,18 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		pending:    map[Handle]proposal{},
 	}
 	n.room.L = &n.mu
+	n.incarnation = opts.Incarnation
+	if n.incarnation == 0 {
+		n.incarnation = newIncarnation()
+	}
+	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
+	if len(opts.Masters) > 0 {
+		if opts.Heartbeat <= 0 {
+			opts.Heartbeat = 50 * time.Millisecond
+			n.opts.Heartbeat = opts.Heartbeat
+		}
+		n.membership = newMembership(n, opts.Masters, opts.Heartbeat)
+	}
 	n.tick = func(r *Replica) { r.Tick(n.opts.Now().UnixMilli()) }
 	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
@@ -173,11 +204,15 @@ func NewNode(opts NodeOptions) (*Node, error) {
 func (n *Node) Start(lis net.Listener) error {
 	n.start = time.Now()
 	n.log.Info("node started", "node", n.opts.ID, "addr", n.opts.Addr, "listen", lis.Addr().String(),
-		"epoch", n.replica.Epoch(), "role", n.replica.Role().String())
+		"epoch", n.replica.Epoch(), "role", n.replica.Role().String(), "incarnation", n.incarnation,
+		"masters", len(n.opts.Masters))
 	n.mu.Lock()
 	n.helperGone = false
 	n.mu.Unlock()
 	go n.helper()
+	if n.membership != nil {
+		n.membership.run(n.bgCtx, &n.bg)
+	}
 	go func() {
 		if err := n.server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			n.log.Error("grpc server stopped", "node", n.opts.ID, "err", err)
@@ -191,8 +226,13 @@ func (n *Node) Start(lis net.Listener) error {
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
 		close(n.stop)
+		n.bgCancel()
 		if !n.start.IsZero() {
 			<-n.done
+		}
+		n.bg.Wait() // the membership loops end with their calls' context
+		if n.membership != nil {
+			n.membership.close()
 		}
 		answered := make(chan struct{})
 		n.enqueue(input{f: func(*Replica) {
@@ -345,6 +385,12 @@ func (n *Node) sequence(p proposal) {
 		p.to.deliver(p.cmd, Reply{Err: ErrUnavailable})
 		return
 	}
+	if n.replica.isHead() {
+		if err := n.leaseErr(); err != nil {
+			p.to.deliver(p.cmd, Reply{Err: err, Epoch: n.replica.Epoch()})
+			return
+		}
+	}
 	n.nextH++
 	n.pending[n.nextH] = p
 	n.replica.Propose(n.nextH, p.cmd, n.opts.Now().UnixMilli())
@@ -439,6 +485,7 @@ func (n *Node) status(ctx context.Context) (*api.NodeStatus, error) {
 	var st *api.NodeStatus
 	if err := n.do(ctx, func(r *Replica) {
 		st = r.Status()
+		st.Incarnation, st.LeaseMs = n.incarnation, n.leaseLeft().Milliseconds()
 		d := r.State().Digest()
 		st.StateDigest = hex.EncodeToString(d[:8])
 	}); err != nil {

@@ -180,6 +180,11 @@ func (r *Replica) State() *auction.State { return r.state }
 // Readable reports whether the replica, as tail, may serve reads now.
 func (r *Replica) Readable() bool { return r.isTail() && r.caughtUp }
 
+// Linked reports whether the predecessor (for a joining node, the tail)
+// has answered this replica's Hello in the current epoch; the head, which
+// has no predecessor, is always linked.
+func (r *Replica) Linked() bool { return r.upstream == "" || r.upEstablished }
+
 // CaughtUp reports whether the replica holds every committed update.
 func (r *Replica) CaughtUp() bool { return r.caughtUp }
 
@@ -187,7 +192,7 @@ func (r *Replica) CaughtUp() bool { return r.caughtUp }
 func (r *Replica) Status() *api.NodeStatus {
 	return &api.NodeStatus{Id: r.id, Role: r.role, Config: r.cfg, Applied: r.applied,
 		Committed: r.committed, Sent: uint64(len(r.sent)), Readable: r.Readable(),
-		Auctions: uint64(r.state.Len())}
+		Auctions: uint64(r.state.Len()), CaughtUp: r.caughtUp}
 }
 
 func (r *Replica) isHead() bool { return r.role == api.Role_HEAD || r.role == api.Role_SINGLE }

@@ -349,7 +349,7 @@ func (s *auctionsServer) Result(ctx context.Context, req *api.ResultRequest) (*a
 		rerr  error
 		epoch uint64
 	)
-	if err := s.n.do(ctx, func(r *Replica) { info, rerr = r.Read(req.Auction); epoch = r.Epoch() }); err != nil {
+	if err := s.n.do(ctx, func(r *Replica) { info, rerr = s.n.read(r, req.Auction); epoch = r.Epoch() }); err != nil {
 		return nil, toStatus(err)
 	}
 	if rerr != nil {
@@ -374,7 +374,7 @@ func (s *auctionsServer) ListAuctions(ctx context.Context, req *api.ListAuctions
 		epoch uint64
 		seq   uint64
 	)
-	if err := s.n.do(ctx, func(r *Replica) { list, rerr = r.List(); epoch, seq = r.Epoch(), r.Applied() }); err != nil {
+	if err := s.n.do(ctx, func(r *Replica) { list, rerr = s.n.list(r); epoch, seq = r.Epoch(), r.Applied() }); err != nil {
 		return nil, toStatus(err)
 	}
 	if rerr != nil {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -23,11 +24,13 @@ type Config struct {
 	// a Config built in code); it prefixes error messages. Not a yaml key.
 	File string `mapstructure:"-"`
 
-	Cluster ClusterConfig `mapstructure:"cluster"`
-	Nodes   []NodeConfig  `mapstructure:"nodes"`
-	Chain   ChainConfig   `mapstructure:"chain"`
-	Client  ClientConfig  `mapstructure:"client"`
-	Log     LogConfig     `mapstructure:"log"`
+	Cluster ClusterConfig  `mapstructure:"cluster"`
+	Masters []MasterConfig `mapstructure:"masters"`
+	Master  MasterSection  `mapstructure:"master"`
+	Nodes   []NodeConfig   `mapstructure:"nodes"`
+	Chain   ChainConfig    `mapstructure:"chain"`
+	Client  ClientConfig   `mapstructure:"client"`
+	Log     LogConfig      `mapstructure:"log"`
 }
 
 // ClusterConfig is the cluster: section.
@@ -42,6 +45,61 @@ type NodeConfig struct {
 	ID string `mapstructure:"id"`
 	// Addr is the gRPC host:port the node listens on and is reached at.
 	Addr string `mapstructure:"addr"`
+}
+
+// MasterConfig is one element of the masters: list, a replica of the
+// master's Raft group. With no masters the chain runs on the static
+// configuration of the nodes: list (epoch 1, file order) and the admin
+// call (gavel reconfigure) changes it.
+type MasterConfig struct {
+	// ID names the master (m1, m2, ...); it is also its Raft server id.
+	ID string `mapstructure:"id"`
+	// Addr is the gRPC host:port that nodes, gateways and tools reach.
+	Addr string `mapstructure:"addr"`
+	// RaftAddr is the host:port of the Raft transport between masters.
+	RaftAddr string `mapstructure:"raft_addr"`
+	// DataDir holds the Raft log, stable store and snapshots (default
+	// master.data_dir/ID).
+	DataDir string `mapstructure:"data_dir"`
+}
+
+// MasterSection is the master: section: failure detection, leases and the
+// Raft group's timing.
+type MasterSection struct {
+	// DataDir is where each master keeps its Raft data, in a directory
+	// named after its id, unless the master sets its own (default
+	// ".run/data").
+	DataDir string `mapstructure:"data_dir"`
+	// Heartbeat is how often a node reports to the master (default 50ms).
+	Heartbeat time.Duration `mapstructure:"heartbeat"`
+	// FailureTimeout is how long a node may go without a heartbeat before
+	// the leader removes it from the chain (default 400ms).
+	FailureTimeout time.Duration `mapstructure:"failure_timeout"`
+	// Lease is how long a heartbeat lets a tail serve reads and a head
+	// take bids (default 200ms). It must stay below failure_timeout minus
+	// raft.leader_lease_timeout, so that every lease has run out before a
+	// node is removed, even across a change of master leader.
+	Lease time.Duration `mapstructure:"lease"`
+	// Raft tunes the master group's Raft (hashicorp/raft).
+	Raft RaftConfig `mapstructure:"raft"`
+}
+
+// RaftConfig is the master.raft: section.
+type RaftConfig struct {
+	// HeartbeatTimeout: a follower without contact from the leader for this
+	// long starts an election (default 300ms).
+	HeartbeatTimeout time.Duration `mapstructure:"heartbeat_timeout"`
+	// ElectionTimeout: a candidate without a quorum for this long starts a
+	// new election (default 300ms).
+	ElectionTimeout time.Duration `mapstructure:"election_timeout"`
+	// LeaderLeaseTimeout: a leader without contact with a quorum for this
+	// long steps down (default 150ms).
+	LeaderLeaseTimeout time.Duration `mapstructure:"leader_lease_timeout"`
+	// CommitTimeout bounds how long a commit waits to be batched (default 5ms).
+	CommitTimeout time.Duration `mapstructure:"commit_timeout"`
+	// SnapshotThreshold is how many log entries between snapshots
+	// (default 1024).
+	SnapshotThreshold int `mapstructure:"snapshot_threshold"`
 }
 
 // ChainConfig is the chain: section, the replication protocol's knobs.
@@ -75,8 +133,9 @@ type LogConfig struct {
 }
 
 // Default returns the built-in configuration: the default of every key and a
-// local cluster of three nodes, n1..n3 on 127.0.0.1:7101..7103. Load applies
-// the same scalar defaults but takes the nodes only from the file.
+// local cluster of three masters, m1..m3 on 127.0.0.1:7201..7203 (Raft on
+// 7301..7303), and three nodes, n1..n3 on 127.0.0.1:7101..7103. Load applies
+// the same scalar defaults but takes masters and nodes only from the file.
 func Default() *Config {
 	return &Config{
 		Cluster: ClusterConfig{Name: "gavel"},
@@ -84,6 +143,24 @@ func Default() *Config {
 			{ID: "n1", Addr: "127.0.0.1:7101"},
 			{ID: "n2", Addr: "127.0.0.1:7102"},
 			{ID: "n3", Addr: "127.0.0.1:7103"},
+		},
+		Masters: []MasterConfig{
+			{ID: "m1", Addr: "127.0.0.1:7201", RaftAddr: "127.0.0.1:7301", DataDir: ".run/data/m1"},
+			{ID: "m2", Addr: "127.0.0.1:7202", RaftAddr: "127.0.0.1:7302", DataDir: ".run/data/m2"},
+			{ID: "m3", Addr: "127.0.0.1:7203", RaftAddr: "127.0.0.1:7303", DataDir: ".run/data/m3"},
+		},
+		Master: MasterSection{
+			DataDir:        ".run/data",
+			Heartbeat:      50 * time.Millisecond,
+			FailureTimeout: 400 * time.Millisecond,
+			Lease:          200 * time.Millisecond,
+			Raft: RaftConfig{
+				HeartbeatTimeout:   300 * time.Millisecond,
+				ElectionTimeout:    300 * time.Millisecond,
+				LeaderLeaseTimeout: 150 * time.Millisecond,
+				CommitTimeout:      5 * time.Millisecond,
+				SnapshotThreshold:  1024,
+			},
 		},
 		Chain: ChainConfig{
 			Tick:        10 * time.Millisecond,
@@ -104,6 +181,42 @@ func (c *Config) Node(id string) (NodeConfig, bool) {
 		}
 	}
 	return NodeConfig{}, false
+}
+
+// MasterByID returns the master with the given id, and whether there is one.
+func (c *Config) MasterByID(id string) (MasterConfig, bool) {
+	for _, m := range c.Masters {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return MasterConfig{}, false
+}
+
+// MasterIDs returns the ids of all masters in file order.
+func (c *Config) MasterIDs() []string {
+	ids := make([]string, len(c.Masters))
+	for i, m := range c.Masters {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+// MasterAddrs returns the gRPC addresses of all masters in file order.
+func (c *Config) MasterAddrs() []string {
+	addrs := make([]string, len(c.Masters))
+	for i, m := range c.Masters {
+		addrs[i] = m.Addr
+	}
+	return addrs
+}
+
+// MasterDataDir returns the Raft data directory of master m.
+func (c *Config) MasterDataDir(m MasterConfig) string {
+	if m.DataDir != "" {
+		return m.DataDir
+	}
+	return filepath.Join(c.Master.DataDir, m.ID)
 }
 
 // NodeIDs returns the ids of all nodes in file order (the initial chain

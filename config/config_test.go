@@ -154,6 +154,7 @@ func TestLoadAppliesDefaults(t *testing.T) {
 	want := Default()
 	want.File = path
 	want.Chain.Tick = 20 * time.Millisecond
+	want.Masters = nil // masters come only from the file
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v, want %+v", c, want)
 	}
@@ -166,7 +167,8 @@ func TestUnknownKey(t *testing.T) {
 		{nodesYAML + "chain: {tick: 5ms, tock: 5ms}\n", "chain.tock"},
 		{nodesYAML + "log: {level: info, colour: red}\n", "log.colour"},
 		{"nodes:\n  - {id: n1, addr: \"h:1\"}\n  - {id: n2, adress: \"h:2\"}\n", "nodes[1].adress"},
-		{nodesYAML + "masters: []\n", "masters"},
+		{nodesYAML + "replicas: []\n", "replicas"},
+		{nodesYAML + "master: {lease: 100ms, leese: 1s}\n", "master.leese"},
 	} {
 		path, err := loadErr(t, tc.content)
 		want := path + `: unknown key "` + tc.key + `"`

@@ -23,6 +23,8 @@ func (c *Config) Validate() error {
 func (c *Config) validate(p *problems) {
 	c.Cluster.validate(p)
 	validateNodes(p, c.Nodes)
+	validateMasters(p, c.Masters, c.Nodes)
+	c.Master.validate(p)
 	c.Chain.validate(p)
 	c.Client.validate(p)
 	c.Log.validate(p)
@@ -66,6 +68,70 @@ func validateNodes(p *problems, nodes []NodeConfig) {
 		} else {
 			addrs[strings.ToLower(n.Addr)] = i
 		}
+	}
+}
+
+// validateMasters checks each master's id and addresses: unique, and none
+// shared with another master or with a node. An empty list is valid (a
+// static chain without a master); an even count is allowed but a warning
+// in the docs (it tolerates no more failures than one fewer).
+func validateMasters(p *problems, masters []MasterConfig, nodes []NodeConfig) {
+	ids := map[string]string{}
+	addrs := map[string]string{}
+	for i, n := range nodes {
+		ids[n.ID] = fmt.Sprintf("nodes[%d]", i)
+		addrs[strings.ToLower(n.Addr)] = fmt.Sprintf("nodes[%d].addr", i)
+	}
+	for i, m := range masters {
+		key := fmt.Sprintf("masters[%d]", i)
+		switch {
+		case m.ID == "":
+			p.add(key+".id", nil, "missing master id")
+		case !nodeID.MatchString(m.ID):
+			p.add(key+".id", nil, "invalid master id %q: use letters, digits, '-', '_' and '.'", m.ID)
+		default:
+			if other, dup := ids[m.ID]; dup {
+				p.add(key+".id", nil, "duplicate id %q (also %s)", m.ID, other)
+			} else {
+				ids[m.ID] = key
+			}
+		}
+		for _, a := range []struct{ key, addr string }{{key + ".addr", m.Addr}, {key + ".raft_addr", m.RaftAddr}} {
+			if err := checkAddr(a.addr); err != nil {
+				p.add(a.key, nil, "%v", err)
+				continue
+			}
+			if other, dup := addrs[strings.ToLower(a.addr)]; dup {
+				p.add(a.key, nil, "duplicate addr %q (also %s)", a.addr, other)
+			} else {
+				addrs[strings.ToLower(a.addr)] = a.key
+			}
+		}
+	}
+}
+
+func (s MasterSection) validate(p *problems) {
+	if strings.TrimSpace(s.DataDir) == "" {
+		p.add("master.data_dir", nil, "must not be empty")
+	}
+	positiveDuration(p, "master.heartbeat", s.Heartbeat)
+	positiveDuration(p, "master.failure_timeout", s.FailureTimeout)
+	positiveDuration(p, "master.lease", s.Lease)
+	positiveDuration(p, "master.raft.heartbeat_timeout", s.Raft.HeartbeatTimeout)
+	positiveDuration(p, "master.raft.election_timeout", s.Raft.ElectionTimeout)
+	positiveDuration(p, "master.raft.leader_lease_timeout", s.Raft.LeaderLeaseTimeout)
+	positiveDuration(p, "master.raft.commit_timeout", s.Raft.CommitTimeout)
+	positiveInt(p, "master.raft.snapshot_threshold", s.Raft.SnapshotThreshold)
+	if s.Heartbeat > 0 && s.Lease > 0 && s.Heartbeat >= s.Lease {
+		p.add("master.heartbeat", nil, "must be shorter than master.lease (%v), or leases lapse between heartbeats", s.Lease)
+	}
+	if s.Lease > 0 && s.FailureTimeout > 0 && s.Raft.LeaderLeaseTimeout > 0 &&
+		s.Lease+s.Raft.LeaderLeaseTimeout >= s.FailureTimeout {
+		p.add("master.lease", nil, "must be shorter than master.failure_timeout (%v) minus master.raft.leader_lease_timeout (%v): "+
+			"a removed tail could otherwise still serve reads", s.FailureTimeout, s.Raft.LeaderLeaseTimeout)
+	}
+	if s.Raft.LeaderLeaseTimeout > s.Raft.HeartbeatTimeout {
+		p.add("master.raft.leader_lease_timeout", nil, "must not exceed master.raft.heartbeat_timeout (%v)", s.Raft.HeartbeatTimeout)
 	}
 }
 

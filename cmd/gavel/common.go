@@ -233,7 +233,7 @@ func (c *common) load() (*config.Config, error) {
 	if err != nil {
 		if c.node != "" && !c.f.Changed("config") && errors.Is(err, fs.ErrNotExist) {
 			cfg = config.Default()
-			cfg.Nodes = nil
+			cfg.Nodes, cfg.Masters = nil, nil
 		} else {
 			return nil, &exitError{code: exitUsage, msg: err.Error()}
 		}

@@ -1,5 +1,5 @@
-// Command gavel is the one binary of the gavel auction service: the chain
-// node (`gavel node`), the command-line client (bid, result, open,
+// Command gavel is the one binary of the gavel auction service: the master
+// (`gavel master`), the chain node (`gavel node`), the command-line client (bid, result, open,
 // auctions, status), the admin tool (reconfigure) and the load generator
 // (bench). `gavel help` lists the subcommands.
 package main
@@ -31,6 +31,7 @@ type command struct {
 
 // commands lists the subcommands in the order help shows them.
 var commands = []command{
+	{"master", "run a master replica (Raft group holding the chain configuration)", cmdMaster},
 	{"node", "run a chain node", cmdNode},
 	{"bid", "place a bid", cmdBid},
 	{"result", "show an auction's highest bid or winner", cmdResult},

@@ -32,7 +32,11 @@ func nodeOptions(cfg *config.Config, id string, join bool) (chain.NodeOptions, e
 	}
 	opts := chain.NodeOptions{ID: n.ID, Addr: n.Addr, Tick: cfg.Chain.Tick, HelloRetry: cfg.Chain.HelloRetry,
 		MaxBatch: cfg.Chain.MaxBatch, DedupWindow: cfg.Chain.DedupWindow}
-	if !join {
+	switch {
+	case len(cfg.Masters) > 0:
+		// The master owns the configuration: every start is a join.
+		opts.Masters, opts.Heartbeat = cfg.MasterAddrs(), cfg.Master.Heartbeat
+	case !join:
 		opts.Initial = initialChain(cfg)
 	}
 	return opts, nil
@@ -43,12 +47,18 @@ func cmdNode(ctx context.Context, e *env, args []string) error {
 Run chain node ID of the configuration: serve the client, admin and
 replication APIs on its addr until SIGINT or SIGTERM, then stop gracefully.
 
-The node starts in epoch 1 with every node of the config in file order (the
-first is the head). With --join it starts with no configuration and waits for
-one (gavel reconfigure --joining ID, later the master). Logs go to stderr.`)
+With masters in the config, the node heartbeats to the master leader and
+joins the chain through it: the first node to join starts the chain, later
+ones catch up from the tail and are appended as the new tail. A restarted
+node always joins as a new member. It serves reads as tail and bids as head
+only while it holds the master's lease.
+
+Without masters, the node starts in epoch 1 with every node of the config in
+file order (the first is the head); with --join it starts with no
+configuration and waits for one (gavel reconfigure). Logs go to stderr.`)
 	configPath := f.String("config", "config.yaml", "configuration file")
 	id := f.String("id", "", "node id, as listed in the config (required)")
-	join := f.Bool("join", false, "join a running chain: wait for a configuration")
+	join := f.Bool("join", false, "without masters: join a running chain, wait for a configuration")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err

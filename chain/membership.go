@@ -1,0 +1,247 @@
+package chain
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gavel-auction/gavel/api"
+)
+
+// membership is a node's side of the master: it heartbeats to the master
+// leader, takes the configurations the master pushes (a watch stream, and
+// every heartbeat reply), and keeps the lease that lets this node serve
+// reads as tail and take bids as head.
+//
+// A node is known to the master by its id and its incarnation, a random
+// number drawn when the process starts: a restarted node is a new member
+// that catches up from the tail, never the old one resuming its position.
+// A heartbeat from a node that is not in the configuration asks to join.
+type membership struct {
+	n       *Node
+	masters []string // gRPC addresses
+	period  time.Duration
+
+	// connMu guards conns.
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn
+}
+
+func newMembership(n *Node, masters []string, period time.Duration) *membership {
+	return &membership{n: n, masters: slices.Clone(masters), period: period, conns: map[string]*grpc.ClientConn{}}
+}
+
+// newIncarnation draws a random non-zero incarnation number.
+func newIncarnation() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+		if v := binary.LittleEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+func (ms *membership) client(i int) (api.MasterClient, error) {
+	addr := ms.masters[i]
+	ms.connMu.Lock()
+	defer ms.connMu.Unlock()
+	if c, ok := ms.conns[addr]; ok {
+		return api.NewMasterClient(c), nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	ms.conns[addr] = c
+	return api.NewMasterClient(c), nil
+}
+
+func (ms *membership) close() {
+	ms.connMu.Lock()
+	defer ms.connMu.Unlock()
+	for _, c := range ms.conns {
+		c.Close()
+	}
+	clear(ms.conns)
+}
+
+// run starts the heartbeat and watch loops; both end when ctx is done.
+func (ms *membership) run(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(2)
+	go func() { defer wg.Done(); ms.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); ms.watchLoop(ctx) }()
+}
+
+// heartbeatLoop reports to the master leader every period. Each reply
+// brings the master's configuration and, for a member, a lease counted
+// from when the heartbeat was sent, so it ends before the master's own
+// count of the node's silence does.
+func (ms *membership) heartbeatLoop(ctx context.Context) {
+	n := ms.n
+	ticker := time.NewTicker(ms.period)
+	defer ticker.Stop()
+	cur, failing := 0, false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		var req *api.HeartbeatRequest
+		if n.do(ctx, func(r *Replica) { req = n.report(r) }) != nil {
+			continue
+		}
+		c, err := ms.client(cur)
+		if err != nil {
+			cur = (cur + 1) % len(ms.masters)
+			continue
+		}
+		sent := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, 2*ms.period)
+		rep, err := c.Heartbeat(cctx, req)
+		cancel()
+		if err != nil {
+			if !failing && ctx.Err() == nil {
+				n.log.Warn("master unreachable; trying the next", "node", n.opts.ID, "master", ms.masters[cur], "err", err)
+			}
+			failing = true
+			cur = (cur + 1) % len(ms.masters)
+			continue
+		}
+		if failing {
+			n.log.Info("master reachable again", "node", n.opts.ID, "leader", rep.LeaderId)
+			failing = false
+		}
+		if i := slices.Index(ms.masters, rep.LeaderAddr); i >= 0 {
+			cur = i // talk to the leader directly from now on
+		}
+		n.enqueue(input{f: func(r *Replica) {
+			n.installFromMaster(r, rep.Config)
+			if rep.LeaseMs > 0 {
+				if until := sent.Add(time.Duration(rep.LeaseMs) * time.Millisecond); until.After(n.leaseUntil) {
+					n.leaseUntil = until
+				}
+			}
+		}})
+	}
+}
+
+// watchLoop follows the configuration on any master's watch stream.
+func (ms *membership) watchLoop(ctx context.Context) {
+	n := ms.n
+	cur := 0
+	for ctx.Err() == nil {
+		var after uint64
+		if n.do(ctx, func(r *Replica) { after = r.Epoch() }) != nil {
+			return
+		}
+		c, err := ms.client(cur)
+		if err == nil {
+			var stream grpc.ServerStreamingClient[api.ChainConfig]
+			stream, err = c.Watch(ctx, &api.WatchRequest{AfterEpoch: after, Watcher: n.opts.ID})
+			for err == nil {
+				var cfg *api.ChainConfig
+				if cfg, err = stream.Recv(); err == nil {
+					n.enqueue(input{f: func(r *Replica) { n.installFromMaster(r, cfg) }})
+				}
+			}
+		}
+		cur = (cur + 1) % len(ms.masters)
+		select {
+		case <-ctx.Done():
+		case <-time.After(ms.period):
+		}
+	}
+}
+
+// report is this node's heartbeat; driver only.
+func (n *Node) report(r *Replica) *api.HeartbeatRequest {
+	return &api.HeartbeatRequest{Id: n.opts.ID, Addr: n.opts.Addr, Incarnation: n.incarnation,
+		Epoch: r.Epoch(), Role: r.Role(), Applied: r.Applied(), Committed: r.Committed(),
+		CaughtUp: r.CaughtUp(), Linked: r.Linked()}
+}
+
+// installFromMaster installs a configuration from the master if it is newer
+// and concerns this run of the node; driver only. A configuration that
+// names this node's id with another incarnation describes an earlier run
+// of the process: it is not for us (the master replaces that member once
+// our heartbeat reaches it). One that does not name us at all, before we
+// ever had one, is skipped too: we are not a member yet.
+func (n *Node) installFromMaster(r *Replica, cfg *api.ChainConfig) {
+	if cfg.GetEpoch() <= r.Epoch() {
+		return
+	}
+	inc, named := incarnationIn(cfg, n.opts.ID)
+	if (named && inc != n.incarnation) || (!named && r.Config() == nil) {
+		return
+	}
+	before := r.Role()
+	err := r.Reconfigure(cfg)
+	if err == nil || err == ErrRemoved {
+		n.transport.setAddrs(cfg)
+	}
+	if err != nil && err != ErrRemoved {
+		n.log.Warn("configuration from the master refused", "node", n.opts.ID, "epoch", cfg.Epoch, "err", err)
+		return
+	}
+	if before != r.Role() && r.Role() == api.Role_REMOVED {
+		// Whatever lease we held was for a position we no longer have.
+		n.leaseUntil = time.Time{}
+	}
+}
+
+// incarnationIn finds id in cfg and returns its incarnation.
+func incarnationIn(cfg *api.ChainConfig, id string) (uint64, bool) {
+	for _, list := range [][]*api.Member{cfg.GetChain(), cfg.GetJoining()} {
+		for _, m := range list {
+			if m.GetId() == id {
+				return m.GetIncarnation(), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// leaseErr says whether this node may serve reads (as tail) and take bids
+// (as head) now; driver only. Without a master there is no lease to hold.
+func (n *Node) leaseErr() error {
+	if n.membership == nil || time.Now().Before(n.leaseUntil) {
+		return nil
+	}
+	return ErrNoLease
+}
+
+// leaseLeft is the lease time left, -1 without a master; driver only.
+func (n *Node) leaseLeft() time.Duration {
+	if n.membership == nil {
+		return -1
+	}
+	return max(0, time.Until(n.leaseUntil))
+}
+
+// read serves a read at the tail under the lease rule; driver only.
+func (n *Node) read(r *Replica, auctionID string) (*api.AuctionInfo, error) {
+	if r.Readable() {
+		if err := n.leaseErr(); err != nil {
+			return nil, err
+		}
+	}
+	return r.Read(auctionID)
+}
+
+// list serves a listing at the tail under the lease rule; driver only.
+func (n *Node) list(r *Replica) ([]*api.AuctionInfo, error) {
+	if r.Readable() {
+		if err := n.leaseErr(); err != nil {
+			return nil, err
+		}
+	}
+	return r.List()
+}

@@ -1,0 +1,586 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/gavel-auction/gavel/api"
+)
+
+// Peer is one master of the group.
+type Peer struct {
+	ID       string
+	Addr     string // gRPC
+	RaftAddr string
+}
+
+// RaftTiming tunes hashicorp/raft (see config.RaftConfig).
+type RaftTiming struct {
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
+	SnapshotThreshold                                                    uint64
+}
+
+// Options configure a Master.
+type Options struct {
+	// ID is this master's id; it must be one of Peers.
+	ID    string
+	Peers []Peer
+	// DataDir holds the Raft log (raft.db) and snapshots.
+	DataDir string
+	// Heartbeat is the nodes' heartbeat period; FailureTimeout the silence
+	// after which the leader removes a node; Lease how long a heartbeat's
+	// lease lasts (must be below FailureTimeout - Raft.LeaderLeaseTimeout).
+	Heartbeat, FailureTimeout, Lease time.Duration
+	Raft                             RaftTiming
+	Logger                           *slog.Logger
+	// RaftLog receives hashicorp/raft's own log lines (warnings and up);
+	// nil discards them.
+	RaftLog io.Writer
+	// JSONLogs makes hashicorp/raft log in JSON, like the slog handler.
+	JSONLogs bool
+}
+
+// forwardedKey marks a heartbeat a follower forwarded to the leader, so a
+// stale leader hint cannot bounce it around.
+const forwardedKey = "gavel-master-forwarded"
+
+// Master is one replica of the master group: Raft, the gRPC Master
+// service and, while it leads, the failure detector.
+type Master struct {
+	opts  Options
+	log   *slog.Logger
+	self  Peer
+	start time.Time
+
+	fsm       *fsm
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	store     *raftboltdb.BoltStore
+	server    *grpc.Server
+
+	stop     chan struct{}
+	done     chan struct{} // closed when the leader loop ends
+	kick     chan struct{} // capacity 1: a heartbeat asks the leader loop to run now
+	stopOnce sync.Once
+	watchers atomic.Int64
+	// leadingNow mirrors leading for readers that must not take mu (the
+	// FSM's commit log).
+	leadingNow atomic.Bool
+
+	// mu guards the leader's view below, shared by the heartbeat handlers
+	// and the leader loop.
+	mu sync.Mutex
+	// leading is set while this master acts as leader (from its first
+	// barrier in a term until it notices the term is over).
+	leading     bool
+	leaderTerm  uint64
+	leaderSince time.Time
+	reports     map[string]Report
+	// removing: node id -> incarnation the leader has decided to remove.
+	// Such a node gets no lease, whatever it sends, so every lease it holds
+	// has run out before the removal commits.
+	removing map[string]uint64
+	// silent: members already logged as "heartbeat lost".
+	silent map[string]bool
+
+	// connMu guards conns, the gRPC connections to other masters.
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn
+}
+
+// New opens (or creates) the master's Raft state in DataDir and starts its
+// Raft node. A master with no state bootstraps the group from Peers; one
+// with state rejoins with it.
+func New(opts Options) (*Master, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Master{opts: opts, log: opts.Logger.With("master", opts.ID), stop: make(chan struct{}),
+		done: make(chan struct{}), kick: make(chan struct{}, 1), reports: map[string]Report{},
+		removing: map[string]uint64{}, silent: map[string]bool{}, conns: map[string]*grpc.ClientConn{}}
+	found := false
+	for _, p := range opts.Peers {
+		if p.ID == opts.ID {
+			m.self, found = p, true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("master: %q is not among the configured masters", opts.ID)
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("master: data dir: %w", err)
+	}
+	m.fsm = newFSM(m.log, m.onCommit)
+
+	out := opts.RaftLog
+	if out == nil {
+		out = io.Discard
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: out, JSONFormat: opts.JSONLogs})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(opts.ID)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = opts.Raft.HeartbeatTimeout
+	rc.ElectionTimeout = opts.Raft.ElectionTimeout
+	rc.LeaderLeaseTimeout = opts.Raft.LeaderLeaseTimeout
+	rc.CommitTimeout = opts.Raft.CommitTimeout
+	if opts.Raft.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = opts.Raft.SnapshotThreshold
+		rc.TrailingLogs = opts.Raft.SnapshotThreshold
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("master: raft timing: %w", err)
+	}
+
+	store, err := raftboltdb.NewBoltStore(filepath.Join(opts.DataDir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("master: opening %s: %w", filepath.Join(opts.DataDir, "raft.db"), err)
+	}
+	m.store = store
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(opts.DataDir, 2, hlog)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("master: snapshot store: %w", err)
+	}
+	advertise, err := net.ResolveTCPAddr("tcp", m.self.RaftAddr)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("master: raft_addr %q: %w", m.self.RaftAddr, err)
+	}
+	m.transport, err = raft.NewTCPTransportWithLogger(m.self.RaftAddr, advertise, 3, 2*time.Second, hlog)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("master: raft transport on %s: %w", m.self.RaftAddr, err)
+	}
+	existing, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		m.closeStores()
+		return nil, fmt.Errorf("master: reading raft state: %w", err)
+	}
+	m.raft, err = raft.NewRaft(rc, m.fsm, store, store, snaps, m.transport)
+	if err != nil {
+		m.closeStores()
+		return nil, fmt.Errorf("master: starting raft: %w", err)
+	}
+	if !existing {
+		var servers []raft.Server
+		for _, p := range opts.Peers {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+		}
+		if err := m.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil &&
+			!errors.Is(err, raft.ErrCantBootstrap) {
+			m.raft.Shutdown()
+			m.closeStores()
+			return nil, fmt.Errorf("master: bootstrapping the raft group: %w", err)
+		}
+		m.log.Info("master group bootstrapped", "masters", len(servers), "data_dir", opts.DataDir)
+	} else {
+		m.log.Info("master rejoining with its raft state", "data_dir", opts.DataDir)
+	}
+
+	m.server = grpc.NewServer()
+	api.RegisterMasterServer(m.server, &masterServer{m: m})
+	return m, nil
+}
+
+func (m *Master) closeStores() {
+	if m.transport != nil {
+		m.transport.Close()
+	}
+	m.store.Close()
+}
+
+// Start serves the Master service on lis and starts the leader loop.
+func (m *Master) Start(lis net.Listener) {
+	m.start = time.Now()
+	m.log.Info("master started", "addr", m.self.Addr, "raft_addr", m.self.RaftAddr,
+		"heartbeat", m.opts.Heartbeat, "failure_timeout", m.opts.FailureTimeout, "lease", m.opts.Lease)
+	go m.leaderLoop()
+	go func() {
+		if err := m.server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			m.log.Error("grpc server stopped", "err", err)
+		}
+	}()
+}
+
+// Stop shuts the master down: the leader loop, the gRPC server, Raft and
+// its stores, in bounded time.
+func (m *Master) Stop() {
+	m.stopOnce.Do(func() {
+		close(m.stop)
+		if !m.start.IsZero() {
+			<-m.done
+		}
+		stopped := make(chan struct{})
+		go func() { m.server.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(time.Second):
+			m.server.Stop() // watch streams do not end by themselves
+		}
+		if err := m.raft.Shutdown().Error(); err != nil {
+			m.log.Warn("raft shutdown", "err", err)
+		}
+		m.closeStores()
+		m.connMu.Lock()
+		for _, c := range m.conns {
+			c.Close()
+		}
+		m.connMu.Unlock()
+		m.log.Info("master stopped")
+	})
+}
+
+// Config returns the configuration this master has applied.
+func (m *Master) Config() Config { return m.fsm.config() }
+
+// IsLeader reports whether this master is acting as leader.
+func (m *Master) IsLeader() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.leading && m.raft.State() == raft.Leader
+}
+
+// term returns the current Raft term.
+func (m *Master) term() uint64 {
+	t, _ := strconv.ParseUint(m.raft.Stats()["term"], 10, 64)
+	return t
+}
+
+// onCommit logs each committed change; the leader logs at info level,
+// followers at debug, so a merged log tells each change once.
+func (m *Master) onCommit(cmd Command, cfg Config) {
+	level := slog.LevelDebug
+	if m.leadingNow.Load() {
+		level = slog.LevelInfo
+	}
+	msg := map[Op]string{OpJoin: "join started: node added as joining", OpRemove: "node removed from the chain",
+		OpAppend: "join complete: node appended as tail"}[cmd.Op]
+	if cmd.Op == OpJoin && len(cfg.Chain) == 1 && cfg.Chain[0].ID == cmd.Member.ID && len(cfg.Joining) == 0 && cfg.Epoch == 1 {
+		msg = "chain started: first node is head and tail"
+	}
+	m.log.Log(context.Background(), level, msg, "node", cmd.Member.ID, "incarnation", cmd.Member.Incarnation,
+		"reason", cmd.Reason, "epoch", cfg.Epoch, "config", cfg.String())
+	m.log.Log(context.Background(), level, "new epoch committed; configuration pushed to watchers",
+		"epoch", cfg.Epoch, "config", cfg.String(), "watchers", m.watchers.Load())
+}
+
+// ---------------------------------------------------------------------------
+// The leader loop: failure detection, joins and appends.
+
+func (m *Master) leaderLoop() {
+	defer close(m.done)
+	period := max(m.opts.Heartbeat/2, 5*time.Millisecond)
+	ticker := time.NewTicker(period)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-ticker.C:
+		case <-m.kick:
+		}
+		if !m.checkLeadership() {
+			continue
+		}
+		m.step()
+	}
+}
+
+// checkLeadership notices the start and end of this master's terms as
+// leader and reports whether it leads now.
+func (m *Master) checkLeadership() bool {
+	isLeader := m.raft.State() == raft.Leader
+	term := uint64(0)
+	if isLeader {
+		term = m.term()
+	}
+	m.mu.Lock()
+	wasLeading, oldTerm := m.leading, m.leaderTerm
+	m.mu.Unlock()
+	if wasLeading && (!isLeader || term != oldTerm) {
+		m.mu.Lock()
+		m.leading = false
+		m.mu.Unlock()
+		m.leadingNow.Store(false)
+		m.log.Warn("master leadership lost", "term", oldTerm, "epoch", m.fsm.config().Epoch)
+	}
+	if !isLeader {
+		return false
+	}
+	if wasLeading && term == oldTerm {
+		return true
+	}
+	// A new term: make sure every earlier entry is applied here, then start
+	// with a clean slate — every node gets a full failure timeout.
+	if err := m.raft.Barrier(m.opts.FailureTimeout * 4).Error(); err != nil {
+		m.log.Warn("master leader barrier failed", "term", term, "err", err)
+		return false
+	}
+	m.mu.Lock()
+	m.leading, m.leaderTerm, m.leaderSince = true, term, time.Now()
+	clear(m.reports)
+	clear(m.removing)
+	clear(m.silent)
+	m.mu.Unlock()
+	m.leadingNow.Store(true)
+	cfg := m.fsm.config()
+	m.log.Info("master leader elected", "term", term, "epoch", cfg.Epoch, "config", cfg.String(),
+		"removals_after", m.opts.FailureTimeout)
+	return true
+}
+
+// step runs one round of the leader's policy: it logs silences and proposes
+// at most one command.
+func (m *Master) step() {
+	now := time.Now()
+	m.mu.Lock()
+	cfg := m.fsm.config()
+	m.logSilences(cfg, now)
+	cmd, ok := Decide(cfg, m.reports, now, m.leaderSince, m.opts.FailureTimeout)
+	if ok && cmd.Op == OpRemove {
+		m.removing[cmd.Member.ID] = cmd.Member.Incarnation
+	}
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	if cmd.Op == OpAppend {
+		m.log.Info("join caught up: joining node linked to the tail", "node", cmd.Member.ID, "epoch", cfg.Epoch)
+	}
+	f := m.raft.Apply(cmd.Encode(), m.opts.FailureTimeout*4)
+	if err := f.Error(); err != nil {
+		// The outcome is unknown (the entry may still commit): the epoch
+		// condition makes a repeat harmless, so the next round decides anew.
+		m.log.Warn("master proposal failed", "op", cmd.Op, "node", cmd.Member.ID, "epoch", cfg.Epoch, "err", err)
+		return
+	}
+	if res, ok := f.Response().(applyResult); ok && res.err != nil {
+		m.log.Info("master proposal changed nothing", "op", cmd.Op, "node", cmd.Member.ID, "epoch", res.cfg.Epoch, "why", res.err)
+	}
+	// A removal is done once the node is out of the configuration.
+	m.mu.Lock()
+	now2 := m.fsm.config()
+	for id, inc := range m.removing {
+		if !now2.Has(id, inc) {
+			delete(m.removing, id)
+		}
+	}
+	m.mu.Unlock()
+}
+
+// logSilences logs each member whose heartbeats stopped for more than two
+// periods, once per silence. Called with mu held.
+func (m *Master) logSilences(cfg Config, now time.Time) {
+	for _, list := range [][]Member{cfg.Chain, cfg.Joining} {
+		for _, mem := range list {
+			r, ok := m.reports[mem.ID]
+			last := m.leaderSince
+			if ok && r.Incarnation == mem.Incarnation && r.At.After(last) {
+				last = r.At
+			}
+			if now.Sub(last) > 2*m.opts.Heartbeat && !m.silent[mem.ID] {
+				m.silent[mem.ID] = true
+				m.log.Warn("heartbeat lost", "node", mem.ID, "epoch", cfg.Epoch,
+					"silent_ms", now.Sub(last).Milliseconds(), "removal_in_ms", (m.opts.FailureTimeout - now.Sub(last)).Milliseconds())
+			}
+		}
+	}
+}
+
+// heartbeat records a node's report and answers it; leader only.
+func (m *Master) heartbeat(req *api.HeartbeatRequest) (*api.HeartbeatReply, error) {
+	now := time.Now()
+	m.mu.Lock()
+	if !m.leading || m.raft.State() != raft.Leader {
+		m.mu.Unlock()
+		return nil, ErrNotLeader
+	}
+	cfg := m.fsm.config()
+	doomed := false
+	if inc, ok := m.removing[req.Id]; ok && inc == req.Incarnation {
+		doomed = true
+	}
+	prev, known := m.reports[req.Id]
+	if !doomed {
+		m.reports[req.Id] = Report{
+			Member: Member{ID: req.Id, Addr: req.Addr, Incarnation: req.Incarnation},
+			Role:   req.Role, Epoch: req.Epoch, Applied: req.Applied, Committed: req.Committed,
+			CaughtUp: req.CaughtUp, Linked: req.Linked, At: now,
+		}
+		if m.silent[req.Id] {
+			delete(m.silent, req.Id)
+			m.log.Info("heartbeat back", "node", req.Id, "epoch", cfg.Epoch)
+		}
+	}
+	member := cfg.Has(req.Id, req.Incarnation)
+	lease := int64(0)
+	if member && !doomed {
+		lease = m.opts.Lease.Milliseconds()
+	}
+	m.mu.Unlock()
+	// A node that is not a member (new, restarted, or back after removal),
+	// or a joining node that just linked, wakes the leader loop.
+	if !member || (known && !prev.Linked && req.Linked) {
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+	return &api.HeartbeatReply{Config: cfg.Proto(), LeaseMs: lease, LeaderId: m.self.ID,
+		LeaderAddr: m.self.Addr, Member: member}, nil
+}
+
+// leaderConn returns a connection to the current Raft leader's gRPC
+// address, or ErrNotLeader when none is known.
+func (m *Master) leaderConn() (*grpc.ClientConn, string, error) {
+	_, id := m.raft.LeaderWithID()
+	if id == "" || string(id) == m.self.ID {
+		return nil, "", ErrNotLeader
+	}
+	var addr string
+	for _, p := range m.opts.Peers {
+		if p.ID == string(id) {
+			addr = p.Addr
+		}
+	}
+	if addr == "" {
+		return nil, "", ErrNotLeader
+	}
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	if c, ok := m.conns[addr]; ok {
+		return c, string(id), nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, "", err
+	}
+	m.conns[addr] = c
+	return c, string(id), nil
+}
+
+// nodeHealth is the leader's view of every node it has heard from.
+func (m *Master) nodeHealth() []*api.NodeHealth {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.leading {
+		return nil
+	}
+	cfg := m.fsm.config()
+	now := time.Now()
+	var out []*api.NodeHealth
+	add := func(mem Member) {
+		h := &api.NodeHealth{Id: mem.ID, Addr: mem.Addr, Incarnation: mem.Incarnation, LastHeartbeatMs: -1}
+		if r, ok := m.reports[mem.ID]; ok && r.Incarnation == mem.Incarnation {
+			h.Role, h.Epoch, h.Applied, h.Committed, h.CaughtUp = r.Role, r.Epoch, r.Applied, r.Committed, r.CaughtUp
+			h.LastHeartbeatMs = now.Sub(r.At).Milliseconds()
+			_, doomed := m.removing[mem.ID]
+			h.Leased = !doomed && now.Sub(r.At) < m.opts.Lease
+		}
+		out = append(out, h)
+	}
+	for _, mem := range cfg.Chain {
+		add(mem)
+	}
+	for _, mem := range cfg.Joining {
+		add(mem)
+	}
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// The gRPC service.
+
+type masterServer struct {
+	api.UnimplementedMasterServer
+	m *Master
+}
+
+// Heartbeat answers at the leader, and is forwarded there by followers.
+func (s *masterServer) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api.HeartbeatReply, error) {
+	if req.GetId() == "" || req.GetAddr() == "" {
+		return nil, status.Error(codes.InvalidArgument, "heartbeat needs the node's id and addr")
+	}
+	rep, err := s.m.heartbeat(req)
+	if err == nil {
+		return rep, nil
+	}
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(forwardedKey)) > 0 {
+		return nil, status.Errorf(codes.Unavailable, "master %s is not the leader", s.m.self.ID)
+	}
+	conn, leader, cerr := s.m.leaderConn()
+	if cerr != nil {
+		return nil, status.Errorf(codes.Unavailable, "master %s: no leader known (election in progress?)", s.m.self.ID)
+	}
+	fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, s.m.self.ID)
+	rep, err = api.NewMasterClient(conn).Heartbeat(fctx, req)
+	if err != nil {
+		return nil, status.Errorf(status.Code(err), "forwarded to leader %s: %v", leader, status.Convert(err).Message())
+	}
+	return rep, nil
+}
+
+// Watch streams this master's configuration: the current one if newer
+// than after_epoch, then each change.
+func (s *masterServer) Watch(req *api.WatchRequest, stream grpc.ServerStreamingServer[api.ChainConfig]) error {
+	s.m.watchers.Add(1)
+	defer s.m.watchers.Add(-1)
+	after := req.GetAfterEpoch()
+	for {
+		cfg, changed := s.m.fsm.current()
+		if cfg.Epoch > after {
+			if err := stream.Send(cfg.Proto()); err != nil {
+				return err
+			}
+			after = cfg.Epoch
+		}
+		select {
+		case <-changed:
+		case <-stream.Context().Done():
+			return nil
+		case <-s.m.stop:
+			return status.Error(codes.Unavailable, "master stopping")
+		}
+	}
+}
+
+// Status reports this master's Raft state and configuration; the leader
+// adds its view of every node.
+func (s *masterServer) Status(context.Context, *api.MasterStatusRequest) (*api.MasterStatus, error) {
+	m := s.m
+	stats := m.raft.Stats()
+	parse := func(k string) uint64 { v, _ := strconv.ParseUint(stats[k], 10, 64); return v }
+	st := &api.MasterStatus{Id: m.self.ID, Addr: m.self.Addr, RaftState: m.raft.State().String(),
+		Term: parse("term"), LastIndex: parse("last_log_index"), AppliedIndex: parse("applied_index"),
+		Config: m.fsm.config().Proto(), Nodes: m.nodeHealth(), UptimeMs: time.Since(m.start).Milliseconds()}
+	if _, id := m.raft.LeaderWithID(); id != "" {
+		st.LeaderId = string(id)
+		for _, p := range m.opts.Peers {
+			if p.ID == string(id) {
+				st.LeaderAddr = p.Addr
+			}
+		}
+	}
+	return st, nil
+}
