@@ -40,6 +40,9 @@ type NodeOptions struct {
 	// runs on Initial and Admin.SetConfig alone.
 	Masters   []string
 	Heartbeat time.Duration
+	// DialOptions are added to every connection the node opens (to peers,
+	// to forwarding targets, to masters): credentials, a custom dialer.
+	DialOptions []grpc.DialOption
 	// Incarnation tells this run of the node from earlier ones; 0 draws a
 	// random one (the normal case).
 	Incarnation uint64
@@ -181,8 +184,8 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	n.tick = func(r *Replica) { r.Tick(n.opts.Now().UnixMilli()) }
 	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
-	n.transport = newTransport(opts.ID, opts.Logger, n.peerDown)
-	n.forwarder = newForwarder()
+	n.transport = newTransport(opts.ID, opts.Logger, n.peerDown, opts.DialOptions...)
+	n.forwarder = newForwarder(opts.DialOptions)
 	if opts.Initial != nil {
 		if err := n.replica.Reconfigure(opts.Initial); err != nil {
 			return nil, fmt.Errorf("chain: initial configuration: %w", err)

@@ -22,11 +22,14 @@ const forwardedKey = "gavel-forwarded"
 
 // forwarder holds client connections to other nodes for forwarded calls.
 type forwarder struct {
+	extra []grpc.DialOption
 	mu    sync.Mutex // guards conns
 	conns map[string]*grpc.ClientConn
 }
 
-func newForwarder() *forwarder { return &forwarder{conns: map[string]*grpc.ClientConn{}} }
+func newForwarder(extra []grpc.DialOption) *forwarder {
+	return &forwarder{extra: extra, conns: map[string]*grpc.ClientConn{}}
+}
 
 func (f *forwarder) client(addr string) (api.AuctionsClient, error) {
 	f.mu.Lock()
@@ -34,8 +37,8 @@ func (f *forwarder) client(addr string) (api.AuctionsClient, error) {
 	c, ok := f.conns[addr]
 	if !ok {
 		var err error
-		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow))
+		c, err = grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow)}, f.extra...)...)
 		if err != nil {
 			return nil, err
 		}
