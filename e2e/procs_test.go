@@ -53,8 +53,12 @@ type cluster struct {
 	t       *testing.T
 	dir     string
 	cfgPath string
-	ids     []string
+	ids     []string // node ids
 	addrs   map[string]string
+	// masterIDs are the masters of a cluster made by newMasterCluster.
+	masterIDs []string
+	// inProcess: masters and nodes run in the test process (procs is empty).
+	inProcess bool
 
 	mu    sync.Mutex // guards procs
 	procs map[string]*proc
@@ -109,7 +113,11 @@ func (c *cluster) start(id string, args ...string) *proc {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(gavelBin, append([]string{"node", "--id", id, "--config", c.cfgPath}, args...)...)
+	kind := "node"
+	if c.isMaster(id) {
+		kind = "master"
+	}
+	cmd := exec.Command(gavelBin, append([]string{kind, "--id", id, "--config", c.cfgPath}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -159,7 +167,7 @@ func (c *cluster) shutdown() {
 	}
 	c.connMu.Unlock()
 	if c.t.Failed() {
-		for _, id := range c.ids {
+		for _, id := range append(append([]string{}, c.masterIDs...), c.ids...) {
 			if b, err := os.ReadFile(filepath.Join(c.dir, id+".log")); err == nil {
 				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 				if len(lines) > 40 {
