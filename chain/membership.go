@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,9 +29,29 @@ type membership struct {
 	masters []string // gRPC addresses
 	period  time.Duration
 
+	// latest is the node's progress as of its last tick, published by the
+	// driver so that heartbeats never wait behind client requests in the
+	// input queue.
+	latest atomic.Pointer[publishedReport]
+
 	// connMu guards conns.
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
+}
+
+// publishedReport is a heartbeat's content and when the driver made it.
+type publishedReport struct {
+	req *api.HeartbeatRequest
+	at  time.Time
+}
+
+// staleReport is the age past which a node stops heartbeating: its driver
+// has not ticked for that long, so it is wedged and had better be removed.
+const staleReport = time.Second
+
+// publish records the node's progress for the next heartbeat; driver only.
+func (ms *membership) publish(req *api.HeartbeatRequest) {
+	ms.latest.Store(&publishedReport{req: req, at: time.Now()})
 }
 
 func newMembership(n *Node, masters []string, period time.Duration) *membership {
@@ -88,17 +109,24 @@ func (ms *membership) heartbeatLoop(ctx context.Context) {
 	n := ms.n
 	ticker := time.NewTicker(ms.period)
 	defer ticker.Stop()
-	cur, failing := 0, false
+	cur, failing, wedged := 0, false, false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
-		var req *api.HeartbeatRequest
-		if n.do(ctx, func(r *Replica) { req = n.report(r) }) != nil {
+		latest := ms.latest.Load()
+		if latest == nil || time.Since(latest.at) > staleReport {
+			if latest != nil && !wedged && ctx.Err() == nil {
+				n.log.Warn("node wedged: no tick for too long; heartbeats paused", "node", n.opts.ID,
+					"since", time.Since(latest.at).Round(time.Millisecond))
+			}
+			wedged = latest != nil
 			continue
 		}
+		wedged = false
+		req := latest.req
 		c, err := ms.client(cur)
 		if err != nil {
 			cur = (cur + 1) % len(ms.masters)

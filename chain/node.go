@@ -181,7 +181,12 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		}
 		n.membership = newMembership(n, opts.Masters, opts.Heartbeat)
 	}
-	n.tick = func(r *Replica) { r.Tick(n.opts.Now().UnixMilli()) }
+	n.tick = func(r *Replica) {
+		r.Tick(n.opts.Now().UnixMilli())
+		if n.membership != nil {
+			n.membership.publish(n.report(r))
+		}
+	}
 	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
 	n.transport = newTransport(opts.ID, opts.Logger, n.peerDown, opts.DialOptions...)
