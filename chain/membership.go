@@ -49,6 +49,10 @@ type publishedReport struct {
 // has not ticked for that long, so it is wedged and had better be removed.
 const staleReport = time.Second
 
+// heartbeatTimeout bounds one heartbeat call: long enough for a loaded
+// leader, short enough to try another master before the lease runs out.
+func heartbeatTimeout(period time.Duration) time.Duration { return 4 * period }
+
 // publish records the node's progress for the next heartbeat; driver only.
 func (ms *membership) publish(req *api.HeartbeatRequest) {
 	ms.latest.Store(&publishedReport{req: req, at: time.Now()})
@@ -109,7 +113,10 @@ func (ms *membership) heartbeatLoop(ctx context.Context) {
 	n := ms.n
 	ticker := time.NewTicker(ms.period)
 	defer ticker.Stop()
-	cur, failing, wedged := 0, false, false
+	cur, wedged := 0, false
+	// lastOK is the last answered heartbeat; warned is set once a silence
+	// that costs the lease has been logged.
+	lastOK, warned := time.Now(), false
 	for {
 		select {
 		case <-ctx.Done():
@@ -133,21 +140,25 @@ func (ms *membership) heartbeatLoop(ctx context.Context) {
 			continue
 		}
 		sent := time.Now()
-		cctx, cancel := context.WithTimeout(ctx, 2*ms.period)
+		cctx, cancel := context.WithTimeout(ctx, heartbeatTimeout(ms.period))
 		rep, err := c.Heartbeat(cctx, req)
 		cancel()
 		if err != nil {
-			if !failing && ctx.Err() == nil {
-				n.log.Warn("master unreachable; trying the next", "node", n.opts.ID, "master", ms.masters[cur], "err", err)
+			n.log.Debug("heartbeat failed; trying the next master", "node", n.opts.ID, "master", ms.masters[cur], "err", err)
+			if !warned && time.Since(lastOK) > 4*ms.period && ctx.Err() == nil {
+				n.log.Warn("master leader unreachable: lease not renewed", "node", n.opts.ID,
+					"silent_ms", time.Since(lastOK).Milliseconds(), "err", err)
+				warned = true
 			}
-			failing = true
 			cur = (cur + 1) % len(ms.masters)
 			continue
 		}
-		if failing {
-			n.log.Info("master reachable again", "node", n.opts.ID, "leader", rep.LeaderId)
-			failing = false
+		if warned {
+			n.log.Info("master leader reachable again", "node", n.opts.ID, "leader", rep.LeaderId,
+				"silent_ms", time.Since(lastOK).Milliseconds())
+			warned = false
 		}
+		lastOK = time.Now()
 		if i := slices.Index(ms.masters, rep.LeaderAddr); i >= 0 {
 			cur = i // talk to the leader directly from now on
 		}
@@ -247,12 +258,13 @@ func (n *Node) leaseErr() error {
 	return ErrNoLease
 }
 
-// leaseLeft is the lease time left, -1 without a master; driver only.
-func (n *Node) leaseLeft() time.Duration {
+// leaseLeftMs is the lease time left in milliseconds, -1 without a
+// master; driver only.
+func (n *Node) leaseLeftMs() int64 {
 	if n.membership == nil {
 		return -1
 	}
-	return max(0, time.Until(n.leaseUntil))
+	return max(0, time.Until(n.leaseUntil)).Milliseconds()
 }
 
 // read serves a read at the tail under the lease rule; driver only.

@@ -493,7 +493,7 @@ func (n *Node) status(ctx context.Context) (*api.NodeStatus, error) {
 	var st *api.NodeStatus
 	if err := n.do(ctx, func(r *Replica) {
 		st = r.Status()
-		st.Incarnation, st.LeaseMs = n.incarnation, n.leaseLeft().Milliseconds()
+		st.Incarnation, st.LeaseMs = n.incarnation, n.leaseLeftMs()
 		d := r.State().Digest()
 		st.StateDigest = hex.EncodeToString(d[:8])
 	}); err != nil {

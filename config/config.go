@@ -73,7 +73,7 @@ type MasterSection struct {
 	// Heartbeat is how often a node reports to the master (default 50ms).
 	Heartbeat time.Duration `mapstructure:"heartbeat"`
 	// FailureTimeout is how long a node may go without a heartbeat before
-	// the leader removes it from the chain (default 400ms).
+	// the leader removes it from the chain (default 500ms).
 	FailureTimeout time.Duration `mapstructure:"failure_timeout"`
 	// Lease is how long a heartbeat lets a tail serve reads and a head
 	// take bids (default 200ms). It must stay below failure_timeout minus
@@ -87,13 +87,13 @@ type MasterSection struct {
 // RaftConfig is the master.raft: section.
 type RaftConfig struct {
 	// HeartbeatTimeout: a follower without contact from the leader for this
-	// long starts an election (default 300ms).
+	// long starts an election (default 500ms).
 	HeartbeatTimeout time.Duration `mapstructure:"heartbeat_timeout"`
 	// ElectionTimeout: a candidate without a quorum for this long starts a
-	// new election (default 300ms).
+	// new election (default 500ms).
 	ElectionTimeout time.Duration `mapstructure:"election_timeout"`
 	// LeaderLeaseTimeout: a leader without contact with a quorum for this
-	// long steps down (default 150ms).
+	// long steps down (default 250ms).
 	LeaderLeaseTimeout time.Duration `mapstructure:"leader_lease_timeout"`
 	// CommitTimeout bounds how long a commit waits to be batched (default 5ms).
 	CommitTimeout time.Duration `mapstructure:"commit_timeout"`
@@ -152,12 +152,12 @@ func Default() *Config {
 		Master: MasterSection{
 			DataDir:        ".run/data",
 			Heartbeat:      50 * time.Millisecond,
-			FailureTimeout: 400 * time.Millisecond,
+			FailureTimeout: 500 * time.Millisecond,
 			Lease:          200 * time.Millisecond,
 			Raft: RaftConfig{
-				HeartbeatTimeout:   300 * time.Millisecond,
-				ElectionTimeout:    300 * time.Millisecond,
-				LeaderLeaseTimeout: 150 * time.Millisecond,
+				HeartbeatTimeout:   500 * time.Millisecond,
+				ElectionTimeout:    500 * time.Millisecond,
+				LeaderLeaseTimeout: 250 * time.Millisecond,
 				CommitTimeout:      5 * time.Millisecond,
 				SnapshotThreshold:  1024,
 			},

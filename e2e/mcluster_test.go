@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ import (
 // Timing of the clusters made by newMasterCluster: the LAN defaults of
 // config.yaml, so that the tests exercise what operators run.
 const (
-	failureTimeout = 400 * time.Millisecond
+	failureTimeout = 500 * time.Millisecond
 	leaseDuration  = 200 * time.Millisecond
 )
 
@@ -174,4 +175,167 @@ func describeConfig(cfg *api.ChainConfig) string {
 		return "unknown"
 	}
 	return fmt.Sprintf("epoch %d chain %v joining %v", cfg.Epoch, chainIDs(cfg), joiningIDs(cfg))
+}
+
+// chainRole names id's place in cfg: "head", "middle", "tail", "single",
+// "joining", or "" when id is not in the configuration.
+func chainRole(cfg *api.ChainConfig, id string) string {
+	ids := chainIDs(cfg)
+	switch i := slices.Index(ids, id); {
+	case i < 0:
+		if slices.Contains(joiningIDs(cfg), id) {
+			return "joining"
+		}
+		return ""
+	case len(ids) == 1:
+		return "single"
+	case i == 0:
+		return "head"
+	case i == len(ids)-1:
+		return "tail"
+	default:
+		return "middle"
+	}
+}
+
+// memberIncarnation is the incarnation under which cfg lists id (chain or
+// joining), or 0 when it does not list it.
+func memberIncarnation(cfg *api.ChainConfig, id string) uint64 {
+	for _, m := range append(append([]*api.Member{}, cfg.GetChain()...), cfg.GetJoining()...) {
+		if m.Id == id {
+			return m.Incarnation
+		}
+	}
+	return 0
+}
+
+// waitMasterRejoined waits until master id, restarted from its data dir,
+// is a Raft follower of the current leader holding the leader's
+// configuration epoch, and returns its status.
+func (c *cluster) waitMasterRejoined(id string, timeout time.Duration) *api.MasterStatus {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		lead := c.leader(timeout)
+		st, err := c.masterStatus(id)
+		lst, lerr := c.masterStatus(lead)
+		switch {
+		case err != nil:
+			last = fmt.Sprintf("status: %v", err)
+		case lerr != nil:
+			last = fmt.Sprintf("leader %s status: %v", lead, lerr)
+		default:
+			last = fmt.Sprintf("raft %s leader %q config %s; leader %s has %s", st.RaftState, st.LeaderId,
+				describeConfig(st.Config), lead, describeConfig(lst.Config))
+			if st.RaftState == "Follower" && st.LeaderId == lead && st.Config.GetEpoch() == lst.Config.GetEpoch() {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("master %s did not rejoin within %v: %s", id, timeout, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stopOnCleanup makes sure the workload's clients are stopped when the
+// test ends, also when it fails before calling finish. Register it after
+// the cluster, so that it runs while the processes are still up.
+func stopOnCleanup(t *testing.T, w *workload) {
+	t.Cleanup(func() {
+		select {
+		case <-w.stop:
+		default:
+			close(w.stop)
+		}
+		w.wg.Wait()
+	})
+}
+
+// successSampler polls a workload's count of successful bids and records
+// when it rose, giving wall-clock times of successful bids (to the
+// sampling period) for measuring write gaps around a fault.
+type successSampler struct {
+	w     *workload
+	quit  chan struct{}
+	done  chan struct{}
+	mu    sync.Mutex // guards times
+	times []time.Time
+}
+
+func sampleSuccesses(t *testing.T, w *workload, every time.Duration) *successSampler {
+	s := &successSampler{w: w, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		last := w.successes()
+		for {
+			select {
+			case <-s.quit:
+				return
+			case now := <-tick.C:
+				if n := w.successes(); n > last {
+					last = n
+					s.mu.Lock()
+					s.times = append(s.times, now)
+					s.mu.Unlock()
+				}
+			}
+		}
+	}()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// stop ends the sampling; it may be called more than once.
+func (s *successSampler) stop() {
+	select {
+	case <-s.quit:
+	default:
+		close(s.quit)
+	}
+	<-s.done
+}
+
+// longestStall is the longest stretch without a successful bid within
+// [from, to]: a stretch that spans from starts at the last success before
+// it, and one still open at to ends there.
+func (s *successSampler) longestStall(from, to time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := from
+	i, _ := slices.BinarySearchFunc(s.times, from, func(a, b time.Time) int { return a.Compare(b) })
+	if i > 0 {
+		prev = s.times[i-1]
+	}
+	var longest time.Duration
+	for ; i < len(s.times) && !s.times[i].After(to); i++ {
+		longest = max(longest, s.times[i].Sub(prev))
+		prev = s.times[i]
+	}
+	return max(longest, to.Sub(prev))
+}
+
+// firstAfter is the time from t0 to the first successful bid seen after
+// it, or -1 if there was none.
+func (s *successSampler) firstAfter(t0 time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, found := slices.BinarySearchFunc(s.times, t0, func(a, b time.Time) int { return a.Compare(b) })
+	if found {
+		i++
+	}
+	if i == len(s.times) {
+		return -1
+	}
+	return s.times[i].Sub(t0)
+}
+
+// nodeStatus asks one node for its status, without failing the test.
+func (c *cluster) nodeStatus(id string) (*api.NodeStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	return c.admin(id).Status(ctx, &api.StatusRequest{})
 }

@@ -129,8 +129,8 @@ func newInProcessCluster(t *testing.T) *inProcessCluster {
 	for _, p := range peers {
 		m, err := master.New(master.Options{ID: p.ID, Peers: peers, DataDir: filepath.Join(c.dir, p.ID),
 			Heartbeat: 50 * time.Millisecond, FailureTimeout: failureTimeout, Lease: leaseDuration,
-			Raft: master.RaftTiming{HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
-				LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond},
+			Raft: master.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
+				LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 5 * time.Millisecond},
 			Logger: c.logger(p.ID), RaftLog: c.logFile(p.ID + "-raft")})
 		if err != nil {
 			t.Fatal(err)

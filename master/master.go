@@ -99,8 +99,8 @@ type Master struct {
 	// Such a node gets no lease, whatever it sends, so every lease it holds
 	// has run out before the removal commits.
 	removing map[string]uint64
-	// silent: members already logged as "heartbeat lost".
-	silent map[string]bool
+	// silent: members (id -> incarnation) already logged as "heartbeat lost".
+	silent map[string]uint64
 
 	// connMu guards conns, the gRPC connections to other masters.
 	connMu sync.Mutex
@@ -116,7 +116,7 @@ func New(opts Options) (*Master, error) {
 	}
 	m := &Master{opts: opts, log: opts.Logger.With("master", opts.ID), stop: make(chan struct{}),
 		done: make(chan struct{}), kick: make(chan struct{}, 1), reports: map[string]Report{},
-		removing: map[string]uint64{}, silent: map[string]bool{}, conns: map[string]*grpc.ClientConn{}}
+		removing: map[string]uint64{}, silent: map[string]uint64{}, conns: map[string]*grpc.ClientConn{}}
 	found := false
 	for _, p := range opts.Peers {
 		if p.ID == opts.ID {
@@ -389,8 +389,8 @@ func (m *Master) step() {
 	m.mu.Unlock()
 }
 
-// logSilences logs each member whose heartbeats stopped for more than two
-// periods, once per silence. Called with mu held.
+// logSilences logs each member whose heartbeats stopped for half the
+// failure timeout, once per silence. Called with mu held.
 func (m *Master) logSilences(cfg Config, now time.Time) {
 	for _, list := range [][]Member{cfg.Chain, cfg.Joining} {
 		for _, mem := range list {
@@ -399,8 +399,8 @@ func (m *Master) logSilences(cfg Config, now time.Time) {
 			if ok && r.Incarnation == mem.Incarnation && r.At.After(last) {
 				last = r.At
 			}
-			if now.Sub(last) > 2*m.opts.Heartbeat && !m.silent[mem.ID] {
-				m.silent[mem.ID] = true
+			if inc, logged := m.silent[mem.ID]; now.Sub(last) > m.opts.FailureTimeout/2 && (!logged || inc != mem.Incarnation) {
+				m.silent[mem.ID] = mem.Incarnation
 				m.log.Warn("heartbeat lost", "node", mem.ID, "epoch", cfg.Epoch,
 					"silent_ms", now.Sub(last).Milliseconds(), "removal_in_ms", (m.opts.FailureTimeout - now.Sub(last)).Milliseconds())
 			}
@@ -428,7 +428,7 @@ func (m *Master) heartbeat(req *api.HeartbeatRequest) (*api.HeartbeatReply, erro
 			Role:   req.Role, Epoch: req.Epoch, Applied: req.Applied, Committed: req.Committed,
 			CaughtUp: req.CaughtUp, Linked: req.Linked, At: now,
 		}
-		if m.silent[req.Id] {
+		if inc, logged := m.silent[req.Id]; logged && inc == req.Incarnation {
 			delete(m.silent, req.Id)
 			m.log.Info("heartbeat back", "node", req.Id, "epoch", cfg.Epoch)
 		}

@@ -3,13 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/config"
 )
 
 // runCLI runs the command line and returns its exit code, stdout and stderr.
@@ -227,5 +234,308 @@ func TestHistogram(t *testing.T) {
 	}
 	if bucketOf(-1) != 0 || bucketOf(1<<62) != histBuckets-1 {
 		t.Fatal("out-of-range values are not clamped")
+	}
+}
+
+// mastersYAML is a masters: section for writeConfig: master i (m1, m2, ...)
+// at addrs[i], Raft on 127.0.0.1:1000+i (never dialled by the CLI).
+func mastersYAML(dir string, addrs ...string) string {
+	var b strings.Builder
+	b.WriteString("masters:\n")
+	for i, a := range addrs {
+		id := "m" + string(rune('1'+i))
+		b.WriteString("  - id: " + id + "\n    addr: " + a + "\n    raft_addr: 127.0.0.1:" +
+			strconv.Itoa(1000+i) + "\n")
+		if dir != "" {
+			b.WriteString("    data_dir: " + filepath.Join(dir, id) + "\n")
+		}
+	}
+	return b.String()
+}
+
+func TestConfigCommands(t *testing.T) {
+	static := writeConfig(t, "", "127.0.0.1:7101", "127.0.0.1:7102")
+	withMasters := writeConfig(t, mastersYAML("/var/gavel", "127.0.0.1:7201", "127.0.0.1:7202")+
+		"  - id: m3\n    addr: 127.0.0.1:7203\n    raft_addr: 127.0.0.1:7303\nmaster:\n  data_dir: /srv/raft\n",
+		"127.0.0.1:7101", "127.0.0.1:7102")
+
+	expect(t, exitOK, []string{"ok: " + static + " (no masters: static chain of 2 nodes)"}, "config", "check", "--config", static)
+	expect(t, exitOK, []string{"ok: " + withMasters + " (3 masters, 2 nodes)"}, "config", "check", "--config", withMasters)
+	if out := expect(t, exitOK, nil, "config", "masters", "--config", static); out != "" {
+		t.Errorf("config masters without masters: %q", out)
+	}
+	for _, c := range []struct{ action, want string }{
+		{"nodes", "n1 127.0.0.1:7101\nn2 127.0.0.1:7102\n"},
+		{"masters", "m1 127.0.0.1:7201 127.0.0.1:1000 /var/gavel/m1\n" +
+			"m2 127.0.0.1:7202 127.0.0.1:1001 /var/gavel/m2\n" +
+			"m3 127.0.0.1:7203 127.0.0.1:7303 /srv/raft/m3\n"},
+		{"processes", "master m1 127.0.0.1:7201\nmaster m2 127.0.0.1:7202\nmaster m3 127.0.0.1:7203\n" +
+			"node n1 127.0.0.1:7101\nnode n2 127.0.0.1:7102\n"},
+	} {
+		if out := expect(t, exitOK, nil, "config", c.action, "--config", withMasters); out != c.want {
+			t.Errorf("config %s:\n%s\nwant:\n%s", c.action, out, c.want)
+		}
+	}
+	for _, c := range []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"config", "--config", withMasters}, "want one of: check, nodes, masters, processes"},
+		{[]string{"config", "frob", "--config", withMasters}, `unknown config action "frob"`},
+	} {
+		code, _, errb := runCLI(t, c.args...)
+		if code != exitUsage || !strings.Contains(errb, c.stderr) {
+			t.Errorf("gavel %v: exit %d stderr %q, want 3 and %q", c.args, code, errb, c.stderr)
+		}
+	}
+}
+
+// fakeMaster serves a canned MasterStatus.
+type fakeMaster struct {
+	api.UnimplementedMasterServer
+	st *api.MasterStatus
+}
+
+func (f *fakeMaster) Status(context.Context, *api.MasterStatusRequest) (*api.MasterStatus, error) {
+	return f.st, nil
+}
+
+// serveMaster serves st on a loopback port until the test ends and returns
+// the address.
+func serveMaster(t *testing.T, st *api.MasterStatus) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	api.RegisterMasterServer(s, &fakeMaster{st: st})
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(s.Stop)
+	return l.Addr().String()
+}
+
+// deadAddr returns a loopback address on which nothing listens.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// The masters' view, the chain as the leader sees it and every node's own
+// status, with one master and one node down: no error exit.
+func TestStatusWithMasters(t *testing.T) {
+	static, err := config.Load(startCluster(t, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := static.Nodes[0].Addr, static.Nodes[1].Addr
+	n3 := deadAddr(t)
+	// The master's n1 is the running process; its n2 is an earlier run.
+	own := jsonLines(t, expect(t, exitOK, nil, "status", "--config", static.File, "--node", "n1", "--json"))[0]
+	inc1, err := strconv.ParseUint(own["incarnation"].(string), 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := []*api.Member{{Id: "n1", Addr: n1, Incarnation: inc1}, {Id: "n2", Addr: n2, Incarnation: 7}}
+	joining := []*api.Member{{Id: "n3", Addr: n3, Incarnation: 0x1122334455667788}}
+	chainCfg := &api.ChainConfig{Epoch: 7, Chain: members, Joining: joining}
+	leader := serveMaster(t, &api.MasterStatus{Id: "m1", RaftState: "Leader", Term: 4, LeaderId: "m1",
+		AppliedIndex: 30, Config: chainCfg, UptimeMs: 65_000, Nodes: []*api.NodeHealth{
+			{Id: "n1", Addr: n1, Incarnation: inc1, Role: api.Role_HEAD, Epoch: 7, Applied: 12, Committed: 12, LastHeartbeatMs: 20, Leased: true},
+			{Id: "n2", Addr: n2, Incarnation: 7, Role: api.Role_TAIL, Epoch: 7, Applied: 9, Committed: 9, LastHeartbeatMs: 35, Leased: true, CaughtUp: true},
+			{Id: "n3", Addr: n3, Incarnation: 0x1122334455667788, Role: api.Role_JOINING, Epoch: 7, Applied: 2, LastHeartbeatMs: 1500},
+		}})
+	follower := serveMaster(t, &api.MasterStatus{Id: "m2", RaftState: "Follower", Term: 4, LeaderId: "m1",
+		AppliedIndex: 30, Config: chainCfg})
+	path := writeConfig(t, mastersYAML("", leader, follower, deadAddr(t))+"client:\n  timeout: 2s\n", n1, n2, n3)
+
+	out := expect(t, exitOK, []string{
+		"masters: leader m1, term 4 (2 of 3 up)",
+		"chain epoch 7 (master leader m1): n1 -> n2, joining n3",
+		"nodes, each as it reports itself (newest configuration among them: epoch 1: n1 -> n2)",
+	}, "status", "--config", path)
+	lines := strings.Split(out, "\n")
+	find := func(prefix string) []string { // the line whose first fields are prefix
+		t.Helper()
+		for _, l := range lines {
+			if strings.HasPrefix(strings.Join(strings.Fields(l), " ")+" ", prefix+" ") {
+				return strings.Fields(l)
+			}
+		}
+		t.Fatalf("no line for %s in:\n%s", prefix, out)
+		return nil
+	}
+	for _, c := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"MASTER", []string{"MASTER", "ADDR", "STATE", "TERM", "EPOCH", "INDEX", "UPTIME", "NOTE"}},
+		{"m1", []string{"m1", leader, "leader", "4", "7", "30", "1m5s"}},
+		{"m2", []string{"m2", follower, "follower", "4", "7", "30", "0ms"}},
+		{"NODE ROLE", []string{"NODE", "ROLE", "ADDR", "APPLIED", "LAG", "HEARTBEAT", "LEASE", "INCARNATION", "NOTE"}},
+		{"n1 head", []string{"n1", "head", n1, "12", "0", "20ms", "ago", "yes", shortInc(own["incarnation"].(string))}},
+		{"n2 tail", []string{"n2", "tail", n2, "9", "3", "35ms", "ago", "yes", "7", "process", "restarted:", "the",
+			"node", "now", "runs", shortInc(st2inc(t, static.File))}},
+		{"n3 joining", []string{"n3", "joining", n3, "2", "10", "1.5s", "ago", "no", "11223344", "catching", "up"}},
+	} {
+		if got := find(c.prefix); strings.Join(got, " ") != strings.Join(c.want, " ") {
+			t.Errorf("line %s: %q, want %q", c.prefix, got, c.want)
+		}
+	}
+	if m3 := find("m3"); m3[2] != "down" {
+		t.Errorf("m3: %q", m3)
+	}
+	if !strings.Contains(out, "LEASE  INCARNATION") || strings.Count(out, "down") < 2 {
+		t.Errorf("node table: want the lease and incarnation columns and n3 down:\n%s", out)
+	}
+
+	var st struct {
+		Leader  string
+		Masters []struct {
+			ID     string
+			Up     bool
+			State  string
+			Leader bool
+		}
+		Chain struct {
+			Source  string
+			Leader  bool
+			Epoch   uint64
+			Chain   []string
+			Joining []string
+			Nodes   []struct {
+				ID, Role, Incarnation string
+				Lag                   *int64
+				HeartbeatMs           *int64 `json:"last_heartbeat_ms"`
+				Leased                bool
+				Running               string `json:"running_incarnation"`
+			}
+		}
+		Nodes []nodeJSON
+	}
+	js := expect(t, exitOK, nil, "status", "--config", path, "--json")
+	if strings.Count(strings.TrimSpace(js), "\n") != 0 {
+		t.Fatalf("status --json with masters: want one line, got:\n%s", js)
+	}
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, js)
+	}
+	if st.Leader != "m1" || len(st.Masters) != 3 || !st.Masters[0].Leader || st.Masters[1].Leader ||
+		st.Masters[1].State != "follower" || st.Masters[2].Up || st.Masters[2].State != "down" {
+		t.Errorf("masters: %+v (leader %q)", st.Masters, st.Leader)
+	}
+	c := st.Chain
+	if c.Source != "m1" || !c.Leader || c.Epoch != 7 || strings.Join(c.Chain, ",") != "n1,n2" ||
+		strings.Join(c.Joining, ",") != "n3" || len(c.Nodes) != 3 {
+		t.Fatalf("chain: %+v", c)
+	}
+	if n := c.Nodes[1]; n.Role != "tail" || *n.Lag != 3 || *n.HeartbeatMs != 35 || !n.Leased || n.Incarnation != "7" ||
+		n.Running != st2inc(t, static.File) {
+		t.Errorf("chain node n2: %+v", n)
+	}
+	if n := c.Nodes[0]; n.Running != "" {
+		t.Errorf("chain node n1 runs the member's incarnation, yet: %+v", n)
+	}
+	if len(st.Nodes) != 3 || !st.Nodes[0].Up || !st.Nodes[1].Up || st.Nodes[2].Up || st.Nodes[2].Role != "down" ||
+		st.Nodes[0].Incarnation == "" || st.Nodes[0].LeaseMs > 0 {
+		t.Errorf("nodes: %+v", st.Nodes)
+	}
+
+	// --node: that node only, as without masters.
+	expect(t, exitOK, []string{"NODE", "n1"}, "status", "--config", path, "--node", "n1")
+}
+
+// st2inc is the incarnation node n2 of config path reports.
+func st2inc(t *testing.T, path string) string {
+	t.Helper()
+	return jsonLines(t, expect(t, exitOK, nil, "status", "--config", path, "--node", "n2", "--json"))[0]["incarnation"].(string)
+}
+
+// Masters without nodes answer: exit 0; nothing answers: exit 2.
+func TestStatusWithMastersDown(t *testing.T) {
+	follower := serveMaster(t, &api.MasterStatus{Id: "m1", RaftState: "Candidate", Term: 2,
+		Config: &api.ChainConfig{}})
+	path := writeConfig(t, mastersYAML("", follower, deadAddr(t), deadAddr(t)), deadAddr(t))
+	expect(t, exitOK, []string{"masters: no leader (1 of 3 up)", "m1", "candidate", "knows no leader",
+		"chain epoch 0 (as master m1 applied it; no leader, so no heartbeats): empty", "not in the chain: n1"},
+		"status", "--config", path, "--timeout", "1s")
+	js := expect(t, exitOK, []string{`"leader":""`, `"source":"m1"`}, "status", "--config", path, "--json", "--timeout", "1s")
+	if strings.Count(strings.TrimSpace(js), "\n") != 0 {
+		t.Fatalf("one JSON object, got:\n%s", js)
+	}
+
+	dead := writeConfig(t, mastersYAML("", deadAddr(t), deadAddr(t), deadAddr(t)), deadAddr(t))
+	code, out, errb := runCLI(t, "status", "--config", dead, "--timeout", "1s")
+	if code != exitException || !strings.Contains(errb, "no master and no node answered") ||
+		!strings.Contains(out, "masters: none answered (3 configured)") || !strings.Contains(out, "chain: unknown") {
+		t.Fatalf("nothing up: exit %d\nstdout: %s\nstderr: %s", code, out, errb)
+	}
+}
+
+func TestMasterRowsPicksTheLeader(t *testing.T) {
+	ok := func(id, state string, term, applied uint64) masterResult {
+		return masterResult{ID: id, Status: &api.MasterStatus{Id: id, RaftState: state, Term: term, AppliedIndex: applied}}
+	}
+	down := masterResult{ID: "mx", Err: errors.New("refused")}
+	cases := []struct {
+		name   string
+		res    []masterResult
+		view   int
+		leader bool
+	}{
+		{"none", []masterResult{down, down}, -1, false},
+		{"one leader", []masterResult{ok("m1", "Follower", 3, 9), ok("m2", "Leader", 3, 9), down}, 1, true},
+		{"deposed leader", []masterResult{ok("m1", "Leader", 2, 5), ok("m2", "Leader", 3, 9)}, 1, true},
+		{"deposed leader first", []masterResult{ok("m2", "Leader", 3, 9), ok("m1", "Leader", 2, 5)}, 0, true},
+		{"no leader: newest term", []masterResult{ok("m1", "Follower", 2, 9), ok("m2", "Candidate", 3, 5)}, 1, false},
+		{"no leader: newest log", []masterResult{ok("m1", "Follower", 3, 5), down, ok("m3", "Follower", 3, 9)}, 2, false},
+	}
+	for _, c := range cases {
+		rows, view, leader := masterRows(c.res)
+		if view != c.view || leader != c.leader {
+			t.Errorf("%s: view %d leader %v, want %d %v", c.name, view, leader, c.view, c.leader)
+		}
+		for i, r := range rows {
+			if r.Leader != (c.leader && i == c.view) {
+				t.Errorf("%s: row %d leader %v", c.name, i, r.Leader)
+			}
+		}
+	}
+}
+
+func TestChainView(t *testing.T) {
+	st := &api.MasterStatus{Id: "m2", Config: &api.ChainConfig{Epoch: 5,
+		Chain:   []*api.Member{{Id: "n1", Incarnation: 1}, {Id: "n2", Incarnation: 2}, {Id: "n3", Incarnation: 3}},
+		Joining: []*api.Member{{Id: "n4", Incarnation: 4}}},
+		Nodes: []*api.NodeHealth{
+			{Id: "n1", Incarnation: 1, Applied: 10, LastHeartbeatMs: 5},
+			{Id: "n2", Incarnation: 99, Applied: 50, LastHeartbeatMs: 5}, // another run: not this member's
+			{Id: "n3", Incarnation: 3, Applied: 8, LastHeartbeatMs: 5},
+			{Id: "n4", Incarnation: 4, Applied: 1, LastHeartbeatMs: 5},
+		}}
+	ch := chainView(st, true, []string{"n1", "n2", "n3", "n4", "n5"})
+	var got []string
+	for _, n := range ch.Nodes {
+		lag := "-"
+		if n.Lag != nil {
+			lag = strconv.FormatInt(*n.Lag, 10)
+		}
+		got = append(got, n.ID+":"+n.Role+":"+lag)
+	}
+	if want := "n1:head:0 n2:middle:- n3:tail:2 n4:joining:9"; strings.Join(got, " ") != want {
+		t.Errorf("chain view %q, want %q", strings.Join(got, " "), want)
+	}
+	if strings.Join(ch.Outside, ",") != "n5" || ch.Nodes[1].Heard {
+		t.Errorf("outside %v, n2 heard %v", ch.Outside, ch.Nodes[1].Heard)
+	}
+	single := chainView(&api.MasterStatus{Config: &api.ChainConfig{Epoch: 1, Chain: []*api.Member{{Id: "n1"}}}}, false, nil)
+	if single.Nodes[0].Role != "single" || single.Nodes[0].Heard || single.Nodes[0].Lag != nil {
+		t.Errorf("single: %+v", single.Nodes[0])
 	}
 }

@@ -8,18 +8,27 @@ import (
 )
 
 func cmdConfig(ctx context.Context, e *env, args []string) error {
-	f := newFlags(e, "config", "check|nodes [--config FILE]", `
+	f := newFlags(e, "config", "check|nodes|masters|processes [--config FILE]", `
 Read the configuration the way every gavel process does.
 
-  check   load and validate it; print "ok" or every problem, naming key and file
-  nodes   print one line per chain node: "ID ADDR" (used by scripts/launch)`)
+  check      load and validate it; print "ok" with the number of masters
+             and nodes, or every problem, naming key and file
+  nodes      print one line per chain node: "ID ADDR"
+  masters    print one line per master: "ID ADDR RAFT_ADDR DATA_DIR" (the
+             data dir as the master uses it: its data_dir, or
+             master.data_dir/ID)
+  processes  print one line per process, in start order, masters first:
+             "KIND ID ADDR", KIND being master or node
+
+nodes, masters and processes are what scripts/launch reads, so that the
+cluster is described in config.yaml only.`)
 	configPath := f.String("config", "config.yaml", "configuration file")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return f.usageErr("want one of: check, nodes")
+		return f.usageErr("want one of: check, nodes, masters, processes")
 	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
@@ -27,13 +36,28 @@ Read the configuration the way every gavel process does.
 	}
 	switch pos[0] {
 	case "check":
-		fmt.Fprintf(e.stdout, "ok: %s (%d nodes)\n", cfg.File, len(cfg.Nodes))
+		if len(cfg.Masters) == 0 {
+			fmt.Fprintf(e.stdout, "ok: %s (no masters: static chain of %d nodes)\n", cfg.File, len(cfg.Nodes))
+		} else {
+			fmt.Fprintf(e.stdout, "ok: %s (%d masters, %d nodes)\n", cfg.File, len(cfg.Masters), len(cfg.Nodes))
+		}
 	case "nodes":
 		for _, n := range cfg.Nodes {
 			fmt.Fprintf(e.stdout, "%s %s\n", n.ID, n.Addr)
 		}
+	case "masters":
+		for _, m := range cfg.Masters {
+			fmt.Fprintf(e.stdout, "%s %s %s %s\n", m.ID, m.Addr, m.RaftAddr, cfg.MasterDataDir(m))
+		}
+	case "processes":
+		for _, m := range cfg.Masters {
+			fmt.Fprintf(e.stdout, "master %s %s\n", m.ID, m.Addr)
+		}
+		for _, n := range cfg.Nodes {
+			fmt.Fprintf(e.stdout, "node %s %s\n", n.ID, n.Addr)
+		}
 	default:
-		return f.usageErr("unknown config action %q: want check or nodes", pos[0])
+		return f.usageErr("unknown config action %q: want check, nodes, masters or processes", pos[0])
 	}
 	return nil
 }
