@@ -293,11 +293,12 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Admin is the control API: the master pushes configurations through it.
+// Admin is the control API of a node.
 type AdminClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*NodeStatus, error)
-	// SetConfig installs a configuration with a higher epoch; a stale epoch
-	// is refused with FailedPrecondition.
+	// SetConfig installs a configuration with a higher epoch, on a node that
+	// runs without masters (a static chain changed by hand). A stale epoch,
+	// or a node that follows a master, is refused with FailedPrecondition.
 	SetConfig(ctx context.Context, in *ChainConfig, opts ...grpc.CallOption) (*SetConfigReply, error)
 }
 
@@ -333,11 +334,12 @@ func (c *adminClient) SetConfig(ctx context.Context, in *ChainConfig, opts ...gr
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
 //
-// Admin is the control API: the master pushes configurations through it.
+// Admin is the control API of a node.
 type AdminServer interface {
 	Status(context.Context, *StatusRequest) (*NodeStatus, error)
-	// SetConfig installs a configuration with a higher epoch; a stale epoch
-	// is refused with FailedPrecondition.
+	// SetConfig installs a configuration with a higher epoch, on a node that
+	// runs without masters (a static chain changed by hand). A stale epoch,
+	// or a node that follows a master, is refused with FailedPrecondition.
 	SetConfig(context.Context, *ChainConfig) (*SetConfigReply, error)
 	mustEmbedUnimplementedAdminServer()
 }

@@ -28,6 +28,10 @@ var (
 	// sequence, while it holds no lease from the master: it may have been
 	// removed from the chain without knowing it yet.
 	ErrNoLease = errors.New("no lease from the master: cannot serve now")
+	// ErrMasterOwned is returned by Admin.SetConfig on a node that follows
+	// a master: only the master changes its configuration.
+	ErrMasterOwned = errors.New("this node's configuration is owned by the master (masters in config.yaml); " +
+		"reconfigure by hand only runs without masters")
 	// ErrUnavailable is returned by the edge when the chain cannot serve a
 	// request in time (no head reachable, shutting down).
 	ErrUnavailable = errors.New("chain unavailable")

@@ -94,7 +94,7 @@ func toStatus(err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, auction.ErrUnknownAuction):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, ErrStaleEpoch):
+	case errors.Is(err, ErrStaleEpoch), errors.Is(err, ErrMasterOwned):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrBadConfig):
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -407,6 +407,9 @@ func (s *adminServer) Status(ctx context.Context, _ *api.StatusRequest) (*api.No
 
 // SetConfig installs a configuration with a higher epoch.
 func (s *adminServer) SetConfig(ctx context.Context, cfg *api.ChainConfig) (*api.SetConfigReply, error) {
+	if s.n.membership != nil {
+		return nil, toStatus(ErrMasterOwned)
+	}
 	epoch, err := s.n.setConfig(ctx, cfg)
 	if err != nil && !errors.Is(err, ErrRemoved) {
 		return nil, toStatus(err)
