@@ -2510,7 +2510,9 @@ func (x *HeartbeatReply) GetMember() bool {
 }
 
 // WatchRequest opens a configuration watch: the stream sends the current
-// configuration if its epoch is above after_epoch, then every new one.
+// configuration if its epoch is above after_epoch, then each newer one the
+// master applies, in increasing epoch order. An epoch superseded while a
+// send was under way is skipped: a watcher only ever needs the latest.
 type WatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AfterEpoch    uint64                 `protobuf:"varint,1,opt,name=after_epoch,json=afterEpoch,proto3" json:"after_epoch,omitempty"`

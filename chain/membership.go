@@ -80,8 +80,8 @@ func (ms *membership) client(i int) (api.MasterClient, error) {
 	if c, ok := ms.conns[addr]; ok {
 		return api.NewMasterClient(c), nil
 	}
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		ms.n.opts.DialOptions...)...)
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		reconnectQuickly}, ms.n.opts.DialOptions...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,8 @@ func (f *forwarder) client(addr string) (api.AuctionsClient, error) {
 	if !ok {
 		var err error
 		c, err = grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow)}, f.extra...)...)
+			grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow), reconnectQuickly},
+			f.extra...)...)
 		if err != nil {
 			return nil, err
 		}

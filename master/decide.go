@@ -29,9 +29,11 @@ type Report struct {
 //  1. remove a member whose heartbeats stopped for failureTimeout (counting
 //     from leaderSince at the latest: a new leader gives every node a full
 //     timeout, and lets every lease of its predecessor run out, before it
-//     removes anyone) — never the chain's last member;
+//     removes anyone) — never the chain's last member, and not a member
+//     whose process restarted at the same address (rule 2 replaces it);
 //  2. add a node that heartbeats but is not a member (a new node, a
-//     restarted one, or one that was removed and came back) as joining;
+//     restarted one, or one that was removed and came back) as joining; a
+//     restarted member's old entry leaves the chain in the same step;
 //  3. append a joining node whose link to the tail is established in the
 //     current epoch, making it the new tail.
 //
@@ -45,13 +47,20 @@ func Decide(c Config, reports map[string]Report, now, leaderSince time.Time, fai
 		}
 		return now.Sub(seen) <= failureTimeout
 	}
+	// replaced: a newer run of m's process, at m's address, heartbeats now.
+	// The old one cannot be serving (the new one holds its port), and rule
+	// 2 replaces it in one step, as "restarted".
+	replaced := func(m Member) bool {
+		r, ok := reports[m.ID]
+		return ok && r.Incarnation != m.Incarnation && r.Addr == m.Addr && now.Sub(r.At) <= failureTimeout
+	}
 	for _, m := range c.Chain {
-		if !alive(m) && len(c.Chain) > 1 {
+		if !alive(m) && !replaced(m) && len(c.Chain) > 1 {
 			return Command{Op: OpRemove, Member: m, Epoch: c.Epoch, Reason: "heartbeat lost"}, true
 		}
 	}
 	for _, m := range c.Joining {
-		if !alive(m) {
+		if !alive(m) && !replaced(m) {
 			return Command{Op: OpRemove, Member: m, Epoch: c.Epoch, Reason: "heartbeat lost while joining"}, true
 		}
 	}

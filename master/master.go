@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -58,6 +59,14 @@ type Options struct {
 	// JSONLogs makes hashicorp/raft log in JSON, like the slog handler.
 	JSONLogs bool
 }
+
+// reconnectQuickly keeps gRPC's reconnect backoff short (grpc-go's default
+// grows to two minutes): a master back after an outage must be reachable
+// again well within a failure timeout.
+var reconnectQuickly = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
+})
 
 // forwardedKey marks a heartbeat a follower forwarded to the leader, so a
 // stale leader hint cannot bounce it around.
@@ -472,7 +481,7 @@ func (m *Master) leaderConn() (*grpc.ClientConn, string, error) {
 	if c, ok := m.conns[addr]; ok {
 		return c, string(id), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), reconnectQuickly)
 	if err != nil {
 		return nil, "", err
 	}
@@ -542,7 +551,8 @@ func (s *masterServer) Heartbeat(ctx context.Context, req *api.HeartbeatRequest)
 }
 
 // Watch streams this master's configuration: the current one if newer
-// than after_epoch, then each change.
+// than after_epoch, then the latest one after each change (epochs
+// superseded while a send was under way are skipped).
 func (s *masterServer) Watch(req *api.WatchRequest, stream grpc.ServerStreamingServer[api.ChainConfig]) error {
 	s.m.watchers.Add(1)
 	defer s.m.watchers.Add(-1)
