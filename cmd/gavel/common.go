@@ -385,3 +385,36 @@ func fmtIn(ms, nowMs int64) string {
 	}
 	return "in " + d.Round(time.Second).String()
 }
+
+// serverFlags are the flags of a server process (master, node): the config
+// file and the process's id in it.
+type serverFlags struct {
+	f              *flags
+	configPath, id *string
+}
+
+// addServerFlags adds --config and --id (kind: "master" or "node") to f.
+func addServerFlags(f *flags, kind string) serverFlags {
+	return serverFlags{f: f, configPath: f.String("config", "config.yaml", "configuration file"),
+		id: f.String("id", "", kind+" id, as listed in the config (required)")}
+}
+
+// load parses args (which must hold no positional argument and an --id)
+// and loads the configuration.
+func (s serverFlags) load(args []string) (*config.Config, error) {
+	pos, err := s.f.parse(args)
+	if err != nil {
+		return nil, err
+	}
+	if err := noArgs(s.f, pos); err != nil {
+		return nil, err
+	}
+	if *s.id == "" {
+		return nil, s.f.usageErr("missing --id")
+	}
+	cfg, err := config.Load(*s.configPath)
+	if err != nil {
+		return nil, &exitError{code: exitUsage, msg: err.Error()}
+	}
+	return cfg, nil
+}

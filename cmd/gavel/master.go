@@ -43,22 +43,12 @@ On first start (an empty data_dir) the masters of the config bootstrap the
 group; a restarted master rejoins with its data. The leader removes a node
 whose heartbeats stop for master.failure_timeout and appends joining nodes
 as the new tail once they have caught up. Logs go to stderr.`)
-	configPath := f.String("config", "config.yaml", "configuration file")
-	id := f.String("id", "", "master id, as listed in the config (required)")
-	pos, err := f.parse(args)
+	sf := addServerFlags(f, "master")
+	cfg, err := sf.load(args)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(f, pos); err != nil {
-		return err
-	}
-	if *id == "" {
-		return f.usageErr("missing --id")
-	}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
-		return &exitError{code: exitUsage, msg: err.Error()}
-	}
+	id := sf.id
 	opts, err := masterOptions(cfg, *id)
 	if err != nil {
 		return err

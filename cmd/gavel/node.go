@@ -56,23 +56,13 @@ only while it holds the master's lease.
 Without masters, the node starts in epoch 1 with every node of the config in
 file order (the first is the head); with --join it starts with no
 configuration and waits for one (gavel reconfigure). Logs go to stderr.`)
-	configPath := f.String("config", "config.yaml", "configuration file")
-	id := f.String("id", "", "node id, as listed in the config (required)")
+	sf := addServerFlags(f, "node")
 	join := f.Bool("join", false, "without masters: join a running chain, wait for a configuration")
-	pos, err := f.parse(args)
+	cfg, err := sf.load(args)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(f, pos); err != nil {
-		return err
-	}
-	if *id == "" {
-		return f.usageErr("missing --id")
-	}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
-		return &exitError{code: exitUsage, msg: err.Error()}
-	}
+	id := sf.id
 	opts, err := nodeOptions(cfg, *id, *join)
 	if err != nil {
 		return err
