@@ -201,6 +201,59 @@ func (AuctionState) EnumDescriptor() ([]byte, []int) {
 	return file_api_gavel_proto_rawDescGZIP(), []int{2}
 }
 
+// EventKind says what an AuctionEvent reports.
+type EventKind int32
+
+const (
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	EventKind_EVENT_STATE            EventKind = 1 // the auction as it is now (first event of a stream)
+	EventKind_EVENT_HIGHEST          EventKind = 2 // a successful bid: a new highest bid (maybe extending the close)
+	EventKind_EVENT_CLOSED           EventKind = 3 // the auction closed
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0: "EVENT_KIND_UNSPECIFIED",
+		1: "EVENT_STATE",
+		2: "EVENT_HIGHEST",
+		3: "EVENT_CLOSED",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED": 0,
+		"EVENT_STATE":            1,
+		"EVENT_HIGHEST":          2,
+		"EVENT_CLOSED":           3,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_gavel_proto_enumTypes[3].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_api_gavel_proto_enumTypes[3]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{3}
+}
+
 type Role int32
 
 const (
@@ -246,11 +299,11 @@ func (x Role) String() string {
 }
 
 func (Role) Descriptor() protoreflect.EnumDescriptor {
-	return file_api_gavel_proto_enumTypes[3].Descriptor()
+	return file_api_gavel_proto_enumTypes[4].Descriptor()
 }
 
 func (Role) Type() protoreflect.EnumType {
-	return &file_api_gavel_proto_enumTypes[3]
+	return &file_api_gavel_proto_enumTypes[4]
 }
 
 func (x Role) Number() protoreflect.EnumNumber {
@@ -259,7 +312,7 @@ func (x Role) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Role.Descriptor instead.
 func (Role) EnumDescriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{3}
+	return file_api_gavel_proto_rawDescGZIP(), []int{4}
 }
 
 // OpenAuction creates an auction. The client sets duration_ms; the head
@@ -1574,6 +1627,173 @@ func (x *OpenAuctionReply) GetNode() string {
 	return ""
 }
 
+// Auctions is the client API. Every node serves it and forwards what it
+// cannot answer itself: bids and opens to the head, reads to the tail.
+// WatchAuctionRequest follows one auction's committed changes at the tail.
+type WatchAuctionRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Auction string                 `protobuf:"bytes,1,opt,name=auction,proto3" json:"auction,omitempty"`
+	// after_seq: the caller has seen the auction up to this sequence number;
+	// the stream starts with an EVENT_STATE event if the auction's version is above
+	// it, and then sends only changes above it.
+	AfterSeq      uint64 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAuctionRequest) Reset() {
+	*x = WatchAuctionRequest{}
+	mi := &file_api_gavel_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAuctionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAuctionRequest) ProtoMessage() {}
+
+func (x *WatchAuctionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAuctionRequest.ProtoReflect.Descriptor instead.
+func (*WatchAuctionRequest) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WatchAuctionRequest) GetAuction() string {
+	if x != nil {
+		return x.Auction
+	}
+	return ""
+}
+
+func (x *WatchAuctionRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+// AuctionEvent is one committed change of a watched auction.
+type AuctionEvent struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Kind           EventKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=gavel.v1.EventKind" json:"kind,omitempty"`
+	Info           *AuctionInfo           `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`                                            // the auction right after the change
+	Seq            uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`                                             // the update's sequence number (info.version)
+	PreviousBidder string                 `protobuf:"bytes,4,opt,name=previous_bidder,json=previousBidder,proto3" json:"previous_bidder,omitempty"`  // HIGHEST: who led before ("" if nobody)
+	PreviousAmount int64                  `protobuf:"varint,5,opt,name=previous_amount,json=previousAmount,proto3" json:"previous_amount,omitempty"` // HIGHEST: the amount that led before
+	Extended       bool                   `protobuf:"varint,6,opt,name=extended,proto3" json:"extended,omitempty"`                                   // HIGHEST: the bid moved the closing time
+	ServerTimeMs   int64                  `protobuf:"varint,7,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"`
+	Node           string                 `protobuf:"bytes,8,opt,name=node,proto3" json:"node,omitempty"` // the tail that sent it
+	Epoch          uint64                 `protobuf:"varint,9,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AuctionEvent) Reset() {
+	*x = AuctionEvent{}
+	mi := &file_api_gavel_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuctionEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuctionEvent) ProtoMessage() {}
+
+func (x *AuctionEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuctionEvent.ProtoReflect.Descriptor instead.
+func (*AuctionEvent) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AuctionEvent) GetKind() EventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *AuctionEvent) GetInfo() *AuctionInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *AuctionEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuctionEvent) GetPreviousBidder() string {
+	if x != nil {
+		return x.PreviousBidder
+	}
+	return ""
+}
+
+func (x *AuctionEvent) GetPreviousAmount() int64 {
+	if x != nil {
+		return x.PreviousAmount
+	}
+	return 0
+}
+
+func (x *AuctionEvent) GetExtended() bool {
+	if x != nil {
+		return x.Extended
+	}
+	return false
+}
+
+func (x *AuctionEvent) GetServerTimeMs() int64 {
+	if x != nil {
+		return x.ServerTimeMs
+	}
+	return 0
+}
+
+func (x *AuctionEvent) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AuctionEvent) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 // Member is one chain node.
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1589,7 +1809,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_gavel_proto_msgTypes[18]
+	mi := &file_api_gavel_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1821,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[18]
+	mi := &file_api_gavel_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1834,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{18}
+	return file_api_gavel_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Member) GetId() string {
@@ -1651,7 +1871,7 @@ type ChainConfig struct {
 
 func (x *ChainConfig) Reset() {
 	*x = ChainConfig{}
-	mi := &file_api_gavel_proto_msgTypes[19]
+	mi := &file_api_gavel_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1883,7 @@ func (x *ChainConfig) String() string {
 func (*ChainConfig) ProtoMessage() {}
 
 func (x *ChainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[19]
+	mi := &file_api_gavel_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1896,7 @@ func (x *ChainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainConfig.ProtoReflect.Descriptor instead.
 func (*ChainConfig) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{19}
+	return file_api_gavel_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ChainConfig) GetEpoch() uint64 {
@@ -1708,7 +1928,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[20]
+	mi := &file_api_gavel_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1940,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[20]
+	mi := &file_api_gavel_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1953,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{20}
+	return file_api_gavel_proto_rawDescGZIP(), []int{22}
 }
 
 type NodeStatus struct {
@@ -1760,7 +1980,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_api_gavel_proto_msgTypes[21]
+	mi := &file_api_gavel_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1992,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[21]
+	mi := &file_api_gavel_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +2005,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{21}
+	return file_api_gavel_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1895,7 +2115,7 @@ type SetConfigReply struct {
 
 func (x *SetConfigReply) Reset() {
 	*x = SetConfigReply{}
-	mi := &file_api_gavel_proto_msgTypes[22]
+	mi := &file_api_gavel_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2127,7 @@ func (x *SetConfigReply) String() string {
 func (*SetConfigReply) ProtoMessage() {}
 
 func (x *SetConfigReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[22]
+	mi := &file_api_gavel_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2140,7 @@ func (x *SetConfigReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigReply.ProtoReflect.Descriptor instead.
 func (*SetConfigReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{22}
+	return file_api_gavel_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetConfigReply) GetEpoch() uint64 {
@@ -1952,7 +2172,7 @@ type Forward struct {
 
 func (x *Forward) Reset() {
 	*x = Forward{}
-	mi := &file_api_gavel_proto_msgTypes[23]
+	mi := &file_api_gavel_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2184,7 @@ func (x *Forward) String() string {
 func (*Forward) ProtoMessage() {}
 
 func (x *Forward) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[23]
+	mi := &file_api_gavel_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2197,7 @@ func (x *Forward) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Forward.ProtoReflect.Descriptor instead.
 func (*Forward) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{23}
+	return file_api_gavel_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Forward) GetUpdates() []*Update {
@@ -2026,7 +2246,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_gavel_proto_msgTypes[24]
+	mi := &file_api_gavel_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2258,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[24]
+	mi := &file_api_gavel_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2271,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{24}
+	return file_api_gavel_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -2074,7 +2294,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_api_gavel_proto_msgTypes[25]
+	mi := &file_api_gavel_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2306,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[25]
+	mi := &file_api_gavel_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2319,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{25}
+	return file_api_gavel_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Hello) GetLastSeq() uint64 {
@@ -2134,7 +2354,7 @@ type ChainMessage struct {
 
 func (x *ChainMessage) Reset() {
 	*x = ChainMessage{}
-	mi := &file_api_gavel_proto_msgTypes[26]
+	mi := &file_api_gavel_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2366,7 @@ func (x *ChainMessage) String() string {
 func (*ChainMessage) ProtoMessage() {}
 
 func (x *ChainMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[26]
+	mi := &file_api_gavel_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2379,7 @@ func (x *ChainMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainMessage.ProtoReflect.Descriptor instead.
 func (*ChainMessage) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{26}
+	return file_api_gavel_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ChainMessage) GetEpoch() uint64 {
@@ -2249,7 +2469,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_api_gavel_proto_msgTypes[27]
+	mi := &file_api_gavel_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2481,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[27]
+	mi := &file_api_gavel_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2494,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{27}
+	return file_api_gavel_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Envelope) GetMessages() []*ChainMessage {
@@ -2292,7 +2512,7 @@ type StreamClosed struct {
 
 func (x *StreamClosed) Reset() {
 	*x = StreamClosed{}
-	mi := &file_api_gavel_proto_msgTypes[28]
+	mi := &file_api_gavel_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2524,7 @@ func (x *StreamClosed) String() string {
 func (*StreamClosed) ProtoMessage() {}
 
 func (x *StreamClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[28]
+	mi := &file_api_gavel_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2537,7 @@ func (x *StreamClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamClosed.ProtoReflect.Descriptor instead.
 func (*StreamClosed) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{28}
+	return file_api_gavel_proto_rawDescGZIP(), []int{30}
 }
 
 // HeartbeatRequest is a node's periodic report to the master leader. A
@@ -2339,7 +2559,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_gavel_proto_msgTypes[29]
+	mi := &file_api_gavel_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2571,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[29]
+	mi := &file_api_gavel_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2584,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{29}
+	return file_api_gavel_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -2446,7 +2666,7 @@ type HeartbeatReply struct {
 
 func (x *HeartbeatReply) Reset() {
 	*x = HeartbeatReply{}
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2678,7 @@ func (x *HeartbeatReply) String() string {
 func (*HeartbeatReply) ProtoMessage() {}
 
 func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2691,7 @@ func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
 func (*HeartbeatReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{30}
+	return file_api_gavel_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HeartbeatReply) GetConfig() *ChainConfig {
@@ -2523,7 +2743,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2755,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2768,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{31}
+	return file_api_gavel_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchRequest) GetAfterEpoch() uint64 {
@@ -2573,7 +2793,7 @@ type MasterStatusRequest struct {
 
 func (x *MasterStatusRequest) Reset() {
 	*x = MasterStatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2585,7 +2805,7 @@ func (x *MasterStatusRequest) String() string {
 func (*MasterStatusRequest) ProtoMessage() {}
 
 func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2598,7 +2818,7 @@ func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatusRequest.ProtoReflect.Descriptor instead.
 func (*MasterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{32}
+	return file_api_gavel_proto_rawDescGZIP(), []int{34}
 }
 
 // NodeHealth is the master leader's view of one node.
@@ -2620,7 +2840,7 @@ type NodeHealth struct {
 
 func (x *NodeHealth) Reset() {
 	*x = NodeHealth{}
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2632,7 +2852,7 @@ func (x *NodeHealth) String() string {
 func (*NodeHealth) ProtoMessage() {}
 
 func (x *NodeHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2645,7 +2865,7 @@ func (x *NodeHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHealth.ProtoReflect.Descriptor instead.
 func (*NodeHealth) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{33}
+	return file_api_gavel_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NodeHealth) GetId() string {
@@ -2738,7 +2958,7 @@ type MasterStatus struct {
 
 func (x *MasterStatus) Reset() {
 	*x = MasterStatus{}
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2970,7 @@ func (x *MasterStatus) String() string {
 func (*MasterStatus) ProtoMessage() {}
 
 func (x *MasterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2983,7 @@ func (x *MasterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
 func (*MasterStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{34}
+	return file_api_gavel_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MasterStatus) GetId() string {
@@ -2954,7 +3174,20 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x04info\x18\x04 \x01(\v2\x15.gavel.v1.AuctionInfoR\x04info\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x12\n" +
-	"\x04node\x18\a \x01(\tR\x04node\"N\n" +
+	"\x04node\x18\a \x01(\tR\x04node\"L\n" +
+	"\x13WatchAuctionRequest\x12\x18\n" +
+	"\aauction\x18\x01 \x01(\tR\aauction\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\xb2\x02\n" +
+	"\fAuctionEvent\x12'\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x13.gavel.v1.EventKindR\x04kind\x12)\n" +
+	"\x04info\x18\x02 \x01(\v2\x15.gavel.v1.AuctionInfoR\x04info\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12'\n" +
+	"\x0fprevious_bidder\x18\x04 \x01(\tR\x0epreviousBidder\x12'\n" +
+	"\x0fprevious_amount\x18\x05 \x01(\x03R\x0epreviousAmount\x12\x1a\n" +
+	"\bextended\x18\x06 \x01(\bR\bextended\x12$\n" +
+	"\x0eserver_time_ms\x18\a \x01(\x03R\fserverTimeMs\x12\x12\n" +
+	"\x04node\x18\b \x01(\tR\x04node\x12\x14\n" +
+	"\x05epoch\x18\t \x01(\x04R\x05epoch\"N\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12 \n" +
@@ -3075,7 +3308,12 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\fAuctionState\x12\x1d\n" +
 	"\x19AUCTION_STATE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\x10\n" +
-	"\fCLOSED_STATE\x10\x02*b\n" +
+	"\fCLOSED_STATE\x10\x02*]\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vEVENT_STATE\x10\x01\x12\x11\n" +
+	"\rEVENT_HIGHEST\x10\x02\x12\x10\n" +
+	"\fEVENT_CLOSED\x10\x03*b\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04HEAD\x10\x01\x12\n" +
@@ -3085,13 +3323,14 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\n" +
 	"\x06SINGLE\x10\x04\x12\v\n" +
 	"\aJOINING\x10\x05\x12\v\n" +
-	"\aREMOVED\x10\x062\xc5\x02\n" +
+	"\aREMOVED\x10\x062\x87\x03\n" +
 	"\bAuctions\x12/\n" +
 	"\x03Bid\x12\x14.gavel.v1.BidRequest\x1a\x12.gavel.v1.BidReply\x129\n" +
 	"\tBidStream\x12\x14.gavel.v1.BidRequest\x1a\x12.gavel.v1.BidReply(\x010\x01\x128\n" +
 	"\x06Result\x12\x17.gavel.v1.ResultRequest\x1a\x15.gavel.v1.ResultReply\x12J\n" +
 	"\fListAuctions\x12\x1d.gavel.v1.ListAuctionsRequest\x1a\x1b.gavel.v1.ListAuctionsReply\x12G\n" +
-	"\vOpenAuction\x12\x1c.gavel.v1.OpenAuctionRequest\x1a\x1a.gavel.v1.OpenAuctionReply2~\n" +
+	"\vOpenAuction\x12\x1c.gavel.v1.OpenAuctionRequest\x1a\x1a.gavel.v1.OpenAuctionReply\x12@\n" +
+	"\x05Watch\x12\x1d.gavel.v1.WatchAuctionRequest\x1a\x16.gavel.v1.AuctionEvent0\x012~\n" +
 	"\x05Admin\x127\n" +
 	"\x06Status\x12\x17.gavel.v1.StatusRequest\x1a\x14.gavel.v1.NodeStatus\x12<\n" +
 	"\tSetConfig\x12\x15.gavel.v1.ChainConfig\x1a\x18.gavel.v1.SetConfigReply2?\n" +
@@ -3114,111 +3353,118 @@ func file_api_gavel_proto_rawDescGZIP() []byte {
 	return file_api_gavel_proto_rawDescData
 }
 
-var file_api_gavel_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_api_gavel_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_api_gavel_proto_goTypes = []any{
 	(Outcome)(0),                // 0: gavel.v1.Outcome
 	(Reason)(0),                 // 1: gavel.v1.Reason
 	(AuctionState)(0),           // 2: gavel.v1.AuctionState
-	(Role)(0),                   // 3: gavel.v1.Role
-	(*OpenAuction)(nil),         // 4: gavel.v1.OpenAuction
-	(*PlaceBid)(nil),            // 5: gavel.v1.PlaceBid
-	(*CloseAuction)(nil),        // 6: gavel.v1.CloseAuction
-	(*Command)(nil),             // 7: gavel.v1.Command
-	(*Update)(nil),              // 8: gavel.v1.Update
-	(*AuctionInfo)(nil),         // 9: gavel.v1.AuctionInfo
-	(*DedupEntry)(nil),          // 10: gavel.v1.DedupEntry
-	(*Session)(nil),             // 11: gavel.v1.Session
-	(*AuctionRecord)(nil),       // 12: gavel.v1.AuctionRecord
-	(*StateSnapshot)(nil),       // 13: gavel.v1.StateSnapshot
-	(*BidRequest)(nil),          // 14: gavel.v1.BidRequest
-	(*BidReply)(nil),            // 15: gavel.v1.BidReply
-	(*ResultRequest)(nil),       // 16: gavel.v1.ResultRequest
-	(*ResultReply)(nil),         // 17: gavel.v1.ResultReply
-	(*ListAuctionsRequest)(nil), // 18: gavel.v1.ListAuctionsRequest
-	(*ListAuctionsReply)(nil),   // 19: gavel.v1.ListAuctionsReply
-	(*OpenAuctionRequest)(nil),  // 20: gavel.v1.OpenAuctionRequest
-	(*OpenAuctionReply)(nil),    // 21: gavel.v1.OpenAuctionReply
-	(*Member)(nil),              // 22: gavel.v1.Member
-	(*ChainConfig)(nil),         // 23: gavel.v1.ChainConfig
-	(*StatusRequest)(nil),       // 24: gavel.v1.StatusRequest
-	(*NodeStatus)(nil),          // 25: gavel.v1.NodeStatus
-	(*SetConfigReply)(nil),      // 26: gavel.v1.SetConfigReply
-	(*Forward)(nil),             // 27: gavel.v1.Forward
-	(*Ack)(nil),                 // 28: gavel.v1.Ack
-	(*Hello)(nil),               // 29: gavel.v1.Hello
-	(*ChainMessage)(nil),        // 30: gavel.v1.ChainMessage
-	(*Envelope)(nil),            // 31: gavel.v1.Envelope
-	(*StreamClosed)(nil),        // 32: gavel.v1.StreamClosed
-	(*HeartbeatRequest)(nil),    // 33: gavel.v1.HeartbeatRequest
-	(*HeartbeatReply)(nil),      // 34: gavel.v1.HeartbeatReply
-	(*WatchRequest)(nil),        // 35: gavel.v1.WatchRequest
-	(*MasterStatusRequest)(nil), // 36: gavel.v1.MasterStatusRequest
-	(*NodeHealth)(nil),          // 37: gavel.v1.NodeHealth
-	(*MasterStatus)(nil),        // 38: gavel.v1.MasterStatus
+	(EventKind)(0),              // 3: gavel.v1.EventKind
+	(Role)(0),                   // 4: gavel.v1.Role
+	(*OpenAuction)(nil),         // 5: gavel.v1.OpenAuction
+	(*PlaceBid)(nil),            // 6: gavel.v1.PlaceBid
+	(*CloseAuction)(nil),        // 7: gavel.v1.CloseAuction
+	(*Command)(nil),             // 8: gavel.v1.Command
+	(*Update)(nil),              // 9: gavel.v1.Update
+	(*AuctionInfo)(nil),         // 10: gavel.v1.AuctionInfo
+	(*DedupEntry)(nil),          // 11: gavel.v1.DedupEntry
+	(*Session)(nil),             // 12: gavel.v1.Session
+	(*AuctionRecord)(nil),       // 13: gavel.v1.AuctionRecord
+	(*StateSnapshot)(nil),       // 14: gavel.v1.StateSnapshot
+	(*BidRequest)(nil),          // 15: gavel.v1.BidRequest
+	(*BidReply)(nil),            // 16: gavel.v1.BidReply
+	(*ResultRequest)(nil),       // 17: gavel.v1.ResultRequest
+	(*ResultReply)(nil),         // 18: gavel.v1.ResultReply
+	(*ListAuctionsRequest)(nil), // 19: gavel.v1.ListAuctionsRequest
+	(*ListAuctionsReply)(nil),   // 20: gavel.v1.ListAuctionsReply
+	(*OpenAuctionRequest)(nil),  // 21: gavel.v1.OpenAuctionRequest
+	(*OpenAuctionReply)(nil),    // 22: gavel.v1.OpenAuctionReply
+	(*WatchAuctionRequest)(nil), // 23: gavel.v1.WatchAuctionRequest
+	(*AuctionEvent)(nil),        // 24: gavel.v1.AuctionEvent
+	(*Member)(nil),              // 25: gavel.v1.Member
+	(*ChainConfig)(nil),         // 26: gavel.v1.ChainConfig
+	(*StatusRequest)(nil),       // 27: gavel.v1.StatusRequest
+	(*NodeStatus)(nil),          // 28: gavel.v1.NodeStatus
+	(*SetConfigReply)(nil),      // 29: gavel.v1.SetConfigReply
+	(*Forward)(nil),             // 30: gavel.v1.Forward
+	(*Ack)(nil),                 // 31: gavel.v1.Ack
+	(*Hello)(nil),               // 32: gavel.v1.Hello
+	(*ChainMessage)(nil),        // 33: gavel.v1.ChainMessage
+	(*Envelope)(nil),            // 34: gavel.v1.Envelope
+	(*StreamClosed)(nil),        // 35: gavel.v1.StreamClosed
+	(*HeartbeatRequest)(nil),    // 36: gavel.v1.HeartbeatRequest
+	(*HeartbeatReply)(nil),      // 37: gavel.v1.HeartbeatReply
+	(*WatchRequest)(nil),        // 38: gavel.v1.WatchRequest
+	(*MasterStatusRequest)(nil), // 39: gavel.v1.MasterStatusRequest
+	(*NodeHealth)(nil),          // 40: gavel.v1.NodeHealth
+	(*MasterStatus)(nil),        // 41: gavel.v1.MasterStatus
 }
 var file_api_gavel_proto_depIdxs = []int32{
-	4,  // 0: gavel.v1.Command.open:type_name -> gavel.v1.OpenAuction
-	5,  // 1: gavel.v1.Command.bid:type_name -> gavel.v1.PlaceBid
-	6,  // 2: gavel.v1.Command.close:type_name -> gavel.v1.CloseAuction
-	7,  // 3: gavel.v1.Update.command:type_name -> gavel.v1.Command
+	5,  // 0: gavel.v1.Command.open:type_name -> gavel.v1.OpenAuction
+	6,  // 1: gavel.v1.Command.bid:type_name -> gavel.v1.PlaceBid
+	7,  // 2: gavel.v1.Command.close:type_name -> gavel.v1.CloseAuction
+	8,  // 3: gavel.v1.Update.command:type_name -> gavel.v1.Command
 	2,  // 4: gavel.v1.AuctionInfo.state:type_name -> gavel.v1.AuctionState
 	0,  // 5: gavel.v1.DedupEntry.outcome:type_name -> gavel.v1.Outcome
 	1,  // 6: gavel.v1.DedupEntry.reason:type_name -> gavel.v1.Reason
-	10, // 7: gavel.v1.Session.entries:type_name -> gavel.v1.DedupEntry
-	9,  // 8: gavel.v1.AuctionRecord.info:type_name -> gavel.v1.AuctionInfo
-	12, // 9: gavel.v1.StateSnapshot.auctions:type_name -> gavel.v1.AuctionRecord
-	11, // 10: gavel.v1.StateSnapshot.sessions:type_name -> gavel.v1.Session
+	11, // 7: gavel.v1.Session.entries:type_name -> gavel.v1.DedupEntry
+	10, // 8: gavel.v1.AuctionRecord.info:type_name -> gavel.v1.AuctionInfo
+	13, // 9: gavel.v1.StateSnapshot.auctions:type_name -> gavel.v1.AuctionRecord
+	12, // 10: gavel.v1.StateSnapshot.sessions:type_name -> gavel.v1.Session
 	0,  // 11: gavel.v1.BidReply.outcome:type_name -> gavel.v1.Outcome
 	1,  // 12: gavel.v1.BidReply.reason:type_name -> gavel.v1.Reason
-	9,  // 13: gavel.v1.ResultReply.info:type_name -> gavel.v1.AuctionInfo
-	9,  // 14: gavel.v1.ListAuctionsReply.auctions:type_name -> gavel.v1.AuctionInfo
-	4,  // 15: gavel.v1.OpenAuctionRequest.open:type_name -> gavel.v1.OpenAuction
+	10, // 13: gavel.v1.ResultReply.info:type_name -> gavel.v1.AuctionInfo
+	10, // 14: gavel.v1.ListAuctionsReply.auctions:type_name -> gavel.v1.AuctionInfo
+	5,  // 15: gavel.v1.OpenAuctionRequest.open:type_name -> gavel.v1.OpenAuction
 	0,  // 16: gavel.v1.OpenAuctionReply.outcome:type_name -> gavel.v1.Outcome
 	1,  // 17: gavel.v1.OpenAuctionReply.reason:type_name -> gavel.v1.Reason
-	9,  // 18: gavel.v1.OpenAuctionReply.info:type_name -> gavel.v1.AuctionInfo
-	22, // 19: gavel.v1.ChainConfig.chain:type_name -> gavel.v1.Member
-	22, // 20: gavel.v1.ChainConfig.joining:type_name -> gavel.v1.Member
-	3,  // 21: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
-	23, // 22: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
-	8,  // 23: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
-	13, // 24: gavel.v1.Forward.snapshot:type_name -> gavel.v1.StateSnapshot
-	27, // 25: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
-	28, // 26: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
-	29, // 27: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
-	30, // 28: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
-	3,  // 29: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
-	23, // 30: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
-	3,  // 31: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
-	23, // 32: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
-	37, // 33: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
-	14, // 34: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
-	14, // 35: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
-	16, // 36: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
-	18, // 37: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
-	20, // 38: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
-	24, // 39: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
-	23, // 40: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
-	31, // 41: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
-	33, // 42: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
-	35, // 43: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
-	36, // 44: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
-	15, // 45: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
-	15, // 46: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
-	17, // 47: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
-	19, // 48: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
-	21, // 49: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
-	25, // 50: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
-	26, // 51: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
-	32, // 52: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
-	34, // 53: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
-	23, // 54: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
-	38, // 55: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
-	45, // [45:56] is the sub-list for method output_type
-	34, // [34:45] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	10, // 18: gavel.v1.OpenAuctionReply.info:type_name -> gavel.v1.AuctionInfo
+	3,  // 19: gavel.v1.AuctionEvent.kind:type_name -> gavel.v1.EventKind
+	10, // 20: gavel.v1.AuctionEvent.info:type_name -> gavel.v1.AuctionInfo
+	25, // 21: gavel.v1.ChainConfig.chain:type_name -> gavel.v1.Member
+	25, // 22: gavel.v1.ChainConfig.joining:type_name -> gavel.v1.Member
+	4,  // 23: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
+	26, // 24: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
+	9,  // 25: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
+	14, // 26: gavel.v1.Forward.snapshot:type_name -> gavel.v1.StateSnapshot
+	30, // 27: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
+	31, // 28: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
+	32, // 29: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
+	33, // 30: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
+	4,  // 31: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
+	26, // 32: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
+	4,  // 33: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
+	26, // 34: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
+	40, // 35: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
+	15, // 36: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
+	15, // 37: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
+	17, // 38: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
+	19, // 39: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
+	21, // 40: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
+	23, // 41: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
+	27, // 42: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
+	26, // 43: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
+	34, // 44: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
+	36, // 45: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
+	38, // 46: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
+	39, // 47: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
+	16, // 48: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
+	16, // 49: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
+	18, // 50: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
+	20, // 51: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
+	22, // 52: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
+	24, // 53: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
+	28, // 54: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
+	29, // 55: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
+	35, // 56: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
+	37, // 57: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
+	26, // 58: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
+	41, // 59: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
+	48, // [48:60] is the sub-list for method output_type
+	36, // [36:48] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_api_gavel_proto_init() }
@@ -3231,7 +3477,7 @@ func file_api_gavel_proto_init() {
 		(*Command_Bid)(nil),
 		(*Command_Close)(nil),
 	}
-	file_api_gavel_proto_msgTypes[26].OneofWrappers = []any{
+	file_api_gavel_proto_msgTypes[28].OneofWrappers = []any{
 		(*ChainMessage_Forward)(nil),
 		(*ChainMessage_Ack)(nil),
 		(*ChainMessage_Hello)(nil),
@@ -3241,8 +3487,8 @@ func file_api_gavel_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_gavel_proto_rawDesc), len(file_api_gavel_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   35,
+			NumEnums:      5,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -31,14 +31,12 @@ const (
 	Auctions_Result_FullMethodName       = "/gavel.v1.Auctions/Result"
 	Auctions_ListAuctions_FullMethodName = "/gavel.v1.Auctions/ListAuctions"
 	Auctions_OpenAuction_FullMethodName  = "/gavel.v1.Auctions/OpenAuction"
+	Auctions_Watch_FullMethodName        = "/gavel.v1.Auctions/Watch"
 )
 
 // AuctionsClient is the client API for Auctions service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
-//
-// Auctions is the client API. Every node serves it and forwards what it
-// cannot answer itself: bids and opens to the head, reads to the tail.
 type AuctionsClient interface {
 	Bid(ctx context.Context, in *BidRequest, opts ...grpc.CallOption) (*BidReply, error)
 	// BidStream carries many bids on one stream; replies come in any order
@@ -47,6 +45,14 @@ type AuctionsClient interface {
 	Result(ctx context.Context, in *ResultRequest, opts ...grpc.CallOption) (*ResultReply, error)
 	ListAuctions(ctx context.Context, in *ListAuctionsRequest, opts ...grpc.CallOption) (*ListAuctionsReply, error)
 	OpenAuction(ctx context.Context, in *OpenAuctionRequest, opts ...grpc.CallOption) (*OpenAuctionReply, error)
+	// Watch streams an auction's committed changes from the tail, which
+	// serves it only while it is a caught-up tail holding the master's lease.
+	// Any other node answers FailedPrecondition (not the tail; the message
+	// names the tail it knows) and a tail that loses its role or lease ends
+	// the stream with Unavailable: the caller resumes with after_seq at the
+	// new tail. A watcher too slow to take its events is cut off with
+	// ResourceExhausted and resumes the same way. NotFound: no such auction.
+	Watch(ctx context.Context, in *WatchAuctionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuctionEvent], error)
 }
 
 type auctionsClient struct {
@@ -110,12 +116,28 @@ func (c *auctionsClient) OpenAuction(ctx context.Context, in *OpenAuctionRequest
 	return out, nil
 }
 
+func (c *auctionsClient) Watch(ctx context.Context, in *WatchAuctionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuctionEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Auctions_ServiceDesc.Streams[1], Auctions_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchAuctionRequest, AuctionEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Auctions_WatchClient = grpc.ServerStreamingClient[AuctionEvent]
+
 // AuctionsServer is the server API for Auctions service.
 // All implementations must embed UnimplementedAuctionsServer
 // for forward compatibility.
-//
-// Auctions is the client API. Every node serves it and forwards what it
-// cannot answer itself: bids and opens to the head, reads to the tail.
 type AuctionsServer interface {
 	Bid(context.Context, *BidRequest) (*BidReply, error)
 	// BidStream carries many bids on one stream; replies come in any order
@@ -124,6 +146,14 @@ type AuctionsServer interface {
 	Result(context.Context, *ResultRequest) (*ResultReply, error)
 	ListAuctions(context.Context, *ListAuctionsRequest) (*ListAuctionsReply, error)
 	OpenAuction(context.Context, *OpenAuctionRequest) (*OpenAuctionReply, error)
+	// Watch streams an auction's committed changes from the tail, which
+	// serves it only while it is a caught-up tail holding the master's lease.
+	// Any other node answers FailedPrecondition (not the tail; the message
+	// names the tail it knows) and a tail that loses its role or lease ends
+	// the stream with Unavailable: the caller resumes with after_seq at the
+	// new tail. A watcher too slow to take its events is cut off with
+	// ResourceExhausted and resumes the same way. NotFound: no such auction.
+	Watch(*WatchAuctionRequest, grpc.ServerStreamingServer[AuctionEvent]) error
 	mustEmbedUnimplementedAuctionsServer()
 }
 
@@ -148,6 +178,9 @@ func (UnimplementedAuctionsServer) ListAuctions(context.Context, *ListAuctionsRe
 }
 func (UnimplementedAuctionsServer) OpenAuction(context.Context, *OpenAuctionRequest) (*OpenAuctionReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method OpenAuction not implemented")
+}
+func (UnimplementedAuctionsServer) Watch(*WatchAuctionRequest, grpc.ServerStreamingServer[AuctionEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedAuctionsServer) mustEmbedUnimplementedAuctionsServer() {}
 func (UnimplementedAuctionsServer) testEmbeddedByValue()                  {}
@@ -249,6 +282,17 @@ func _Auctions_OpenAuction_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Auctions_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchAuctionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuctionsServer).Watch(m, &grpc.GenericServerStream[WatchAuctionRequest, AuctionEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Auctions_WatchServer = grpc.ServerStreamingServer[AuctionEvent]
+
 // Auctions_ServiceDesc is the grpc.ServiceDesc for Auctions service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -279,6 +323,11 @@ var Auctions_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Auctions_BidStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Watch",
+			Handler:       _Auctions_Watch_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "api/gavel.proto",
