@@ -140,6 +140,8 @@ type Node struct {
 	stopped bool
 	// leaseUntil is when the master's lease runs out (see membership).
 	leaseUntil time.Time
+	// watches are the Auctions.Watch streams this node serves as tail.
+	watches *watchHub
 }
 
 // NewNode builds a node; Start serves it.
@@ -167,6 +169,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		kick:       make(chan struct{}, 1),
 		helperGone: true,
 		pending:    map[Handle]proposal{},
+		watches:    newWatchHub(),
 	}
 	n.room.L = &n.mu
 	n.incarnation = opts.Incarnation
@@ -186,6 +189,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		if n.membership != nil {
 			n.membership.publish(n.report(r))
 		}
+		n.checkWatchers(r)
 	}
 	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
@@ -245,6 +249,7 @@ func (n *Node) Stop() {
 		answered := make(chan struct{})
 		n.enqueue(input{f: func(*Replica) {
 			n.stopped = true
+			n.watches.endAll(toStatus(ErrUnavailable))
 			for h, p := range n.pending {
 				delete(n.pending, h)
 				p.to.deliver(p.cmd, Reply{Handle: h, Err: ErrUnavailable})
@@ -409,6 +414,9 @@ func (n *Node) sequence(p proposal) {
 func (n *Node) dispatch(rd Ready) {
 	if len(rd.Messages) > 0 {
 		n.transport.send(rd.Messages)
+	}
+	if len(rd.Applied) > 0 {
+		n.watches.publish(rd.Applied, n.opts.ID, n.replica.Epoch(), n.opts.Now().UnixMilli())
 	}
 	for _, rep := range rd.Replies {
 		if p, ok := n.pending[rep.Handle]; ok {

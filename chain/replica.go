@@ -53,6 +53,10 @@ type Reply struct {
 type Applied struct {
 	Update *api.Update
 	Result auction.Result
+	// Info is the auction right after the update, set at the tail (where
+	// applying commits) for the changes watchers see: a successful bid, a
+	// close.
+	Info *api.AuctionInfo
 }
 
 // Ready is what a replica has produced since the previous call to Ready.
@@ -377,7 +381,13 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 	if len(r.down) > 0 {
 		r.sent = append(r.sent, u)
 	}
-	r.out = append(r.out, Applied{Update: u, Result: res})
+	ap := Applied{Update: u, Result: res}
+	if r.isTail() && (res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate)) {
+		if a, ok := r.state.Get(res.Auction); ok {
+			ap.Info = a.Info()
+		}
+	}
+	r.out = append(r.out, ap)
 	if r.isTail() {
 		r.commit(r.applied)
 	}
