@@ -226,6 +226,7 @@ func (n *Node) installFromMaster(r *Replica, cfg *api.ChainConfig) {
 	err := r.Reconfigure(cfg)
 	if err == nil || err == ErrRemoved {
 		n.transport.setAddrs(cfg)
+		n.metrics.reconfigs.Inc()
 	}
 	if err != nil && err != ErrRemoved {
 		n.log.Warn("configuration from the master refused", "node", n.opts.ID, "epoch", cfg.Epoch, "err", err)

@@ -142,6 +142,8 @@ type Node struct {
 	leaseUntil time.Time
 	// watches are the Auctions.Watch streams this node serves as tail.
 	watches *watchHub
+
+	metrics *nodeMetrics // safe for concurrent use
 }
 
 // NewNode builds a node; Start serves it.
@@ -171,6 +173,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		pending:    map[Handle]proposal{},
 		watches:    newWatchHub(),
 	}
+	n.metrics = newNodeMetrics(n)
 	n.room.L = &n.mu
 	n.incarnation = opts.Incarnation
 	if n.incarnation == 0 {
@@ -199,6 +202,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		if err := n.replica.Reconfigure(opts.Initial); err != nil {
 			return nil, fmt.Errorf("chain: initial configuration: %w", err)
 		}
+		n.metrics.reconfigs.Inc()
 		n.transport.setAddrs(opts.Initial)
 	}
 	n.server = grpc.NewServer(
@@ -487,6 +491,9 @@ func (n *Node) setConfig(ctx context.Context, cfg *api.ChainConfig) (uint64, err
 	if derr := n.do(ctx, func(r *Replica) {
 		err = r.Reconfigure(cfg)
 		epoch = r.Epoch()
+		if err == nil || errors.Is(err, ErrRemoved) {
+			n.metrics.reconfigs.Inc()
+		}
 		if err == nil || errors.Is(err, ErrRemoved) {
 			n.transport.setAddrs(cfg)
 		}

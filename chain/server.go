@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -137,7 +138,13 @@ func (s *auctionsServer) unavailableReply(bid *api.PlaceBid, err error) *api.Bid
 }
 
 // Bid places one bid; the reply comes once the bid's update is committed.
-func (s *auctionsServer) Bid(ctx context.Context, req *api.BidRequest) (*api.BidReply, error) {
+func (s *auctionsServer) Bid(ctx context.Context, req *api.BidRequest) (out *api.BidReply, err error) {
+	if !forwarded(ctx) {
+		// Measured at the node that answers the client, not again at the
+		// head a call was forwarded to.
+		start := time.Now()
+		defer func() { s.n.metrics.observeBid(start, out.GetOutcome(), err) }()
+	}
 	cmd := bidCommand(req)
 	rep, err := s.n.submit(ctx, cmd)
 	if err != nil {
@@ -198,9 +205,10 @@ type bidStream struct {
 // streamReply is one queued answer: the reply to a proposed bid, or a
 // reply ready to send (out).
 type streamReply struct {
-	bid *api.PlaceBid
-	rep Reply
-	out *api.BidReply
+	bid   *api.PlaceBid
+	rep   Reply
+	out   *api.BidReply
+	start time.Time // when the bid arrived
 }
 
 // recvLoop receives bids and proposes them, until the client ends its
@@ -222,14 +230,20 @@ func (b *bidStream) recvLoop() error {
 		b.mu.Lock()
 		b.proposed++
 		b.mu.Unlock()
-		b.s.n.propose(bidCommand(req), b)
+		b.s.n.propose(bidCommand(req), &streamBid{b: b, start: time.Now()})
 	}
+}
+
+// streamBid is one bid of a stream, waiting for its reply.
+type streamBid struct {
+	b     *bidStream
+	start time.Time
 }
 
 // deliver queues the reply to one of the stream's bids; it runs on the
 // goroutine driving the replica and never blocks.
-func (b *bidStream) deliver(cmd *api.Command, rep Reply) {
-	b.push(streamReply{bid: cmd.GetBid(), rep: rep}, false)
+func (sb *streamBid) deliver(cmd *api.Command, rep Reply) {
+	sb.b.push(streamReply{bid: cmd.GetBid(), rep: rep, start: sb.start}, false)
 }
 
 // push queues r (unless last) and wakes the sender; last says the
@@ -270,7 +284,7 @@ func (b *bidStream) sendLoop() error {
 			case r.rep.Err == nil:
 				out = b.s.bidReply(r.bid, r.rep)
 			case mustForward(r.rep.Err):
-				go b.forward(r.bid)
+				go b.forward(r.bid, r.start)
 				continue
 			default:
 				out = b.s.unavailableReply(r.bid, r.rep.Err)
@@ -278,6 +292,7 @@ func (b *bidStream) sendLoop() error {
 			if err := b.stream.Send(out); err != nil {
 				return err
 			}
+			b.s.n.metrics.observeBid(r.start, out.Outcome, nil)
 			answered++
 			<-b.slots
 		}
@@ -295,7 +310,7 @@ func (b *bidStream) sendLoop() error {
 
 // forward places a bid this node cannot sequence at the head and queues
 // the head's answer (or an UNAVAILABLE one).
-func (b *bidStream) forward(bid *api.PlaceBid) {
+func (b *bidStream) forward(bid *api.PlaceBid, start time.Time) {
 	req := &api.BidRequest{Auction: bid.Auction, Bidder: bid.Bidder, Amount: bid.Amount, RequestId: bid.RequestId}
 	c, fctx, err := b.s.n.target(b.ctx, true)
 	var out *api.BidReply
@@ -305,7 +320,7 @@ func (b *bidStream) forward(bid *api.PlaceBid) {
 	if err != nil {
 		out = b.s.unavailableReply(bid, err)
 	}
-	b.push(streamReply{out: out}, false)
+	b.push(streamReply{out: out, start: start}, false)
 }
 
 // OpenAuction opens an auction at the head.

@@ -59,6 +59,15 @@ func (h *watchHub) remove(w *auctionWatcher) {
 	}
 }
 
+// count is the number of watchers.
+func (h *watchHub) count() int {
+	n := 0
+	for _, set := range h.byAuction {
+		n += len(set)
+	}
+	return n
+}
+
 // end closes w with err and forgets it.
 func (h *watchHub) end(w *auctionWatcher, err error) {
 	h.remove(w)

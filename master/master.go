@@ -111,6 +111,8 @@ type Master struct {
 	// silent: members (id -> incarnation) already logged as "heartbeat lost".
 	silent map[string]uint64
 
+	metrics *metrics // safe for concurrent use
+
 	// connMu guards conns, the gRPC connections to other masters.
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -138,6 +140,7 @@ func New(opts Options) (*Master, error) {
 	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("master: data dir: %w", err)
 	}
+	m.metrics = newMetrics(m)
 	m.fsm = newFSM(m.log, m.onCommit)
 
 	out := opts.RaftLog
@@ -279,6 +282,7 @@ func (m *Master) term() uint64 {
 // onCommit logs each committed change; the leader logs at info level,
 // followers at debug, so a merged log tells each change once.
 func (m *Master) onCommit(cmd Command, cfg Config) {
+	m.metrics.reconfigs.Inc()
 	level := slog.LevelDebug
 	if m.leadingNow.Load() {
 		level = slog.LevelInfo
