@@ -27,8 +27,10 @@ const (
 // newMasterCluster starts 3 `gavel master` and n `gavel node` processes on
 // loopback, the nodes one at a time so that the chain is n1 -> ... -> nN,
 // and waits until every node is a chain member. Every process is
-// SIGKILLed when the test ends.
-func newMasterCluster(t *testing.T, n int) *cluster {
+// SIGKILLed when the test ends. extraYAML is appended to the generated
+// config.yaml (whole top-level sections, e.g. gateways:) before anything
+// starts.
+func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}}
 	var b strings.Builder
@@ -49,6 +51,9 @@ func newMasterCluster(t *testing.T, n int) *cluster {
 	}
 	fmt.Fprintf(&b, "master:\n  heartbeat: 50ms\n  failure_timeout: %v\n  lease: %v\n", failureTimeout, leaseDuration)
 	b.WriteString("chain:\n  tick: 5ms\n  hello_retry: 20ms\nlog:\n  level: debug\n")
+	for _, y := range extraYAML {
+		b.WriteString(y)
+	}
 	c.cfgPath = filepath.Join(c.dir, "config.yaml")
 	if err := os.WriteFile(c.cfgPath, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)

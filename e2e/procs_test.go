@@ -57,6 +57,8 @@ type cluster struct {
 	addrs   map[string]string
 	// masterIDs are the masters of a cluster made by newMasterCluster.
 	masterIDs []string
+	// gatewayIDs are the gateways of a cluster made by newGatewayCluster.
+	gatewayIDs []string
 	// inProcess: masters and nodes run in the test process (procs is empty).
 	inProcess bool
 
@@ -105,7 +107,8 @@ func newCluster(t *testing.T, n int) *cluster {
 	return c
 }
 
-// start launches `gavel node --id id` with its log in the test's directory.
+// start launches `gavel node --id id` (or master, or gateway, after the
+// kind of id) with its log in the test's directory.
 func (c *cluster) start(id string, args ...string) *proc {
 	c.t.Helper()
 	logPath := filepath.Join(c.dir, id+".log")
@@ -116,6 +119,8 @@ func (c *cluster) start(id string, args ...string) *proc {
 	kind := "node"
 	if c.isMaster(id) {
 		kind = "master"
+	} else if c.isGateway(id) {
+		kind = "gateway"
 	}
 	cmd := exec.Command(gavelBin, append([]string{kind, "--id", id, "--config", c.cfgPath}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
@@ -167,7 +172,7 @@ func (c *cluster) shutdown() {
 	}
 	c.connMu.Unlock()
 	if c.t.Failed() {
-		for _, id := range append(append([]string{}, c.masterIDs...), c.ids...) {
+		for _, id := range append(append(append([]string{}, c.masterIDs...), c.ids...), c.gatewayIDs...) {
 			if b, err := os.ReadFile(filepath.Join(c.dir, id+".log")); err == nil {
 				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 				if len(lines) > 40 {
