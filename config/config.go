@@ -24,13 +24,16 @@ type Config struct {
 	// a Config built in code); it prefixes error messages. Not a yaml key.
 	File string `mapstructure:"-"`
 
-	Cluster ClusterConfig  `mapstructure:"cluster"`
-	Masters []MasterConfig `mapstructure:"masters"`
-	Master  MasterSection  `mapstructure:"master"`
-	Nodes   []NodeConfig   `mapstructure:"nodes"`
-	Chain   ChainConfig    `mapstructure:"chain"`
-	Client  ClientConfig   `mapstructure:"client"`
-	Log     LogConfig      `mapstructure:"log"`
+	Cluster  ClusterConfig   `mapstructure:"cluster"`
+	Masters  []MasterConfig  `mapstructure:"masters"`
+	Master   MasterSection   `mapstructure:"master"`
+	Nodes    []NodeConfig    `mapstructure:"nodes"`
+	Chain    ChainConfig     `mapstructure:"chain"`
+	Client   ClientConfig    `mapstructure:"client"`
+	Gateways []GatewayConfig `mapstructure:"gateways"`
+	Gateway  GatewaySection  `mapstructure:"gateway"`
+	Auth     AuthConfig      `mapstructure:"auth"`
+	Log      LogConfig       `mapstructure:"log"`
 }
 
 // ClusterConfig is the cluster: section.
@@ -123,6 +126,57 @@ type ClientConfig struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 }
 
+// GatewayConfig is one element of the gateways: list, a WebSocket and
+// HTTP front for bidders (gavel gateway).
+type GatewayConfig struct {
+	// ID names the gateway (g1, g2, ...), used with `gavel gateway --id`.
+	ID string `mapstructure:"id"`
+	// Addr is the HTTP host:port the gateway listens on: the page on /,
+	// the WebSocket protocol on /ws, health on /healthz.
+	Addr string `mapstructure:"addr"`
+}
+
+// GatewaySection is the gateway: section, shared by every gateway: its
+// WebSocket connections' limits and timing.
+type GatewaySection struct {
+	// AllowedOrigins are the browser origins (such as
+	// "https://auctions.example.com") allowed to open a WebSocket besides
+	// the gateway's own host; "*" allows any. Requests without an Origin
+	// header (wscat, programs) are always allowed. A YAML list, or one
+	// comma-separated string (as GAVEL_GATEWAY_ALLOWED_ORIGINS holds it).
+	// Default none: the gateway's own host only.
+	AllowedOrigins []string `mapstructure:"allowed_origins"`
+	// QueueSize bounds each connection's outgoing queue of replies
+	// (default 256). Pushes do not count: a slow watcher's highest bids are
+	// conflated to the newest per auction.
+	QueueSize int `mapstructure:"queue_size"`
+	// WriteTimeout bounds the write of one frame to a client; a client that
+	// takes no data for this long is disconnected (default 10s).
+	WriteTimeout time.Duration `mapstructure:"write_timeout"`
+	// PingInterval is how often the gateway pings each client (default 10s).
+	PingInterval time.Duration `mapstructure:"ping_interval"`
+	// PongWait is how long a connection may stay silent (no frame, no pong)
+	// before it is closed; longer than ping_interval (default 30s).
+	PongWait time.Duration `mapstructure:"pong_wait"`
+	// ReadLimit is the largest frame, in bytes, a client may send
+	// (default 65536); a larger one closes the connection.
+	ReadLimit int `mapstructure:"read_limit"`
+	// MetricsInterval is the period of the metrics push (default 1s).
+	MetricsInterval time.Duration `mapstructure:"metrics_interval"`
+}
+
+// AuthConfig is the auth: section: bearer tokens for the gateways.
+type AuthConfig struct {
+	// Secret is the HMAC-SHA256 key that signs bidder tokens (gavel token).
+	// Empty (the default) runs the gateways in open mode: a bidder names
+	// itself with ?bidder=NAME or login. Set it, at least 16 characters,
+	// preferably from the environment (GAVEL_AUTH_SECRET).
+	Secret string `mapstructure:"secret"`
+	// TokenTTL is how long a token from gavel token is valid unless --ttl
+	// says otherwise (default 24h).
+	TokenTTL time.Duration `mapstructure:"token_ttl"`
+}
+
 // LogConfig is the log: section.
 type LogConfig struct {
 	// Level is the minimum level logged: debug, info, warn or error
@@ -134,8 +188,9 @@ type LogConfig struct {
 
 // Default returns the built-in configuration: the default of every key and a
 // local cluster of three masters, m1..m3 on 127.0.0.1:7201..7203 (Raft on
-// 7301..7303), and three nodes, n1..n3 on 127.0.0.1:7101..7103. Load applies
-// the same scalar defaults but takes masters and nodes only from the file.
+// 7301..7303), three nodes, n1..n3 on 127.0.0.1:7101..7103, and one gateway,
+// g1 on 127.0.0.1:7401. Load applies the same scalar defaults but takes
+// masters, nodes and gateways only from the file.
 func Default() *Config {
 	return &Config{
 		Cluster: ClusterConfig{Name: "gavel"},
@@ -168,8 +223,18 @@ func Default() *Config {
 			MaxBatch:    1024,
 			DedupWindow: 256,
 		},
-		Client: ClientConfig{Timeout: 5 * time.Second},
-		Log:    LogConfig{Level: "info", Format: "text"},
+		Client:   ClientConfig{Timeout: 5 * time.Second},
+		Gateways: []GatewayConfig{{ID: "g1", Addr: "127.0.0.1:7401"}},
+		Gateway: GatewaySection{
+			QueueSize:       256,
+			WriteTimeout:    10 * time.Second,
+			PingInterval:    10 * time.Second,
+			PongWait:        30 * time.Second,
+			ReadLimit:       64 << 10,
+			MetricsInterval: time.Second,
+		},
+		Auth: AuthConfig{TokenTTL: 24 * time.Hour},
+		Log:  LogConfig{Level: "info", Format: "text"},
 	}
 }
 
@@ -217,6 +282,34 @@ func (c *Config) MasterDataDir(m MasterConfig) string {
 		return m.DataDir
 	}
 	return filepath.Join(c.Master.DataDir, m.ID)
+}
+
+// GatewayByID returns the gateway with the given id, and whether there is one.
+func (c *Config) GatewayByID(id string) (GatewayConfig, bool) {
+	for _, g := range c.Gateways {
+		if g.ID == id {
+			return g, true
+		}
+	}
+	return GatewayConfig{}, false
+}
+
+// GatewayIDs returns the ids of all gateways in file order.
+func (c *Config) GatewayIDs() []string {
+	ids := make([]string, len(c.Gateways))
+	for i, g := range c.Gateways {
+		ids[i] = g.ID
+	}
+	return ids
+}
+
+// NodeAddrs returns the gRPC addresses of all nodes in file order.
+func (c *Config) NodeAddrs() []string {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr
+	}
+	return addrs
 }
 
 // NodeIDs returns the ids of all nodes in file order (the initial chain

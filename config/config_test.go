@@ -154,7 +154,8 @@ func TestLoadAppliesDefaults(t *testing.T) {
 	want := Default()
 	want.File = path
 	want.Chain.Tick = 20 * time.Millisecond
-	want.Masters = nil // masters come only from the file
+	want.Masters = nil  // masters come only from the file
+	want.Gateways = nil // and so do gateways
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v, want %+v", c, want)
 	}
@@ -211,6 +212,26 @@ func TestBadValue(t *testing.T) {
 		{"nodes:\n  - {id: n1, addr: \"h:0\"}\n", "nodes[0].addr", "1..65535"},
 		{"nodes:\n  - {id: n1, addr: \"h:65536\"}\n", "nodes[0].addr", "1..65535"},
 		{"nodes:\n  - {id: n1, addr: \"h:http\"}\n", "nodes[0].addr", "1..65535"},
+		{nodesYAML + "gateways: [{id: g1}]\n", "gateways[0].addr", "missing addr"},
+		{nodesYAML + "gateways: [{addr: \"h:1\"}]\n", "gateways[0].id", "missing gateway id"},
+		{nodesYAML + "gateways: [{id: \"g 1\", addr: \"h:1\"}]\n", "gateways[0].id", "invalid gateway id"},
+		{nodesYAML + "gateways: [{id: n2, addr: \"h:1\"}]\n", "gateways[0].id", `duplicate id "n2" (also nodes[1])`},
+		{nodesYAML + "gateways: [{id: g1, addr: \"h:1\"}, {id: g1, addr: \"h:2\"}]\n", "gateways[1].id", `duplicate id "g1" (also gateways[0])`},
+		{nodesYAML + "gateways: [{id: g1, addr: \"127.0.0.1:7103\"}]\n", "gateways[0].addr", `duplicate addr "127.0.0.1:7103" (also nodes[2].addr)`},
+		{nodesYAML + "masters: [{id: m1, addr: \"h:5\", raft_addr: \"h:6\"}]\ngateways: [{id: g1, addr: \"h:6\"}]\n",
+			"gateways[0].addr", `duplicate addr "h:6" (also masters[0].raft_addr)`},
+		{nodesYAML + "gateways: [{id: g1, addr: \"h:1\"}, {id: g2, addr: \"H:1\"}]\n", "gateways[1].addr", `duplicate addr "H:1" (also gateways[0].addr)`},
+		{nodesYAML + "gateways: {id: g1}\n", "gateways", "expected a list"},
+		{nodesYAML + "gateway: {allowed_origins: \"example.com\"}\n", "gateway.allowed_origins", `invalid origin "example.com"`},
+		{nodesYAML + "gateway: {allowed_origins: \"https://a.example.com, ftp://b\"}\n", "gateway.allowed_origins", `invalid origin "ftp://b"`},
+		{nodesYAML + "gateway: {queue_size: 0}\n", "gateway.queue_size", "must be a positive number"},
+		{nodesYAML + "gateway: {write_timeout: 0s}\n", "gateway.write_timeout", "must be a positive duration"},
+		{nodesYAML + "gateway: {ping_interval: 30s, pong_wait: 30s}\n", "gateway.ping_interval", "must be shorter than gateway.pong_wait"},
+		{nodesYAML + "gateway: {pong_wait: 1}\n", "gateway.pong_wait", "give a unit"},
+		{nodesYAML + "gateway: {read_limit: 100}\n", "gateway.read_limit", "at least 512 bytes"},
+		{nodesYAML + "gateway: {metrics_interval: -1s}\n", "gateway.metrics_interval", "must be a positive duration"},
+		{nodesYAML + "auth: {secret: short}\n", "auth.secret", "too short (5 characters)"},
+		{nodesYAML + "auth: {token_ttl: 0s}\n", "auth.token_ttl", "must be a positive duration"},
 	} {
 		path, err := loadErr(t, tc.content)
 		wantProblem(t, err, path, tc.key, tc.msg)
@@ -283,12 +304,85 @@ func TestEnvOverrides(t *testing.T) {
 	}
 }
 
+// The gateway and auth sections: a full example, and the secret from the
+// environment as config.yaml recommends.
+func TestGatewaySections(t *testing.T) {
+	t.Setenv("GAVEL_AUTH_SECRET", "0123456789abcdef0123")
+	c, err := Load(writeConfig(t, nodesYAML+`
+gateways:
+  - {id: g1, addr: "127.0.0.1:7401"}
+  - {id: g2, addr: "127.0.0.1:7402"}
+gateway: {allowed_origins: [" https://a.example.com ", "http://b.example.com:8080"], queue_size: 8, read_limit: 1024}
+auth: {token_ttl: 1h}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.GatewayIDs(), []string{"g1", "g2"}; !slices.Equal(got, want) {
+		t.Errorf("GatewayIDs() = %v, want %v", got, want)
+	}
+	if g, ok := c.GatewayByID("g2"); !ok || g.Addr != "127.0.0.1:7402" {
+		t.Errorf("GatewayByID(g2) = %+v, %v", g, ok)
+	}
+	if _, ok := c.GatewayByID("g3"); ok {
+		t.Error("GatewayByID(g3) found one")
+	}
+	if got, want := c.Gateway.AllowedOrigins, []string{"https://a.example.com", "http://b.example.com:8080"}; !slices.Equal(got, want) {
+		t.Errorf("AllowedOrigins = %q, want %q", got, want)
+	}
+	got := []any{c.Gateway.QueueSize, c.Gateway.ReadLimit, c.Gateway.WriteTimeout, c.Auth.Secret, c.Auth.TokenTTL}
+	want := []any{8, 1024, 10 * time.Second, "0123456789abcdef0123", time.Hour}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// A list of strings is a YAML list or one comma-separated string (what an
+// environment variable holds); empty entries are dropped, and no entry at
+// all is nil, as in Default.
+func TestStringList(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, env string
+		want      []string
+	}{
+		{"", "", nil},
+		{"gateway: {allowed_origins: []}\n", "", nil},
+		{"gateway: {allowed_origins: \"\"}\n", "", nil},
+		{"gateway: {allowed_origins: \"https://a.example.com, ,http://b:1\"}\n", "", []string{"https://a.example.com", "http://b:1"}},
+		{"gateway:\n  allowed_origins:\n    - https://a.example.com\n    - \"*\"\n", "", []string{"https://a.example.com", "*"}},
+		{"gateway: {allowed_origins: [https://a.example.com]}\n", "http://c:2,http://d:3", []string{"http://c:2", "http://d:3"}},
+		{"", " https://e.example.com ", []string{"https://e.example.com"}},
+	} {
+		if tc.env != "" {
+			t.Setenv("GAVEL_GATEWAY_ALLOWED_ORIGINS", tc.env)
+		}
+		c, err := Load(writeConfig(t, nodesYAML+tc.yaml))
+		if err != nil {
+			t.Errorf("%q (env %q): %v", tc.yaml, tc.env, err)
+			continue
+		}
+		if !reflect.DeepEqual(c.Gateway.AllowedOrigins, tc.want) {
+			t.Errorf("%q (env %q): AllowedOrigins = %#v, want %#v", tc.yaml, tc.env, c.Gateway.AllowedOrigins, tc.want)
+		}
+		os.Unsetenv("GAVEL_GATEWAY_ALLOWED_ORIGINS")
+	}
+	_, err := loadErr(t, nodesYAML+"gateway: {allowed_origins: [[a]]}\n")
+	if !strings.Contains(err.Error(), "gateway.allowed_origins: expected a list of strings") {
+		t.Errorf("error %q: want a message about the list", err)
+	}
+	_, err = loadErr(t, nodesYAML+"gateway: {allowed_origins: {a: b}}\n")
+	if !strings.Contains(err.Error(), "gateway.allowed_origins: expected a list of strings or a comma-separated string") {
+		t.Errorf("error %q: want a message about the list", err)
+	}
+}
+
 // Rule: a bad environment value names the variable.
 func TestEnvBadValue(t *testing.T) {
 	for _, tc := range []struct{ env, value, key, msg string }{
 		{"GAVEL_CHAIN_TICK", "10 parsecs", "chain.tick", "invalid duration"},
 		{"GAVEL_CHAIN_MAX_BATCH", "-3", "chain.max_batch", "must be a positive number"},
 		{"GAVEL_LOG_FORMAT", "yaml", "log.format", "unknown log format"},
+		{"GAVEL_AUTH_SECRET", "hunter2", "auth.secret", "too short"},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)

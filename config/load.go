@@ -190,29 +190,64 @@ func join(prefix, key string) string {
 }
 
 // setDefaults registers the scalar values of struct val as viper defaults
-// under prefix. Lists and maps have no defaults: they come from the file.
+// under prefix. Lists and maps have no defaults: they come from the file;
+// a list of strings is registered as "" so that the environment can
+// override it with a comma-separated value.
 func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
 	for _, f := range fields(val.Type()) {
 		key := join(prefix, f.key)
 		switch fv := val.Field(f.index); fv.Kind() {
 		case reflect.Struct:
 			setDefaults(v, key, fv)
-		case reflect.Slice, reflect.Map:
+		case reflect.Slice:
+			if fv.Type() == stringsType {
+				v.SetDefault(key, strings.Join(fv.Interface().([]string), ","))
+			}
+		case reflect.Map:
 		default:
 			v.SetDefault(key, fv.Interface())
 		}
 	}
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	stringsType  = reflect.TypeFor[[]string]()
+)
 
 // decodeHook converts YAML values and environment strings to field types,
 // with messages that say what was expected. It replaces mapstructure's weak
 // typing, which would read "tick: 10" as ten nanoseconds. A section with a
 // field of another kind (bool, float) adds its case here, so that the
-// environment's strings convert.
+// environment's strings convert. A list of strings may also be written as
+// one comma-separated string; an empty list decodes as nil.
 func decodeHook(_, to reflect.Type, data any) (any, error) {
 	switch {
+	case to == stringsType:
+		var items []string
+		switch d := data.(type) {
+		case []string:
+			items = d
+		case string:
+			items = strings.Split(d, ",")
+		case []any:
+			for _, x := range d {
+				switch x.(type) {
+				case map[string]any, map[any]any, []any, nil:
+					return nil, fmt.Errorf("expected a list of strings, got %s in it", describe(x))
+				}
+				items = append(items, fmt.Sprint(x))
+			}
+		default:
+			return nil, fmt.Errorf("expected a list of strings or a comma-separated string, got %s", describe(data))
+		}
+		var out []string
+		for _, s := range items {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		return out, nil
 	case to == durationType:
 		switch d := data.(type) {
 		case time.Duration:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -27,6 +28,9 @@ func (c *Config) validate(p *problems) {
 	c.Master.validate(p)
 	c.Chain.validate(p)
 	c.Client.validate(p)
+	validateGateways(p, c.Gateways, c.Masters, c.Nodes)
+	c.Gateway.validate(p)
+	c.Auth.validate(p)
 	c.Log.validate(p)
 }
 
@@ -108,6 +112,82 @@ func validateMasters(p *problems, masters []MasterConfig, nodes []NodeConfig) {
 			}
 		}
 	}
+}
+
+// validateGateways checks each gateway's id and address: unique, and none
+// shared with a node or a master (their ids name the processes of
+// scripts/launch; their addresses are ports on the same hosts). An empty
+// list is valid: a cluster without a WebSocket front.
+func validateGateways(p *problems, gateways []GatewayConfig, masters []MasterConfig, nodes []NodeConfig) {
+	ids := map[string]string{}
+	addrs := map[string]string{}
+	for i, n := range nodes {
+		ids[n.ID] = fmt.Sprintf("nodes[%d]", i)
+		addrs[strings.ToLower(n.Addr)] = fmt.Sprintf("nodes[%d].addr", i)
+	}
+	for i, m := range masters {
+		ids[m.ID] = fmt.Sprintf("masters[%d]", i)
+		addrs[strings.ToLower(m.Addr)] = fmt.Sprintf("masters[%d].addr", i)
+		addrs[strings.ToLower(m.RaftAddr)] = fmt.Sprintf("masters[%d].raft_addr", i)
+	}
+	for i, g := range gateways {
+		key := fmt.Sprintf("gateways[%d]", i)
+		switch {
+		case g.ID == "":
+			p.add(key+".id", nil, "missing gateway id")
+		case !nodeID.MatchString(g.ID):
+			p.add(key+".id", nil, "invalid gateway id %q: use letters, digits, '-', '_' and '.'", g.ID)
+		default:
+			if other, dup := ids[g.ID]; dup {
+				p.add(key+".id", nil, "duplicate id %q (also %s)", g.ID, other)
+			} else {
+				ids[g.ID] = key
+			}
+		}
+		if err := checkAddr(g.Addr); err != nil {
+			p.add(key+".addr", nil, "%v", err)
+			continue
+		}
+		if other, dup := addrs[strings.ToLower(g.Addr)]; dup {
+			p.add(key+".addr", nil, "duplicate addr %q (also %s)", g.Addr, other)
+		} else {
+			addrs[strings.ToLower(g.Addr)] = key + ".addr"
+		}
+	}
+}
+
+func (s GatewaySection) validate(p *problems) {
+	for _, o := range s.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			p.add("gateway.allowed_origins", nil, "invalid origin %q: want scheme://host[:port], e.g. https://auctions.example.com, or *", o)
+		}
+	}
+	positiveInt(p, "gateway.queue_size", s.QueueSize)
+	positiveDuration(p, "gateway.write_timeout", s.WriteTimeout)
+	positiveDuration(p, "gateway.ping_interval", s.PingInterval)
+	positiveDuration(p, "gateway.pong_wait", s.PongWait)
+	if s.PingInterval > 0 && s.PongWait > 0 && s.PingInterval >= s.PongWait {
+		p.add("gateway.ping_interval", nil, "must be shorter than gateway.pong_wait (%v), or live clients are cut off between pings", s.PongWait)
+	}
+	if s.ReadLimit < 512 {
+		p.add("gateway.read_limit", nil, "must be at least 512 bytes, got %d", s.ReadLimit)
+	}
+	positiveDuration(p, "gateway.metrics_interval", s.MetricsInterval)
+}
+
+// MinSecretLen is the shortest auth.secret accepted.
+const MinSecretLen = 16
+
+func (s AuthConfig) validate(p *problems) {
+	if s.Secret != "" && len(s.Secret) < MinSecretLen {
+		p.add("auth.secret", nil, "too short (%d characters): use at least %d, e.g. from `openssl rand -hex 32`, or leave it empty for open mode",
+			len(s.Secret), MinSecretLen)
+	}
+	positiveDuration(p, "auth.token_ttl", s.TokenTTL)
 }
 
 func (s MasterSection) validate(p *problems) {
