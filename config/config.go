@@ -48,6 +48,9 @@ type NodeConfig struct {
 	ID string `mapstructure:"id"`
 	// Addr is the gRPC host:port the node listens on and is reached at.
 	Addr string `mapstructure:"addr"`
+	// HTTPAddr is the host:port of /metrics, /healthz and /readyz; empty
+	// serves none.
+	HTTPAddr string `mapstructure:"http_addr"`
 }
 
 // MasterConfig is one element of the masters: list, a replica of the
@@ -64,6 +67,9 @@ type MasterConfig struct {
 	// DataDir holds the Raft log, stable store and snapshots (default
 	// master.data_dir/ID).
 	DataDir string `mapstructure:"data_dir"`
+	// HTTPAddr is the host:port of /metrics, /healthz and /readyz; empty
+	// serves none.
+	HTTPAddr string `mapstructure:"http_addr"`
 }
 
 // MasterSection is the master: section: failure detection, leases and the
@@ -195,14 +201,14 @@ func Default() *Config {
 	return &Config{
 		Cluster: ClusterConfig{Name: "gavel"},
 		Nodes: []NodeConfig{
-			{ID: "n1", Addr: "127.0.0.1:7101"},
-			{ID: "n2", Addr: "127.0.0.1:7102"},
-			{ID: "n3", Addr: "127.0.0.1:7103"},
+			{ID: "n1", Addr: "127.0.0.1:7101", HTTPAddr: "127.0.0.1:7111"},
+			{ID: "n2", Addr: "127.0.0.1:7102", HTTPAddr: "127.0.0.1:7112"},
+			{ID: "n3", Addr: "127.0.0.1:7103", HTTPAddr: "127.0.0.1:7113"},
 		},
 		Masters: []MasterConfig{
-			{ID: "m1", Addr: "127.0.0.1:7201", RaftAddr: "127.0.0.1:7301", DataDir: ".run/data/m1"},
-			{ID: "m2", Addr: "127.0.0.1:7202", RaftAddr: "127.0.0.1:7302", DataDir: ".run/data/m2"},
-			{ID: "m3", Addr: "127.0.0.1:7203", RaftAddr: "127.0.0.1:7303", DataDir: ".run/data/m3"},
+			{ID: "m1", Addr: "127.0.0.1:7201", RaftAddr: "127.0.0.1:7301", DataDir: ".run/data/m1", HTTPAddr: "127.0.0.1:7211"},
+			{ID: "m2", Addr: "127.0.0.1:7202", RaftAddr: "127.0.0.1:7302", DataDir: ".run/data/m2", HTTPAddr: "127.0.0.1:7212"},
+			{ID: "m3", Addr: "127.0.0.1:7203", RaftAddr: "127.0.0.1:7303", DataDir: ".run/data/m3", HTTPAddr: "127.0.0.1:7213"},
 		},
 		Master: MasterSection{
 			DataDir:        ".run/data",

@@ -65,12 +65,15 @@ func validateNodes(p *problems, nodes []NodeConfig) {
 		}
 		if err := checkAddr(n.Addr); err != nil {
 			p.add(key+".addr", nil, "%v", err)
-			continue
-		}
-		if j, dup := addrs[strings.ToLower(n.Addr)]; dup {
+		} else if j, dup := addrs[strings.ToLower(n.Addr)]; dup {
 			p.add(key+".addr", nil, "duplicate addr %q (also nodes[%d])", n.Addr, j)
 		} else {
 			addrs[strings.ToLower(n.Addr)] = i
+		}
+		if n.HTTPAddr != "" {
+			if err := checkAddr(n.HTTPAddr); err != nil {
+				p.add(key+".http_addr", nil, "%v", err)
+			}
 		}
 	}
 }
@@ -85,6 +88,12 @@ func validateMasters(p *problems, masters []MasterConfig, nodes []NodeConfig) {
 	for i, n := range nodes {
 		ids[n.ID] = fmt.Sprintf("nodes[%d]", i)
 		addrs[strings.ToLower(n.Addr)] = fmt.Sprintf("nodes[%d].addr", i)
+		if n.HTTPAddr != "" {
+			if other, dup := addrs[strings.ToLower(n.HTTPAddr)]; dup {
+				p.add(fmt.Sprintf("nodes[%d].http_addr", i), nil, "duplicate addr %q (also %s)", n.HTTPAddr, other)
+			}
+			addrs[strings.ToLower(n.HTTPAddr)] = fmt.Sprintf("nodes[%d].http_addr", i)
+		}
 	}
 	for i, m := range masters {
 		key := fmt.Sprintf("masters[%d]", i)
@@ -100,7 +109,11 @@ func validateMasters(p *problems, masters []MasterConfig, nodes []NodeConfig) {
 				ids[m.ID] = key
 			}
 		}
-		for _, a := range []struct{ key, addr string }{{key + ".addr", m.Addr}, {key + ".raft_addr", m.RaftAddr}} {
+		for _, a := range []struct{ key, addr string }{{key + ".addr", m.Addr}, {key + ".raft_addr", m.RaftAddr},
+			{key + ".http_addr", m.HTTPAddr}} {
+			if a.addr == "" && strings.HasSuffix(a.key, ".http_addr") {
+				continue // optional
+			}
 			if err := checkAddr(a.addr); err != nil {
 				p.add(a.key, nil, "%v", err)
 				continue

@@ -32,22 +32,25 @@ const (
 // starts.
 func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}}
+	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, httpAddrs: map[string]string{},
+		procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}}
 	var b strings.Builder
 	b.WriteString("cluster:\n  name: e2e\nmasters:\n")
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("m%d", i)
 		c.masterIDs = append(c.masterIDs, id)
 		c.addrs[id] = freePort(t)
-		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n    raft_addr: %s\n    data_dir: %s\n", id, c.addrs[id], freePort(t),
-			filepath.Join(c.dir, "data", id))
+		c.httpAddrs[id] = freePort(t)
+		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n    raft_addr: %s\n    data_dir: %s\n    http_addr: %s\n", id, c.addrs[id],
+			freePort(t), filepath.Join(c.dir, "data", id), c.httpAddrs[id])
 	}
 	b.WriteString("nodes:\n")
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
 		c.ids = append(c.ids, id)
 		c.addrs[id] = freePort(t)
-		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n", id, c.addrs[id])
+		c.httpAddrs[id] = freePort(t)
+		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n    http_addr: %s\n", id, c.addrs[id], c.httpAddrs[id])
 	}
 	fmt.Fprintf(&b, "master:\n  heartbeat: 50ms\n  failure_timeout: %v\n  lease: %v\n", failureTimeout, leaseDuration)
 	b.WriteString("chain:\n  tick: 5ms\n  hello_retry: 20ms\nlog:\n  level: debug\n")

@@ -55,6 +55,9 @@ type cluster struct {
 	cfgPath string
 	ids     []string // node ids
 	addrs   map[string]string
+	// httpAddrs are the masters' and nodes' http_addr (/metrics, /healthz,
+	// /readyz) in clusters made by newMasterCluster.
+	httpAddrs map[string]string
 	// masterIDs are the masters of a cluster made by newMasterCluster.
 	masterIDs []string
 	// gatewayIDs are the gateways of a cluster made by newGatewayCluster.

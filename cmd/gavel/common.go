@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -417,4 +420,28 @@ func (s serverFlags) load(args []string) (*config.Config, error) {
 		return nil, &exitError{code: exitUsage, msg: err.Error()}
 	}
 	return cfg, nil
+}
+
+// serveHTTP serves h on addr (the process's http_addr: /metrics, /healthz,
+// /readyz) until the returned stop is called; an empty addr serves nothing.
+func serveHTTP(addr string, h http.Handler, log *slog.Logger, id string) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: http_addr %s: %w", id, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "id", id, "err", err)
+		}
+	}()
+	log.Info("serving /metrics, /healthz, /readyz", "id", id, "http_addr", addr)
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }

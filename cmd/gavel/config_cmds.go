@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/gavel-auction/gavel/config"
 )
@@ -19,16 +20,20 @@ Read the configuration the way every gavel process does.
              master.data_dir/ID)
   processes  print one line per process, in start order, masters first:
              "KIND ID ADDR", KIND being master or node
+  prometheus print a Prometheus configuration scraping every process's
+             metrics (jobs gavel-master, gavel-node, gavel-gateway, each
+             target labelled with its id), as dashboards/ expects
 
 nodes, masters and processes are what scripts/launch reads, so that the
 cluster is described in config.yaml only.`)
 	configPath := f.String("config", "config.yaml", "configuration file")
+	interval := f.Duration("interval", 5*time.Second, "prometheus: scrape and evaluation interval")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return f.usageErr("want one of: check, nodes, masters, processes")
+		return f.usageErr("want one of: check, nodes, masters, processes, prometheus")
 	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
@@ -56,8 +61,13 @@ cluster is described in config.yaml only.`)
 		for _, n := range cfg.Nodes {
 			fmt.Fprintf(e.stdout, "node %s %s\n", n.ID, n.Addr)
 		}
+	case "prometheus":
+		if *interval <= 0 {
+			return f.usageErr("--interval must be positive, got %v", *interval)
+		}
+		fmt.Fprint(e.stdout, cfg.PrometheusScrapeConfig(*interval))
 	default:
-		return f.usageErr("unknown config action %q: want check, nodes, masters or processes", pos[0])
+		return f.usageErr("unknown config action %q: want check, nodes, masters, processes or prometheus", pos[0])
 	}
 	return nil
 }

@@ -66,6 +66,12 @@ as the new tail once they have caught up. Logs go to stderr.`)
 		return exception("%v", err)
 	}
 	m.Start(lis)
+	stopHTTP, err := serveHTTP(self.HTTPAddr, m.HTTPHandler(), opts.Logger, *id)
+	if err != nil {
+		m.Stop()
+		return exception("%v", err)
+	}
+	defer stopHTTP()
 	<-ctx.Done()
 	opts.Logger.Info("signal received: stopping", "master", *id)
 	m.Stop()

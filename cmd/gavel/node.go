@@ -86,6 +86,13 @@ configuration and waits for one (gavel reconfigure). Logs go to stderr.`)
 		lis.Close()
 		return exception("node %s: %v", *id, err)
 	}
+	n, _ := cfg.Node(*id)
+	stopHTTP, err := serveHTTP(n.HTTPAddr, node.HTTPHandler(), opts.Logger, *id)
+	if err != nil {
+		node.Stop()
+		return exception("%v", err)
+	}
+	defer stopHTTP()
 	<-ctx.Done()
 	opts.Logger.Info("signal received: stopping", "node", *id)
 	node.Stop()
