@@ -16,7 +16,7 @@ import (
 // BidDurationBuckets are the classic buckets of gavel_bid_duration_seconds
 // (kept beside the native histogram for dashboards that need them): 100 µs
 // to 5 s.
-var BidDurationBuckets = []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+var BidDurationBuckets = []float64{.0001, .00025, .0005, .00075, .001, .0015, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
 // outcomeLabels are the values of the outcome label: a decided bid's
 // outcome, or "error" when the node could not answer (unavailable, timed
