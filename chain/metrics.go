@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -164,10 +165,12 @@ func b2f(b bool) float64 {
 }
 
 // HTTPHandler serves the node's /metrics (Prometheus), /healthz (the
-// process answers) and /readyz (a caught-up chain member: 503 otherwise,
-// saying why).
+// process answers), /readyz (a caught-up chain member: 503 otherwise,
+// saying why) and the Go profiler under /debug/pprof/.
 func (n *Node) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
