@@ -272,7 +272,7 @@ async function run(browser) {
   }
 
   checkPageErrors();
-  await carol.screenshot({ path: opt.screenshot, fullPage: true });
+  await carol.screenshot({ path: opt.screenshot, fullPage: true, animations: "disabled" });
   log(`screenshot: ${opt.screenshot}`);
 }
 
