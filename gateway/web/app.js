@@ -2,9 +2,10 @@
 // (docs/gateway.md) on /ws of the host that served this page. Plain script,
 // no build step, no dependencies.
 //
-// Identity: ?token=T in the page's URL is passed on to /ws (auth mode);
-// otherwise the bidder name comes from ?bidder=NAME or the name field
-// (open mode), and is sent as ?bidder=NAME on every (re)connection.
+// Identity: ?token=T in the page's URL (a token of `gavel token`) is passed
+// on to /ws (auth mode); otherwise the bidder name comes from ?bidder=NAME
+// or the name field (open mode), and is sent as ?bidder=NAME on every
+// (re)connection.
 //
 // Stable hooks for tests and scripts (ids and data attributes; the visible
 // texts may change, these do not):
@@ -41,11 +42,14 @@
 //                                data-auction, data-amount
 //   #bid-history                 every bid's outcome, newest first (li with
 //                                the same data attributes)
+//   #open-panel                  the open form's section (hidden for a
+//                                token that is not an admin's)
 //   #open-form, #open-auction, #open-duration, #open-item, #open-submit
 //   #open-outcome                data-outcome, data-reason, data-auction
 //   #chain                       chain members head first:
 //                                li[data-member=ID][data-role=head|middle|tail|single]
-//   #epoch, #head, #tail, #bids-per-s, #latency, #watchers, #connections
+//   #epoch, #head, #tail, #bids-per-s, #latency, #gateway, #watchers,
+//   #connections                 from the metrics pushes
 //   #events                      recent events (outbid, extended, closed,
 //                                connection changes), newest first
 //   document.body data-clock-offset  server_time - Date.now(), in ms
@@ -58,19 +62,21 @@
 
   const params = new URLSearchParams(location.search);
   const token = params.get("token") || "";
-  let me = token ? bidderFromToken(token) : (params.get("bidder") || "").trim();
+  const claims = token ? tokenClaims(token) : {};
+  let me = token ? String(claims.sub || claims.bidder || "") : (params.get("bidder") || "").trim();
 
-  // bidderFromToken reads the bidder out of a JWT-shaped token, if it is
-  // one; the gateway is the authority, this is only for display.
-  function bidderFromToken(t) {
+  // tokenClaims reads the claims of a gateway token (PAYLOAD.SIGNATURE,
+  // unpadded base64url JSON: {"sub":bidder,"role":..}); the gateway checks
+  // the token, this is only for display.
+  function tokenClaims(t) {
     const parts = t.split(".");
-    if (parts.length !== 3) return "";
+    if (parts.length < 2) return {};
     try {
-      const json = atob(parts[1].replace(/-/g, "+").replace(/_/g, "/"));
-      const claims = JSON.parse(json);
-      return String(claims.bidder || claims.sub || "");
+      const json = atob(parts[parts.length === 3 ? 1 : 0].replace(/-/g, "+").replace(/_/g, "/"));
+      const c = JSON.parse(json);
+      return c && typeof c === "object" ? c : {};
     } catch (e) {
-      return "";
+      return {};
     }
   }
 
@@ -78,7 +84,7 @@
     me = name;
     const el = $("#me");
     el.dataset.bidder = me;
-    el.textContent = me ? "bidding as " + me : token ? "signed in with a token" : "no bidder name";
+    el.textContent = me ? "bidding as " + me + (claims.role ? " (" + claims.role + ")" : "") : token ? "signed in with a token" : "no bidder name";
     if (!token) {
       $("#name").value = me;
       const u = new URL(location.href);
@@ -557,6 +563,7 @@
     const l = m.latency_ms || {};
     const ms = (v) => (typeof v === "number" ? (v < 10 ? v.toFixed(2) : v.toFixed(0)) : "–");
     setText("#latency", "p50 " + ms(l.p50) + " · p90 " + ms(l.p90) + " · p99 " + ms(l.p99) + " ms");
+    setText("#gateway", m.gateway);
     setText("#watchers", m.watchers);
     setText("#connections", m.connections);
   }
@@ -615,6 +622,10 @@
     ev.preventDefault();
     const name = $("#name").value.trim();
     if (!name || name === me) return;
+    if (/[\s\x00-\x1f\x7f]/.test(name)) {
+      logEvent("a bidder name is one word: " + JSON.stringify(name) + " has spaces");
+      return;
+    }
     setMe(name);
     // The next connections use ?bidder=; this one switches by login.
     if (!send({ op: "login", bidder: name }, { op: "login" })) reconnectNow();
@@ -627,6 +638,8 @@
   // ---- start --------------------------------------------------------------
 
   if (token) $("#name-form").hidden = true;
+  // Only admins may open auctions when tokens are in use.
+  if (token && claims.role && claims.role !== "admin") $("#open-panel").hidden = true;
   setMe(me);
   setInterval(() => {
     for (const a of auctions.values()) renderCountdown(a);
