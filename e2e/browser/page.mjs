@@ -216,7 +216,7 @@ async function run(browser) {
     await waitAttr(carol, `#chain [data-member="${want[0]}"]`, "data-role", want.length === 1 ? "single" : "head", "the head is marked");
     const epoch = await text(carol, "#epoch");
     if (!/^\d+$/.test(epoch)) throw new Failure(`carol: #epoch shows ${JSON.stringify(epoch)}, want a number`);
-    log(`carol: chain ${want.join(" -> ")}, epoch ${epoch}, latency ${await text(carol, "#latency")}`);
+    log(`carol: chain ${want.join(" -> ")}, epoch ${epoch}`);
   }
 
   // The countdown follows the server's clock: same machine, small offset.

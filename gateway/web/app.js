@@ -562,7 +562,8 @@
     setText("#bids-per-s", typeof m.bids_per_s === "number" ? m.bids_per_s.toFixed(m.bids_per_s < 10 ? 1 : 0) : m.bids_per_s);
     const l = m.latency_ms || {};
     const ms = (v) => (typeof v === "number" ? (v < 10 ? v.toFixed(2) : v.toFixed(0)) : "–");
-    setText("#latency", "p50 " + ms(l.p50) + " · p90 " + ms(l.p90) + " · p99 " + ms(l.p99) + " ms");
+    // All zero: no bid in the window to measure.
+    setText("#latency", l.p50 || l.p90 || l.p99 ? "p50 " + ms(l.p50) + " · p90 " + ms(l.p90) + " · p99 " + ms(l.p99) + " ms" : "no bids lately");
     setText("#gateway", m.gateway);
     setText("#watchers", m.watchers);
     setText("#connections", m.connections);
