@@ -1,0 +1,577 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// The commands of docs/gateway.md against a real chain: login, open, bid,
+// result, auctions, JSON ids, and every kind of bad line answered with an
+// error while the connection stays open.
+func TestGatewayCommands(t *testing.T) {
+	c := startStaticChain(t, 3)
+	_, addr := startGateway(t, c, nil, nil)
+	alice := dial(t, addr, "bidder=alice")
+	bob := dial(t, addr, "bidder=bob")
+
+	help := alice.call("help", "help")
+	if cmds, _ := help["commands"].([]any); len(cmds) != len(helpOrder) {
+		t.Errorf("help = %v", help)
+	}
+	open := alice.call("open a1 10m a brass  lamp", "open")
+	if open.str("outcome") != "success" || open.num("closes_at") < time.Now().Add(9*time.Minute).UnixMilli() {
+		t.Errorf("open = %v", open)
+	}
+	if r := alice.call("open a1 10m", "open"); r.str("outcome") != "exception" || r.str("reason") != "auction_exists" {
+		t.Errorf("second open = %v", r)
+	}
+	b := alice.call("bid a1 100", "bid")
+	if b.str("outcome") != "success" || b.str("reason") != "" || b.num("amount") != 100 || b.num("version") <= 0 {
+		t.Errorf("bid = %v", b)
+	}
+	if r := bob.call("bid a1 100", "bid"); r.str("outcome") != "fail" || r.str("reason") != "too_low" {
+		t.Errorf("bob's equal bid = %v", r)
+	}
+	res := bob.call("result a1", "result")
+	if res.str("state") != "open" || res.num("highest") != 100 || res.str("bidder") != "alice" || res.str("winner") != "" ||
+		res.str("item") != "a brass  lamp" || res.num("version") < b.num("version") || res.num("server_time") <= 0 {
+		t.Errorf("result = %v", res)
+	}
+	list := bob.call("auctions", "auctions")
+	if as, _ := list["auctions"].([]any); len(as) != 1 || as[0].(map[string]any)["auction"] != "a1" {
+		t.Errorf("auctions = %v", list)
+	}
+
+	// JSON commands echo their id, a string or a number.
+	j := bob.call(`{"op":"bid","auction":"a1","amount":150,"id":"7"}`, "bid")
+	if j.str("id") != "7" || j.str("outcome") != "success" || j.str("bidder") != "bob" {
+		t.Errorf("JSON bid = %v", j)
+	}
+	if r := bob.call(`{"op":"result","auction":"a1","id":8}`, "result"); r.num("id") != 8 || r.num("highest") != 150 {
+		t.Errorf("JSON result = %v", r)
+	}
+
+	// Exceptions the chain or the gateway decides.
+	if r := bob.call("bid a1 0", "bid"); r.str("outcome") != "exception" || r.str("reason") != "invalid_amount" {
+		t.Errorf("bid 0 = %v", r)
+	}
+	if r := bob.call("bid a1 99999999999999999999", "bid"); r.str("reason") != "invalid_amount" {
+		t.Errorf("overflowing bid = %v", r)
+	}
+	if r := bob.call("bid nope 5", "bid"); r.str("outcome") != "exception" || r.str("reason") != "unknown_auction" {
+		t.Errorf("bid on unknown auction = %v", r)
+	}
+	if r := bob.call("result nope", "error"); !strings.Contains(r.str("error"), `unknown auction "nope"`) || r.str("line") != "result nope" {
+		t.Errorf("result of unknown auction = %v", r)
+	}
+	if r := bob.call(`{"op":"bid","auction":"a1","amount":200,"bidder":"alice","id":"x"}`, "error"); !strings.Contains(r.str("error"), "you are bob") || r.str("id") != "x" {
+		t.Errorf("bid as someone else = %v", r)
+	}
+
+	// Bad lines: an error each, with the line, and the connection stays.
+	for _, line := range []string{"bid a1 abc", "fly away", `{"op":"bid","id":"9"}`, `{"op":`, "watch a1 from -3"} {
+		r := bob.call(line, "error")
+		if r.str("line") != line || r.str("error") == "" {
+			t.Errorf("%q answered %v", line, r)
+		}
+	}
+	if err := bob.ws.WriteMessage(websocket.BinaryMessage, []byte("bid a1 5")); err != nil {
+		t.Fatal(err)
+	}
+	if r := bob.wait("binary frame error", isType("error")); !strings.Contains(r.str("error"), "binary frames") {
+		t.Errorf("binary frame answered %v", r)
+	}
+	// Several lines in one frame: answered in order.
+	bob.send("result a1\r\n\n  \nhelp\n")
+	first := bob.wait("first of two replies", func(m msg) bool { return m.str("type") == "result" || m.str("type") == "help" })
+	if first.str("type") != "result" {
+		t.Errorf("two lines answered out of order: %v first", first)
+	}
+	bob.wait("help reply", isType("help"))
+
+	// No bidder yet: bid refused until login; login renames.
+	anon := dial(t, addr, "")
+	if r := anon.call("bid a1 300", "error"); !strings.Contains(r.str("error"), "login NAME") {
+		t.Errorf("anonymous bid = %v", r)
+	}
+	if r := anon.call("login carol", "login"); r.str("bidder") != "carol" {
+		t.Errorf("login = %v", r)
+	}
+	if r := anon.call("bid a1 300", "bid"); r.str("outcome") != "success" || r.str("bidder") != "carol" {
+		t.Errorf("bid after login = %v", r)
+	}
+
+	// A frame past the read limit closes the connection (1009).
+	big := dial(t, addr, "bidder=big")
+	big.send("help " + strings.Repeat("x", DefaultReadLimit))
+	_, err := big.waitErr(5*time.Second, func(msg) bool { return false })
+	if !websocket.IsCloseError(errors.Unwrap(err), websocket.CloseMessageTooBig) {
+		t.Errorf("oversized frame: %v, want close 1009", err)
+	}
+	// The others were not affected.
+	bob.call("help", "help")
+	checkSeqs(t, alice)
+	checkSeqs(t, bob)
+}
+
+// Watches: the current state first, then every highest bid, the outbid
+// push to every connection of the bidder who lost the lead, extended and
+// closed; resuming from a seq; unwatch; an unknown auction.
+func TestGatewayWatch(t *testing.T) {
+	c := startStaticChain(t, 3)
+	_, addr := startGateway(t, c, nil, nil)
+	c.open("a1", 10*time.Minute, 0)
+	alice1 := dial(t, addr, "bidder=alice")
+	alice2 := dial(t, addr, "bidder=alice") // another tab of alice: bids nothing
+	bob := dial(t, addr, "bidder=bob")
+	watcher := dial(t, addr, "bidder=wendy")
+
+	b := alice1.call("bid a1 10", "bid")
+	watcher.call("watch a1", "watching")
+	h := watcher.wait("current highest", push("highest", "a1"))
+	if h.num("amount") != 10 || h.str("bidder") != "alice" || h.num("seq") != b.num("version") {
+		t.Errorf("first push = %v (bid %v)", h, b)
+	}
+	if r := bob.call("bid a1 20", "bid"); r.str("outcome") != "success" {
+		t.Fatalf("bob's bid = %v", r)
+	}
+	h2 := watcher.wait("bob's highest", push("highest", "a1"))
+	if h2.num("amount") != 20 || h2.str("bidder") != "bob" || h2.num("seq") <= h.num("seq") {
+		t.Errorf("second push = %v", h2)
+	}
+	for _, w := range []*wsc{alice1, alice2} {
+		o := w.wait("outbid", push("outbid", "a1"))
+		if o.num("amount") != 20 || o.str("bidder") != "bob" || o.num("your_bid") != 10 || o.num("seq") != h2.num("seq") {
+			t.Errorf("%s: outbid = %v", w.name, o)
+		}
+	}
+	// A bid through another path (the chain client) is pushed too, and
+	// bob, who bid through the gateway, hears he was outbid.
+	r := c.bid("a1", "zed", 30)
+	h3 := watcher.wait("zed's highest", push("highest", "a1"))
+	if h3.num("amount") != 30 || uint64(h3.num("seq")) != r.Version {
+		t.Errorf("third push = %v", h3)
+	}
+	if o := bob.wait("bob outbid", push("outbid", "a1")); o.num("your_bid") != 20 || o.str("bidder") != "zed" {
+		t.Errorf("bob's outbid = %v", o)
+	}
+	// Alice, outbid already, hears nothing more until she leads again.
+	if _, err := alice1.waitErr(200*time.Millisecond, push("outbid", "a1")); err == nil {
+		t.Error("alice outbid twice for one lead")
+	}
+
+	// Resuming: from the last seq seen, nothing is repeated; from 0, the
+	// current state comes first.
+	late := dial(t, addr, "")
+	late.call(fmt.Sprintf("watch a1 from %d", h3.num("seq")), "watching")
+	fresh := dial(t, addr, "")
+	fresh.call(`{"op":"watch","auction":"a1","id":"w"}`, "watching")
+	if f := fresh.wait("state", push("highest", "a1")); f.num("amount") != 30 {
+		t.Errorf("fresh watcher's first push = %v", f)
+	}
+	c.bid("a1", "zed", 31)
+	for _, w := range []*wsc{watcher, late, fresh} {
+		if m := w.wait("highest 31", push("highest", "a1")); m.num("amount") != 31 {
+			t.Errorf("%s: got %v, want the highest of 31", w.name, m)
+		}
+	}
+
+	// Soft close: a bid in the window extends the close and says so.
+	c.open("a2", 1500*time.Millisecond, time.Second)
+	watcher.call("watch a2", "watching")
+	time.Sleep(800 * time.Millisecond)
+	bob.call("bid a2 5", "bid")
+	hx := watcher.wait("highest on a2", push("highest", "a2"))
+	ext := watcher.wait("extended", push("extended", "a2"))
+	if ext.num("seq") != hx.num("seq") || ext.num("closes_at") != hx.num("closes_at") {
+		t.Errorf("extended %v does not match highest %v", ext, hx)
+	}
+	cl := watcher.wait("closed a2", push("closed", "a2"))
+	if cl.str("winner") != "bob" || cl.num("amount") != 5 || cl.num("seq") <= hx.num("seq") {
+		t.Errorf("closed = %v", cl)
+	}
+	// A watch of a closed auction gets its last highest and the close.
+	post := dial(t, addr, "")
+	post.call("watch a2", "watching")
+	if m := post.wait("state of closed a2", push("highest", "a2")); m.num("amount") != 5 {
+		t.Errorf("closed auction's state = %v", m)
+	}
+	if m := post.wait("closed of closed a2", push("closed", "a2")); m.str("winner") != "bob" {
+		t.Errorf("closed auction's close = %v", m)
+	}
+
+	// Unwatch: no more pushes.
+	watcher.call("unwatch a1", "unwatched")
+	c.bid("a1", "zed", 40)
+	late.wait("highest 40", push("highest", "a1"))
+	if m, err := watcher.waitErr(200*time.Millisecond, push("highest", "a1")); err == nil {
+		t.Errorf("push after unwatch: %v", m)
+	}
+	if r := watcher.call("unwatch a1", "error"); !strings.Contains(r.str("error"), `not watching "a1"`) {
+		t.Errorf("second unwatch = %v", r)
+	}
+	// An auction that does not exist: watching, then an error about it.
+	watcher.call(`{"op":"watch","auction":"nope","id":5}`, "watching")
+	if e := watcher.wait("error about nope", isType("error")); e.str("auction") != "nope" || e.num("id") != 5 ||
+		!strings.Contains(e.str("error"), "unknown auction") {
+		t.Errorf("watch of unknown auction: %v", e)
+	}
+	for _, w := range []*wsc{alice1, alice2, bob, watcher, late, fresh, post} {
+		checkSeqs(t, w)
+	}
+}
+
+// metrics on: a reply, then a push every interval with the chain, the
+// counts and the bids this gateway relayed.
+func TestGatewayMetrics(t *testing.T) {
+	c := startStaticChain(t, 3)
+	g, addr := startGateway(t, c, nil, nil)
+	c.open("a1", 10*time.Minute, 0)
+	w := dial(t, addr, "bidder=alice")
+	w.call("watch a1", "watching")
+	if r := w.call("metrics on", "metrics"); r["on"] != true {
+		t.Fatalf("metrics on = %v", r)
+	}
+	for i := range 20 {
+		w.call(fmt.Sprintf("bid a1 %d", 10+i), "bid")
+	}
+	var m msg
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		m = w.wait("metrics push", func(m msg) bool { return m.str("type") == "metrics" && m.has("bids_per_s") })
+		if v, _ := m["bids_per_s"].(interface{ Float64() (float64, error) }); v != nil {
+			if f, _ := v.Float64(); f > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics push counts the bids: last %v", m)
+		}
+	}
+	lat, _ := m["latency_ms"].(map[string]any)
+	if m.num("epoch") != 1 || m.str("head") != "n1" || m.str("tail") != "n3" || m.num("connections") != 1 ||
+		m.num("watchers") != 1 || lat["p50"] == nil || lat["p99"] == nil || m.num("server_time") <= 0 {
+		t.Errorf("metrics push = %v", m)
+	}
+	w.call(`{"op":"metrics","on":false}`, "metrics")
+	time.Sleep(250 * time.Millisecond) // pushes queued before the reply may still come
+	n := len(w.all())
+	time.Sleep(300 * time.Millisecond)
+	if len(w.all()) != n {
+		t.Errorf("metrics pushes after metrics off")
+	}
+	// /healthz tells the same.
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(body.String(), `"gateway":"g1"`) || !strings.Contains(body.String(), `"tail":"n3"`) {
+		t.Errorf("/healthz = %d %s", resp.StatusCode, body.String())
+	}
+	_ = g
+}
+
+// Auth mode: tokens at the upgrade (header or ?token=), refused clearly
+// when missing, forged or expired; roles; no login; the origin check.
+func TestGatewayAuth(t *testing.T) {
+	c := startStaticChain(t, 3)
+	secret := "0123456789abcdef-auth"
+	_, addr := startGateway(t, c, nil, func(o *Options) {
+		o.Secret = secret
+		o.AllowedOrigins = []string{"https://auctions.example.com"}
+	})
+	now := time.Now()
+	alice, _ := NewToken([]byte(secret), "alice", RoleBidder, time.Hour, now)
+	admin, _ := NewToken([]byte(secret), "root", RoleAdmin, time.Hour, now)
+	expired, _ := NewToken([]byte(secret), "alice", RoleBidder, time.Minute, now.Add(-time.Hour))
+	forged, _ := NewToken([]byte("another-secret-123456"), "alice", RoleAdmin, time.Hour, now)
+
+	for _, tc := range []struct {
+		name, query string
+		hdr         http.Header
+		want        string
+	}{
+		{"no token", "", nil, "HTTP 401: missing token"},
+		{"no token but a name", "bidder=alice", nil, "HTTP 401: missing token"},
+		{"forged", "token=" + forged, nil, "HTTP 401: invalid token: token signature does not match"},
+		{"expired", "", http.Header{"Authorization": {"Bearer " + expired}}, "HTTP 401: invalid token: token expired at"},
+		{"garbage", "", http.Header{"Authorization": {"Bearer xyz"}}, "HTTP 401: invalid token: malformed token"},
+		{"basic auth", "", http.Header{"Authorization": {"Basic YTpi"}}, `HTTP 401: Authorization: want "Bearer TOKEN"`},
+		{"someone else", "bidder=bob&token=" + alice, nil, "HTTP 403: the token is for alice, not bob"},
+		{"foreign page", "token=" + alice, http.Header{"Origin": {"https://evil.example.com"}}, "HTTP 403: origin https://evil.example.com may not connect"},
+	} {
+		_, body, err := dialErr(addr, tc.query, tc.hdr)
+		if err == nil || !strings.HasPrefix(body, tc.want) {
+			t.Errorf("%s: dial = %v %q, want %q", tc.name, err, body, tc.want)
+		}
+	}
+	// Allowed origins: the gateway's own host, and the configured one.
+	for _, origin := range []string{"http://" + addr, "https://auctions.example.com"} {
+		w, body, err := dialErr(addr, "token="+alice, http.Header{"Origin": {origin}})
+		if err != nil {
+			t.Errorf("origin %s refused: %v %s", origin, err, body)
+			continue
+		}
+		w.close()
+	}
+
+	a, body, err := dialErr(addr, "", http.Header{"Authorization": {"Bearer " + alice}})
+	if err != nil {
+		t.Fatalf("alice: %v %s", err, body)
+	}
+	a.t = t
+	defer a.close()
+	if r := a.call("login bob", "error"); !strings.Contains(r.str("error"), "login is not available") {
+		t.Errorf("login in auth mode = %v", r)
+	}
+	if r := a.call("open a1 10m", "error"); !strings.Contains(r.str("error"), "only admins may open") {
+		t.Errorf("open as bidder = %v", r)
+	}
+	if h := a.call("help", "help"); strings.Contains(fmt.Sprint(h["commands"]), "login") {
+		t.Errorf("auth-mode help offers login: %v", h)
+	}
+	root := dial(t, addr, "token="+admin)
+	if r := root.call("open a1 10m lamp", "open"); r.str("outcome") != "success" {
+		t.Errorf("open as admin = %v", r)
+	}
+	if r := a.call("bid a1 10", "bid"); r.str("outcome") != "success" || r.str("bidder") != "alice" {
+		t.Errorf("alice's bid = %v", r)
+	}
+}
+
+// gatedListener hands out connections whose writes can be held, like a
+// client that stops reading (its TCP window closed).
+type gatedListener struct {
+	net.Listener
+	mu    sync.Mutex // guards open and wake
+	open  bool
+	wake  chan struct{}
+	conns chan net.Conn
+}
+
+type gatedConn struct {
+	net.Conn
+	l *gatedListener
+}
+
+func (l *gatedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &gatedConn{Conn: c, l: l}, nil
+}
+
+func (l *gatedListener) set(open bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open = open
+	if open {
+		close(l.wake)
+		l.wake = make(chan struct{})
+	}
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	for {
+		c.l.mu.Lock()
+		open, wake := c.l.open, c.l.wake
+		c.l.mu.Unlock()
+		if open {
+			return c.Conn.Write(p)
+		}
+		<-wake
+	}
+}
+
+// A watcher that takes nothing while 300 bids come in holds a bounded
+// queue; when it reads again it gets the newest highest bid and the close,
+// not the backlog, with increasing seqs.
+func TestGatewaySlowConsumer(t *testing.T) {
+	c := startStaticChain(t, 3)
+	gl := &gatedListener{Listener: listen(t), open: true, wake: make(chan struct{})}
+	const queue = 8
+	g, addr := startGateway(t, c, gl, func(o *Options) { o.QueueSize = queue })
+	c.open("a1", 6*time.Second, 0)
+	slow := dial(t, addr, "bidder=slow")
+	slow.call("watch a1", "watching")
+	c.bid("a1", "bidder0", 1)
+	slow.wait("first highest", push("highest", "a1"))
+
+	gl.set(false) // the gateway's writes to the slow watcher now hang
+	defer gl.set(true)
+	const bids = 300
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < bids; i += 4 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				c.client.Bid(ctx, "a1", fmt.Sprintf("bidder%d", i%7), int64(10+i), "")
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	top := c.bid("a1", "last", 10_000)
+	// The gateway's queue for the slow connection stays small.
+	var sc *conn
+	g.mu.Lock()
+	for cn := range g.conns {
+		if cn.bidder == "slow" {
+			sc = cn
+		}
+	}
+	g.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g.hub.mu.Lock()
+		up := g.hub.upstreams["a1"]
+		seen := up != nil && up.lastSeq >= top.Version
+		g.hub.mu.Unlock()
+		if seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway did not see the last bid")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := sc.q.pending(); n > queue {
+		t.Errorf("slow watcher's queue holds %d messages, want at most %d (conflated)", n, queue)
+	}
+	// Let the auction close while still stuck, then read again.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		r, err := c.client.Result(ctx, "a1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Info.GetState().String() == "CLOSED_STATE" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the close event reaches the gateway
+	gl.set(true)
+	cl := slow.wait("closed", push("closed", "a1"))
+	if cl.str("winner") != "last" || cl.num("amount") != 10_000 {
+		t.Errorf("closed = %v", cl)
+	}
+	var highs []int64
+	for _, m := range slow.all() {
+		if m.str("type") == "highest" {
+			highs = append(highs, m.num("amount"))
+		}
+	}
+	// One before the gate, what the writer had taken when it stuck, a
+	// queue's worth, and the newest.
+	if len(highs) > 2*queue+2 || highs[len(highs)-1] != 10_000 {
+		t.Errorf("slow watcher got highest pushes %v: want at most %d ending with 10000", highs, 2*queue+2)
+	}
+	checkSeqs(t, slow)
+}
+
+// With masters, the gateway follows the masters' configuration: when the
+// tail dies, its upstream resumes at the new tail after the last seq it
+// saw, and watchers see every highest bid once, in order.
+func TestGatewayFollowsTailChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a master group")
+	}
+	c := startMasterChain(t, 3)
+	g, addr := startGateway(t, c, nil, nil)
+	c.open("a1", 10*time.Minute, 0)
+	w := dial(t, addr, "")
+	w.call("watch a1", "watching")
+	amount := int64(0)
+	bid := func() int64 {
+		amount++
+		c.bid("a1", fmt.Sprintf("b%d", amount%3), amount)
+		return amount
+	}
+	bid()
+	// The stream is open once the first bid is pushed: every later bid
+	// comes as it happens.
+	w.wait("highest 1", func(m msg) bool { return m.str("type") == "highest" && m.num("amount") == 1 })
+	for range 9 {
+		bid()
+	}
+	w.wait("highest 10", func(m msg) bool { return m.str("type") == "highest" && m.num("amount") == 10 })
+	// Kill the tail while bids keep coming.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var last int64
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			last = bid()
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	time.Sleep(100 * time.Millisecond)
+	c.nodes["n3"].Stop()
+	c.waitChain([]string{"n1", "n2"}, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	w.wait(fmt.Sprintf("highest %d", last), func(m msg) bool { return m.str("type") == "highest" && m.num("amount") == last })
+	checkSeqs(t, w)
+	// Bids come one at a time, so every amount was the highest once; the
+	// watcher may miss none (it read all the while) and see none twice.
+	seen := map[int64]int{}
+	for _, m := range w.all() {
+		if m.str("type") == "highest" {
+			seen[m.num("amount")]++
+		}
+	}
+	for a := int64(1); a <= last; a++ {
+		if seen[a] != 1 {
+			t.Errorf("highest %d pushed %d times", a, seen[a])
+		}
+	}
+	if t.Failed() {
+		t.Logf("messages:\n%s", w.dump())
+	}
+	if m := g.metrics(); m.Tail != "n2" {
+		t.Errorf("gateway's tail = %q, want n2", m.Tail)
+	}
+}
+
+// Stop ends every connection with 1001 and returns promptly.
+func TestGatewayStop(t *testing.T) {
+	c := startStaticChain(t, 1)
+	g, addr := startGateway(t, c, nil, nil)
+	c.open("a1", time.Minute, 0)
+	w := dial(t, addr, "bidder=a")
+	w.call("watch a1", "watching")
+	start := time.Now()
+	g.Stop()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Stop took %v", d)
+	}
+	_, err := w.waitErr(5*time.Second, func(msg) bool { return false })
+	if !websocket.IsCloseError(errors.Unwrap(err), websocket.CloseGoingAway) {
+		t.Errorf("after Stop: %v, want close 1001", err)
+	}
+	if _, _, err := dialErr(addr, "", nil); err == nil {
+		t.Error("dial after Stop succeeded")
+	}
+}

@@ -1,0 +1,489 @@
+// Package gateway is gavel's WebSocket and HTTP front for bidders: the
+// line protocol of docs/gateway.md on /ws (wscat, scripts, the web page),
+// the page on /, and health on /healthz.
+//
+// A Gateway talks to the chain like any client (package client: bids and
+// opens to the head, reads to the tail, retried with the same request id)
+// and follows live auctions through one upstream Auctions.Watch stream per
+// auction at the tail, fanned out to every local watcher (hub.go). It
+// finds the tail from the masters' configuration watch, or from the nodes
+// when the cluster has no masters (view.go).
+//
+// Identity: in open mode (no secret) a connection names its bidder with
+// ?bidder=NAME or the login command; in auth mode it must present a token
+// signed with the secret (token.go), which names the bidder and its role.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gavel-auction/gavel/client"
+)
+
+// pageHandler serves "/": the web page. gateway/page.go, which embeds
+// gateway/web/, sets it from an init function to PageHandler(); until then
+// "/" answers 404.
+var pageHandler http.Handler = http.NotFoundHandler()
+
+// Defaults for the zero values of Options.
+const (
+	DefaultQueueSize       = 256
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultPingInterval    = 10 * time.Second
+	DefaultPongWait        = 30 * time.Second
+	DefaultReadLimit       = 64 << 10
+	DefaultMetricsInterval = time.Second
+	DefaultCallTimeout     = 5 * time.Second
+)
+
+// stopTimeout bounds Stop.
+const stopTimeout = 5 * time.Second
+
+// Options configure a Gateway.
+type Options struct {
+	// ID names the gateway in logs, metrics and the master's watch list.
+	ID string
+	// Nodes are the chain nodes' gRPC addresses (any subset of the chain:
+	// the client learns the rest).
+	Nodes []string
+	// Masters are the masters' gRPC addresses; with none, the gateway
+	// learns the chain configuration from the nodes.
+	Masters []string
+	// Secret signs bidder tokens; empty runs the gateway in open mode.
+	Secret string
+	// AllowedOrigins are browser origins (scheme://host[:port]) allowed
+	// besides the gateway's own host; "*" allows any.
+	AllowedOrigins []string
+	// QueueSize bounds each connection's pending replies (default 256).
+	QueueSize int
+	// WriteTimeout bounds the write of one frame (default 10s).
+	WriteTimeout time.Duration
+	// PingInterval is the WebSocket ping period (default 10s); PongWait how
+	// long a silent connection lives (default 30s, and more than
+	// PingInterval).
+	PingInterval, PongWait time.Duration
+	// ReadLimit is the largest frame a client may send (default 64 KiB).
+	ReadLimit int
+	// MetricsInterval is the period of the metrics push (default 1s).
+	MetricsInterval time.Duration
+	// CallTimeout bounds one bid, open or read, retries included
+	// (default 5s, the config's client.timeout).
+	CallTimeout time.Duration
+	// Logger receives the gateway's log lines; nil discards them.
+	Logger *slog.Logger
+	// DialOptions are added to every gRPC connection to nodes and masters.
+	DialOptions []grpc.DialOption
+	// Now is the clock of server_time (time.Now if nil).
+	Now func() time.Time
+}
+
+// dialOptions are the gateway's own options for every gRPC connection.
+var dialOptions = []grpc.DialOption{
+	grpc.WithTransportCredentials(insecure.NewCredentials()),
+	// Reconnect quickly to a restarted node (gRPC's default backoff grows
+	// to two minutes).
+	grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: time.Second,
+	}),
+}
+
+// Gateway is one gateway process's server. Create it with New, serve with
+// Start, end with Stop.
+type Gateway struct {
+	opts   Options
+	log    *slog.Logger
+	secret []byte // nil in open mode
+	client *client.Client
+	view   *chainView
+	hub    *hub
+	stats  bidStats
+	http   *http.Server
+	up     websocket.Upgrader
+
+	ctx    context.Context // cancelled by Stop: upstreams, view, metrics, connections
+	cancel context.CancelFunc
+
+	// mu guards conns, stopped and wg's Add: no goroutine is started once
+	// Stop has begun waiting.
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	stopped  bool
+	wg       sync.WaitGroup // every goroutine the gateway starts
+	stopOnce sync.Once
+
+	connsMu   sync.Mutex // guards grpcConns
+	grpcConns map[string]*grpc.ClientConn
+}
+
+// New returns a gateway for the chain of opts.Nodes. It does not listen
+// yet: see Start.
+func New(opts Options) (*Gateway, error) {
+	if opts.ID == "" {
+		return nil, ErrNoID
+	}
+	if len(opts.Nodes) == 0 {
+		return nil, ErrNoNodes
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = DefaultQueueSize
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = DefaultPingInterval
+	}
+	if opts.PongWait <= opts.PingInterval {
+		opts.PongWait = max(DefaultPongWait, 3*opts.PingInterval)
+	}
+	if opts.ReadLimit <= 0 {
+		opts.ReadLimit = DefaultReadLimit
+	}
+	if opts.MetricsInterval <= 0 {
+		opts.MetricsInterval = DefaultMetricsInterval
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = DefaultCallTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger.With("gateway", opts.ID)
+	cl, err := client.New(opts.Nodes, client.Options{Logger: log, DialOptions: opts.DialOptions})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{opts: opts, log: log, client: cl, ctx: ctx, cancel: cancel,
+		conns: map[*conn]struct{}{}, grpcConns: map[string]*grpc.ClientConn{}}
+	if opts.Secret != "" {
+		g.secret = []byte(opts.Secret)
+	}
+	g.view = newChainView(g)
+	g.hub = newHub(g)
+	g.up = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		// serveWS checks the origin itself, to answer with a clear message.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	g.http = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	return g, nil
+}
+
+// Handler returns the gateway's HTTP handler: /ws, /healthz and the page.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", g.serveWS)
+	mux.HandleFunc("/healthz", g.serveHealth)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { pageHandler.ServeHTTP(w, r) }))
+	return mux
+}
+
+// Start serves on lis, and starts following the chain, until Stop.
+func (g *Gateway) Start(lis net.Listener) {
+	mode := "open"
+	if !g.open() {
+		mode = "auth"
+	}
+	g.log.Info("gateway started", "addr", lis.Addr().String(), "mode", mode, "masters", len(g.opts.Masters), "nodes", len(g.opts.Nodes))
+	g.goFn(func() {
+		if err := g.http.Serve(lis); err != nil && err != http.ErrServerClosed {
+			g.log.Error("HTTP server failed", "err", err)
+		}
+	})
+	g.goFn(func() { g.view.run(g.ctx) })
+	g.goFn(g.metricsLoop)
+}
+
+// Stop closes every connection (close frame 1001, going away), ends the
+// upstream watches and waits for the gateway's goroutines, at most a few
+// seconds in all.
+func (g *Gateway) Stop() {
+	g.stopOnce.Do(func() {
+		g.mu.Lock()
+		g.stopped = true
+		conns := make([]*conn, 0, len(g.conns))
+		for c := range g.conns {
+			conns = append(conns, c)
+		}
+		g.mu.Unlock()
+		for _, c := range conns {
+			c.close(websocket.CloseGoingAway, "gateway stopping")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = g.http.Shutdown(ctx) // hijacked WebSockets are not its business: closed above
+		cancel()
+		g.cancel()
+		done := make(chan struct{})
+		go func() { g.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(stopTimeout):
+			g.log.Warn("gateway stop: some goroutines still running", "after", stopTimeout)
+		}
+		g.client.Close()
+		g.connsMu.Lock()
+		for _, cc := range g.grpcConns {
+			cc.Close()
+		}
+		g.grpcConns = nil
+		g.connsMu.Unlock()
+		g.log.Info("gateway stopped")
+	})
+}
+
+// goFn runs f in a goroutine tracked by Stop; false (f not run) once the
+// gateway is stopping.
+func (g *Gateway) goFn(f func()) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return false
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// open reports whether the gateway runs in open mode (no secret).
+func (g *Gateway) open() bool { return g.secret == nil }
+
+// nowMs is the gateway's clock in Unix milliseconds: every push's server_time.
+func (g *Gateway) nowMs() int64 { return g.opts.Now().UnixMilli() }
+
+// ---------------------------------------------------------------------------
+// HTTP.
+
+// identity is who a connection acts as.
+type identity struct {
+	bidder string
+	role   Role
+	token  bool // from a token (auth mode): login is refused
+}
+
+// httpError answers a refused request with a plain-text explanation.
+func httpError(w http.ResponseWriter, code int, msg string) {
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="gavel"`)
+	}
+	http.Error(w, msg, code)
+}
+
+// serveWS upgrades a request to a WebSocket connection.
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	if msg := g.checkOrigin(r); msg != "" {
+		g.log.Debug("connection refused", "remote", r.RemoteAddr, "why", msg)
+		httpError(w, http.StatusForbidden, msg)
+		return
+	}
+	id, code, msg := g.identify(r)
+	if code != 0 {
+		g.log.Debug("connection refused", "remote", r.RemoteAddr, "why", msg)
+		httpError(w, code, msg)
+		return
+	}
+	ws, err := g.up.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered the request
+	}
+	c := newConn(g, ws, id, r.RemoteAddr)
+	if !g.adopt(c) {
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "gateway stopping"),
+			time.Now().Add(time.Second))
+		ws.Close()
+		return
+	}
+	g.log.Debug("connection opened", "remote", r.RemoteAddr, "bidder", id.bidder, "role", string(id.role))
+}
+
+// adopt registers c and starts its goroutines; false once stopping.
+func (g *Gateway) adopt(c *conn) bool {
+	if c.bidder != "" {
+		g.hub.setBidder(c, "", c.bidder)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		g.hub.removeConn(c, c.bidder)
+		return false
+	}
+	g.conns[c] = struct{}{}
+	c.rw.Add(2)
+	g.wg.Add(3)
+	for _, f := range []func(){c.readLoop, c.writeLoop, c.commandLoop} {
+		go func() {
+			defer g.wg.Done()
+			f()
+		}()
+	}
+	return true
+}
+
+// forget unregisters a connection that has ended.
+func (g *Gateway) forget(c *conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.conns, c)
+}
+
+// checkOrigin returns why a browser's request may not connect, or "".
+// Requests without an Origin header (wscat, programs) may.
+func (g *Gateway) checkOrigin(r *http.Request) string {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return ""
+	}
+	u, err := url.Parse(origin)
+	if err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+		return ""
+	}
+	for _, a := range g.opts.AllowedOrigins {
+		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("origin %s may not connect: the page must come from this gateway (%s) or from gateway.allowed_origins",
+		origin, r.Host)
+}
+
+// identify returns who the request acts as, or an HTTP status and why.
+func (g *Gateway) identify(r *http.Request) (identity, int, string) {
+	q := r.URL.Query()
+	bidder := q.Get("bidder")
+	if g.open() {
+		if bidder != "" {
+			if err := checkName(bidder); err != nil {
+				return identity{}, http.StatusBadRequest, fmt.Sprintf("?bidder=: %v", err)
+			}
+		}
+		return identity{bidder: bidder}, 0, ""
+	}
+	tok := q.Get("token")
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, t, _ := strings.Cut(strings.TrimSpace(h), " ")
+		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(t) == "" {
+			return identity{}, http.StatusUnauthorized, "Authorization: want \"Bearer TOKEN\" with a token from gavel token"
+		}
+		tok = strings.TrimSpace(t)
+	}
+	if tok == "" {
+		return identity{}, http.StatusUnauthorized, fmt.Sprintf("%v: this gateway requires a bearer token "+
+			"(Authorization: Bearer TOKEN, or ?token=TOKEN); get one with: gavel token --bidder NAME", ErrNoToken)
+	}
+	claims, err := VerifyToken(g.secret, tok, g.opts.Now())
+	if err != nil {
+		return identity{}, http.StatusUnauthorized, "invalid token: " + err.Error()
+	}
+	if bidder != "" && bidder != claims.Bidder {
+		return identity{}, http.StatusForbidden, fmt.Sprintf("the token is for %s, not %s: nobody bids under another name", claims.Bidder, bidder)
+	}
+	return identity{bidder: claims.Bidder, role: claims.Role, token: true}, 0, ""
+}
+
+// health is the /healthz answer.
+type health struct {
+	Status      string   `json:"status"`
+	Gateway     string   `json:"gateway"`
+	Mode        string   `json:"mode"`
+	Epoch       uint64   `json:"epoch"`
+	Chain       []string `json:"chain"`
+	Tail        string   `json:"tail"`
+	Connections int      `json:"connections"`
+	Watchers    int      `json:"watchers"`
+	Upstreams   int      `json:"upstreams"`
+}
+
+// serveHealth answers 200 with the gateway's state while it serves.
+func (g *Gateway) serveHealth(w http.ResponseWriter, r *http.Request) {
+	m := g.metrics()
+	h := health{Status: "ok", Gateway: g.opts.ID, Mode: "open", Epoch: m.Epoch, Chain: m.Chain, Tail: m.Tail,
+		Connections: m.Connections, Watchers: m.Watchers, Upstreams: m.Upstreams}
+	if !g.open() {
+		h.Mode = "auth"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(h)
+}
+
+// ---------------------------------------------------------------------------
+// Metrics.
+
+// metrics returns the gateway's figures now.
+func (g *Gateway) metrics() metricsPush {
+	now := g.opts.Now()
+	perSec, lat := g.stats.snapshot(now)
+	m := metricsPush{Type: "metrics", Gateway: g.opts.ID, BidsPerS: perSec, LatencyMs: lat, Chain: []string{}, ServerTime: now.UnixMilli()}
+	if cfg, _ := g.view.get(); cfg != nil {
+		m.Epoch, m.Chain = cfg.Epoch, memberIDs(cfg.Chain)
+		m.Head, m.Tail = cfg.Chain[0].GetId(), tailOf(cfg).GetId()
+	}
+	m.Watchers, m.Upstreams = g.hub.counts()
+	g.mu.Lock()
+	m.Connections = len(g.conns)
+	g.mu.Unlock()
+	return m
+}
+
+// metricsLoop pushes metrics to the connections that want them, every
+// metrics interval.
+func (g *Gateway) metricsLoop() {
+	t := time.NewTicker(g.opts.MetricsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+			g.pushMetrics(nil)
+		}
+	}
+}
+
+// pushMetrics queues a metrics push for only, or (nil) for every
+// connection with metrics on. A pending one is replaced: a slow client
+// gets the newest.
+func (g *Gateway) pushMetrics(only *conn) {
+	var to []*conn
+	if only != nil {
+		to = append(to, only)
+	} else {
+		g.mu.Lock()
+		for c := range g.conns {
+			if c.metricsOn.Load() {
+				to = append(to, c)
+			}
+		}
+		g.mu.Unlock()
+	}
+	if len(to) == 0 {
+		return
+	}
+	frame := encode(g.metrics())
+	for _, c := range to {
+		c.q.pushLatest("metrics", frame)
+	}
+}
