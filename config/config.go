@@ -152,9 +152,11 @@ type GatewaySection struct {
 	// comma-separated string (as GAVEL_GATEWAY_ALLOWED_ORIGINS holds it).
 	// Default none: the gateway's own host only.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
-	// QueueSize bounds each connection's outgoing queue of replies
-	// (default 256). Pushes do not count: a slow watcher's highest bids are
-	// conflated to the newest per auction.
+	// QueueSize is how many messages a connection may have waiting to be
+	// sent (default 256). Past it the connection is behind: a new highest
+	// push replaces the waiting one of its auction (a slow watcher gets the
+	// newest, never a backlog), and replies wait, so that the gateway stops
+	// reading the commands of a client that does not read its answers.
 	QueueSize int `mapstructure:"queue_size"`
 	// WriteTimeout bounds the write of one frame to a client; a client that
 	// takes no data for this long is disconnected (default 10s).

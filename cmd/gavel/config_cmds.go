@@ -12,14 +12,14 @@ func cmdConfig(ctx context.Context, e *env, args []string) error {
 	f := newFlags(e, "config", "check|nodes|masters|processes [--config FILE]", `
 Read the configuration the way every gavel process does.
 
-  check      load and validate it; print "ok" with the number of masters
-             and nodes, or every problem, naming key and file
+  check      load and validate it; print "ok" with the number of masters,
+             nodes and gateways, or every problem, naming key and file
   nodes      print one line per chain node: "ID ADDR"
   masters    print one line per master: "ID ADDR RAFT_ADDR DATA_DIR" (the
              data dir as the master uses it: its data_dir, or
              master.data_dir/ID)
-  processes  print one line per process, in start order, masters first:
-             "KIND ID ADDR", KIND being master or node
+  processes  print one line per process, in start order (masters, nodes,
+             gateways): "KIND ID ADDR", KIND being master, node or gateway
   prometheus print a Prometheus configuration scraping every process's
              metrics (jobs gavel-master, gavel-node, gavel-gateway, each
              target labelled with its id), as dashboards/ expects
@@ -41,10 +41,18 @@ cluster is described in config.yaml only.`)
 	}
 	switch pos[0] {
 	case "check":
+		gws := ""
+		switch n := len(cfg.Gateways); n {
+		case 0:
+		case 1:
+			gws = ", 1 gateway"
+		default:
+			gws = fmt.Sprintf(", %d gateways", n)
+		}
 		if len(cfg.Masters) == 0 {
-			fmt.Fprintf(e.stdout, "ok: %s (no masters: static chain of %d nodes)\n", cfg.File, len(cfg.Nodes))
+			fmt.Fprintf(e.stdout, "ok: %s (no masters: static chain of %d nodes%s)\n", cfg.File, len(cfg.Nodes), gws)
 		} else {
-			fmt.Fprintf(e.stdout, "ok: %s (%d masters, %d nodes)\n", cfg.File, len(cfg.Masters), len(cfg.Nodes))
+			fmt.Fprintf(e.stdout, "ok: %s (%d masters, %d nodes%s)\n", cfg.File, len(cfg.Masters), len(cfg.Nodes), gws)
 		}
 	case "nodes":
 		for _, n := range cfg.Nodes {
@@ -60,6 +68,9 @@ cluster is described in config.yaml only.`)
 		}
 		for _, n := range cfg.Nodes {
 			fmt.Fprintf(e.stdout, "node %s %s\n", n.ID, n.Addr)
+		}
+		for _, g := range cfg.Gateways {
+			fmt.Fprintf(e.stdout, "gateway %s %s\n", g.ID, g.Addr)
 		}
 	case "prometheus":
 		if *interval <= 0 {

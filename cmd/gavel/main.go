@@ -1,7 +1,8 @@
 // Command gavel is the one binary of the gavel auction service: the master
-// (`gavel master`), the chain node (`gavel node`), the command-line client (bid, result, open,
-// auctions, status), the admin tool (reconfigure) and the load generator
-// (bench). `gavel help` lists the subcommands.
+// (`gavel master`), the chain node (`gavel node`), the gateway (`gavel
+// gateway`), the command-line client (bid, result, open, auctions, status),
+// the admin tools (reconfigure, token) and the load generator (bench).
+// `gavel help` lists the subcommands.
 package main
 
 import (
@@ -33,6 +34,7 @@ type command struct {
 var commands = []command{
 	{"master", "run a master replica (Raft group holding the chain configuration)", cmdMaster},
 	{"node", "run a chain node", cmdNode},
+	{"gateway", "run a gateway: WebSocket protocol, web page and live pushes for bidders", cmdGateway},
 	{"bid", "place a bid", cmdBid},
 	{"result", "show an auction's highest bid or winner", cmdResult},
 	{"open", "open an auction", cmdOpen},
@@ -40,6 +42,7 @@ var commands = []command{
 	{"status", "show every node's role, epoch and progress", cmdStatus},
 	{"reconfigure", "push a new chain configuration to the nodes (admin)", cmdReconfigure},
 	{"bench", "closed-loop load generator: bids/s and latency", cmdBench},
+	{"token", "print a bearer token for the gateways (auth.secret)", cmdToken},
 	{"config", "check the configuration, list its nodes", cmdConfig},
 }
 
