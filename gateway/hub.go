@@ -286,7 +286,9 @@ func (h *hub) release(up *upstream) {
 // dropped (or the auction turns out not to exist).
 func (h *hub) run(up *upstream) {
 	wait := minUpstreamBackoff
-	failures := 0 // attempts in a row that got nothing
+	failures := 0     // attempts in a row that got nothing
+	var logged string // the tail and epoch of the last attempt logged at info
+	repeat := false   // the last attempt got nothing: the next is the same again
 	for up.ctx.Err() == nil {
 		cfg, changed := h.g.view.get()
 		tail := tailOf(cfg)
@@ -307,7 +309,9 @@ func (h *hub) run(up *upstream) {
 			msg = "upstream watch resumed"
 		}
 		level := h.g.log.Info
-		if failures > 0 {
+		if at := fmt.Sprintf("%s@%d", tail.GetId(), cfg.GetEpoch()); at != logged || !repeat {
+			logged = at
+		} else {
 			level = h.g.log.Debug // the same attempt again: said already
 		}
 		level(msg, "auction", up.auction, "tail", tail.GetId(), "tail_addr", tail.GetAddr(), "epoch", cfg.GetEpoch(), "after_seq", after)
@@ -325,7 +329,8 @@ func (h *hub) run(up *upstream) {
 			h.fail(up, st.Message())
 			return
 		}
-		if got > 0 || time.Since(started) > time.Second {
+		repeat = got == 0 && time.Since(started) <= time.Second
+		if !repeat {
 			wait, failures = minUpstreamBackoff, 0
 		}
 		switch {
@@ -427,6 +432,9 @@ func (h *hub) apply(up *upstream, ev *api.AuctionEvent) bool {
 	prev := up.info
 	up.lastSeq, up.info = seq, info
 	now := h.g.nowMs()
+	if ev.GetKind() != api.EventKind_EVENT_STATE && len(up.subs) > 0 {
+		h.g.prom.observePush(ev.GetServerTimeMs(), now)
+	}
 	closed := info.GetState() == api.AuctionState_CLOSED_STATE
 	switch ev.GetKind() {
 	case api.EventKind_EVENT_HIGHEST:

@@ -112,6 +112,7 @@ type Gateway struct {
 	view   *chainView
 	hub    *hub
 	stats  bidStats
+	prom   *promMetrics // Prometheus registry; safe for concurrent use
 	http   *http.Server
 	up     websocket.Upgrader
 
@@ -179,6 +180,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	g.view = newChainView(g)
 	g.hub = newHub(g)
+	g.prom = newPromMetrics(g)
 	g.up = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   4096,
@@ -191,11 +193,13 @@ func New(opts Options) (*Gateway, error) {
 	return g, nil
 }
 
-// Handler returns the gateway's HTTP handler: /ws, /healthz and the page.
+// Handler returns the gateway's HTTP handler: /ws, /healthz, /metrics
+// (Prometheus) and the page.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", g.serveWS)
 	mux.HandleFunc("/healthz", g.serveHealth)
+	mux.Handle("/metrics", g.prom.handler())
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { pageHandler.ServeHTTP(w, r) }))
 	return mux
 }
