@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -574,14 +575,18 @@ type metricsPush struct {
 	ServerTime  int64     `json:"server_time"`
 }
 
-// encode returns the JSON of a message. Every message type above encodes
+// encode returns the JSON of a message, without HTML escaping (the help's
+// "<auction>" reads as such in wscat). Every message type above encodes
 // without error.
 func encode(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		b, _ = json.Marshal(errorMsg{Type: "error", Error: "internal error: " + err.Error()})
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		b.Reset()
+		_ = enc.Encode(errorMsg{Type: "error", Error: "internal error: " + err.Error()})
 	}
-	return b
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // helpReplyFor lists the commands; login only in open mode.

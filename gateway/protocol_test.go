@@ -205,7 +205,7 @@ func TestHelpAndEncode(t *testing.T) {
 	if got, want := string(encode(open)), `"type":"help"`; !strings.Contains(got, want) || !strings.Contains(got, `"id":"1"`) {
 		t.Errorf("encode(help) = %s", got)
 	}
-	if got := string(encode(errorMsg{Type: "error", Error: "x", Line: "l"})); got != `{"type":"error","error":"x","line":"l"}` {
+	if got := string(encode(errorMsg{Type: "error", Error: "x", Line: "<l>&"})); got != `{"type":"error","error":"x","line":"<l>&"}` {
 		t.Errorf("encode(error) = %s", got)
 	}
 }
