@@ -202,7 +202,8 @@ async function run(browser) {
 
   // The auction the driver opened shows up, open, with a countdown.
   await waitFor(carol, `auction ${A} listed`, async (p) => (await cardState(p))?.state === "open",
-    async (p) => JSON.stringify(await cardState(p)) + " in " + JSON.stringify(await text(p, "#auctions")));
+    async (p) => JSON.stringify(await cardState(p)) + "; listed: " +
+      JSON.stringify(await p.$$eval("#auctions [data-auction]", (els) => els.map((e) => `${e.dataset.auction} (${e.dataset.state})`))));
   const cd = (await cardState(carol)).countdown;
   if (!/^(\d+d )?\d+:\d\d(:\d\d)?/.test(cd)) throw new Failure(`carol: countdown of ${A} is ${JSON.stringify(cd)}, want a time left like 9:58`);
   log(`carol: ${A} listed, closes in ${cd}`);
@@ -260,8 +261,8 @@ async function run(browser) {
     await waitHighest(carol, 250, "erin", "carol's page after the reconnection");
     const after = Number((await cardState(carol)).seq);
     if (!(after > before)) throw new Failure(`carol: seq of ${A} went from ${before} to ${after}, want it to grow`);
-    const events = await text(carol, "#events");
-    if (!/connection closed/.test(events)) throw new Failure(`carol: no "connection closed" event seen; events: ${events}`);
+    const events = await carol.$$eval("#events li", (els) => els.map((e) => e.textContent));
+    if (!events.some((e) => e.includes("connection closed"))) throw new Failure(`carol: no "connection closed" event seen; events: ${JSON.stringify(events)}`);
     log(`carol: reconnected by herself, ${A} at 250 by erin (seq ${before} -> ${after})`);
 
     // And the page works again after the reconnection.
@@ -305,7 +306,8 @@ try {
       if (pages[0]) {
         await pages[0].screenshot({ path: failShot, fullPage: true, timeout: 5000 });
         console.error(`failure screenshot: ${failShot}`);
-        console.error(`events on the page: ${await text(pages[0], "#events")}`);
+        const events = await pages[0].$$eval("#events li", (els) => els.map((e) => e.textContent));
+        console.error(`events on carol's page, newest first:\n  ${events.join("\n  ")}`);
       }
     } catch (e) {
       console.error(`no failure screenshot: ${e.message}`);
