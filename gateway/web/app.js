@@ -20,6 +20,7 @@
 //                                  data-outbid "true" while this bidder has
 //                                  been outbid and not led again,
 //                                  data-leader "true" while this bidder leads,
+//                                  data-won "true" once this bidder has won,
 //                                  data-seq the last seq applied
 //       .item                      item text
 //       .highest                   highest bid (digits only; "–" when none);
@@ -142,11 +143,11 @@
       attempts = 0;
       setStatus("open", "connected");
       logEvent("connected to " + location.host);
-      send({ op: "metrics", on: true });
       // Resume the watches of the auctions already known, from the last
-      // seq seen of each, then learn about new ones.
+      // seq seen of each, then learn about new ones and follow the chain.
       for (const a of auctions.values()) watch(a);
       send({ op: "auctions" });
+      send({ op: "metrics", on: true });
       clearInterval(refreshTimer);
       refreshTimer = setInterval(() => send({ op: "auctions" }), 5000);
     };
@@ -333,7 +334,9 @@
       if (x.state) a.state = x.state;
       if (x.highest !== undefined) a.highest = Number(x.highest);
       if (x.bidder !== undefined) a.bidder = x.bidder;
+      // The auctions list has no winner: once closed, the highest bidder won.
       if (x.winner !== undefined) a.winner = x.winner;
+      else if (a.state === "closed") a.winner = a.bidder;
       if (x.closes_at) a.closesAt = Number(x.closes_at);
       if (version > a.seq) a.seq = version;
     }
@@ -426,12 +429,16 @@
     el.dataset.outbid = a.outbid ? "true" : "false";
     const leads = !!me && a.state === "open" && a.bidder === me;
     el.dataset.leader = leads ? "true" : "false";
+    const won = !!me && a.state === "closed" && a.winner === me;
+    el.dataset.won = won ? "true" : "false";
+    el.querySelector(".lead").textContent = won ? "you won" : "you lead";
     el.querySelector(".item").textContent = a.item;
     const h = el.querySelector(".highest");
     h.textContent = a.highest > 0 ? String(a.highest) : "–";
     h.dataset.amount = String(a.highest);
     const who = a.state === "closed" ? a.winner : a.bidder;
     el.querySelector(".bidder").textContent = who || (a.state === "closed" ? "no bids" : "–");
+    el.querySelector(".bidder-label").textContent = a.state === "closed" ? "Winner" : "Bidder";
     el.querySelector(".state").textContent = a.state;
     el.querySelector(".outbid").textContent = a.outbid;
     el.querySelector(".my-bid").textContent = a.myBid;
@@ -486,6 +493,12 @@
       const label = a.id + (a.item ? " — " + a.item : "") + (a.state === "closed" ? " (closed)" : "");
       if (o.textContent !== label) o.textContent = label;
       o.disabled = a.state === "closed";
+    }
+    // Never leave a closed auction selected while an open one exists.
+    const cur = auctions.get(sel.value);
+    if (!cur || cur.state === "closed") {
+      const open = ids.find((id) => auctions.get(id).state !== "closed");
+      if (open) sel.value = open;
     }
   }
 
