@@ -36,4 +36,10 @@ var (
 	// ErrQueueClosed is returned by a connection's outgoing queue once the
 	// connection is closing.
 	ErrQueueClosed = errors.New("connection closing")
+
+	// errTooManyWatches answers a watch past maxWatches on one connection.
+	errTooManyWatches = errors.New("too many watches on this connection")
+	// errDropped ends an upstream stream whose upstream the hub no longer
+	// holds (nobody needs it any more).
+	errDropped = errors.New("upstream dropped")
 )

@@ -356,10 +356,9 @@ func TestGatewayAuth(t *testing.T) {
 // client that stops reading (its TCP window closed).
 type gatedListener struct {
 	net.Listener
-	mu    sync.Mutex // guards open and wake
-	open  bool
-	wake  chan struct{}
-	conns chan net.Conn
+	mu   sync.Mutex // guards open and wake
+	open bool
+	wake chan struct{}
 }
 
 type gatedConn struct {

@@ -41,9 +41,6 @@ const (
 // maxWatches bounds the auctions one connection may watch at once.
 const maxWatches = 1024
 
-// errTooManyWatches is the answer to a watch past maxWatches.
-var errTooManyWatches = fmt.Errorf("too many watches on this connection (at most %d): unwatch some first", maxWatches)
-
 // hub holds the upstreams, the watches and the bidders' leads.
 type hub struct {
 	g *Gateway
@@ -121,7 +118,8 @@ func (h *hub) watch(c *conn, cmd command) {
 		return
 	}
 	if len(c.subs) >= maxWatches {
-		c.q.putReserved(encode(errorMsg{Type: "error", Error: errTooManyWatches.Error(), Line: cmd.line, ID: cmd.id}))
+		c.q.putReserved(encode(errorMsg{Type: "error", Error: fmt.Sprintf("%v (at most %d): unwatch some first", errTooManyWatches, maxWatches),
+			Line: cmd.line, ID: cmd.id}))
 		return
 	}
 	c.q.putReserved(encode(watchingReply{Type: "watching", Auction: cmd.auction, From: cmd.from, ID: cmd.id}))
@@ -350,9 +348,6 @@ func (h *hub) run(up *upstream) {
 		wait = min(2*wait, maxUpstreamBackoff)
 	}
 }
-
-// errDropped ends a stream whose upstream the hub no longer holds.
-var errDropped = errors.New("upstream dropped")
 
 // stream runs one Watch stream at addr, after seq after, and applies its
 // events; it returns how many it got and why it ended.
