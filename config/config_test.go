@@ -224,6 +224,7 @@ func TestBadValue(t *testing.T) {
 		{nodesYAML + "masters: [{id: m1, addr: \"h:5\", raft_addr: \"h:6\"}]\ngateways: [{id: g1, addr: \"h:6\"}]\n",
 			"gateways[0].addr", `duplicate addr "h:6" (also masters[0].raft_addr)`},
 		{nodesYAML + "gateways: [{id: g1, addr: \"h:1\"}, {id: g2, addr: \"H:1\"}]\n", "gateways[1].addr", `duplicate addr "H:1" (also gateways[0].addr)`},
+		{"nodes: [{id: n1, addr: \"h:1\", http_addr: \"h:2\"}]\ngateways: [{id: g1, addr: \"h:2\"}]\n", "gateways[0].addr", `duplicate addr "h:2" (also nodes[0].http_addr)`},
 		{nodesYAML + "gateways: {id: g1}\n", "gateways", "expected a list"},
 		{nodesYAML + "gateway: {allowed_origins: \"example.com\"}\n", "gateway.allowed_origins", `invalid origin "example.com"`},
 		{nodesYAML + "gateway: {allowed_origins: \"https://a.example.com, ftp://b\"}\n", "gateway.allowed_origins", `invalid origin "ftp://b"`},

@@ -137,11 +137,17 @@ func validateGateways(p *problems, gateways []GatewayConfig, masters []MasterCon
 	for i, n := range nodes {
 		ids[n.ID] = fmt.Sprintf("nodes[%d]", i)
 		addrs[strings.ToLower(n.Addr)] = fmt.Sprintf("nodes[%d].addr", i)
+		if n.HTTPAddr != "" {
+			addrs[strings.ToLower(n.HTTPAddr)] = fmt.Sprintf("nodes[%d].http_addr", i)
+		}
 	}
 	for i, m := range masters {
 		ids[m.ID] = fmt.Sprintf("masters[%d]", i)
 		addrs[strings.ToLower(m.Addr)] = fmt.Sprintf("masters[%d].addr", i)
 		addrs[strings.ToLower(m.RaftAddr)] = fmt.Sprintf("masters[%d].raft_addr", i)
+		if m.HTTPAddr != "" {
+			addrs[strings.ToLower(m.HTTPAddr)] = fmt.Sprintf("masters[%d].http_addr", i)
+		}
 	}
 	for i, g := range gateways {
 		key := fmt.Sprintf("gateways[%d]", i)
