@@ -72,15 +72,26 @@ type cluster struct {
 	conns  map[string]*grpc.ClientConn
 }
 
-// freePort returns a loopback address that was free a moment ago.
+// handedOut holds every address freePort returned in this test binary.
+var handedOut sync.Map
+
+// freePort returns a loopback address that was free a moment ago, and
+// never one it returned before: the kernel may give a port just closed to
+// the next Listen(":0"), which would put two processes of one config on
+// the same address.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func newCluster(t *testing.T, n int) *cluster {
