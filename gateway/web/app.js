@@ -282,8 +282,8 @@
         upsertListed(m);
         break;
       case "error":
-        if (p && p.op === "bid") showBid(p, { outcome: "error", reason: "error", detail: m.error });
-        else if (p && p.op === "open") showOpen(p, { outcome: "error", reason: "error", detail: m.error });
+        if (p && p.op === "bid") showBid(p, { outcome: "error", reason: "", detail: m.error });
+        else if (p && p.op === "open") showOpen(p, { outcome: "error", reason: "", detail: m.error });
         else if (p && p.op === "watch") { watching.delete(p.auction); logEvent("watch " + p.auction + ": " + m.error); }
         else logEvent("gateway: " + m.error + (m.line ? " (in " + JSON.stringify(m.line) + ")" : ""));
         break;
