@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -72,26 +73,36 @@ type cluster struct {
 	conns  map[string]*grpc.ClientConn
 }
 
-// handedOut holds every address freePort returned in this test binary.
-var handedOut sync.Map
+// nextPort is the next port freePort tries. Ports come from below the
+// kernel's ephemeral range (32768-60999 on Linux), from a random start, so
+// the source port of some outgoing connection never takes a port a test
+// handed out before its process binds it.
+var (
+	portMu   sync.Mutex // guards nextPort
+	nextPort = 20000 + rand.IntN(10000)
+)
 
 // freePort returns a loopback address that was free a moment ago, and
-// never one it returned before: the kernel may give a port just closed to
-// the next Listen(":0"), which would put two processes of one config on
-// the same address.
+// never one it returned before in this test binary.
 func freePort(t *testing.T) string {
 	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 2000 {
+		port := nextPort
+		nextPort++
+		if nextPort >= 32000 {
+			nextPort = 20000
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue // taken: try the next
 		}
-		addr := l.Addr().String()
 		l.Close()
-		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
-			return addr
-		}
+		return l.Addr().String()
 	}
+	t.Fatal("no free loopback port in 20000-32000")
+	return ""
 }
 
 func newCluster(t *testing.T, n int) *cluster {
