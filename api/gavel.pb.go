@@ -1633,9 +1633,11 @@ func (x *OpenAuctionReply) GetNode() string {
 type WatchAuctionRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Auction string                 `protobuf:"bytes,1,opt,name=auction,proto3" json:"auction,omitempty"`
-	// after_seq: the caller has seen the auction up to this sequence number;
-	// the stream starts with an EVENT_STATE event if the auction's version is above
-	// it, and then sends only changes above it.
+	// after_seq: the caller has seen the auction up to this sequence number.
+	// With 0, the stream starts with an EVENT_STATE event (the auction as it
+	// is); above 0 (a resumed watch), with every change after it, replayed
+	// from the node's recent history, or with EVENT_STATE if the history does
+	// not reach back that far. Then it sends each change as it commits.
 	AfterSeq      uint64 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

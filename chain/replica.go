@@ -57,6 +57,10 @@ type Applied struct {
 	// applying commits) for the changes watchers see: a successful bid, a
 	// close.
 	Info *api.AuctionInfo
+	// Visible is set, at every node, for those changes (a successful bid,
+	// a close); ClosesAtMs is then the auction's closing time after it.
+	Visible    bool
+	ClosesAtMs int64
 }
 
 // Ready is what a replica has produced since the previous call to Ready.
@@ -133,6 +137,11 @@ type Replica struct {
 	waiters []waiter
 
 	ticks uint64
+	// stateGen counts the times state was replaced (a snapshot, a reset
+	// on rejoining): history kept outside the replica is void after one.
+	stateGen uint64
+	// stateBase is the seq the current state started from (a snapshot's).
+	stateBase uint64
 
 	// Outputs, drained by Ready.
 	msgs    []*api.ChainMessage
@@ -183,6 +192,15 @@ func (r *Replica) State() *auction.State { return r.state }
 
 // Readable reports whether the replica, as tail, may serve reads now.
 func (r *Replica) Readable() bool { return r.isTail() && r.caughtUp }
+
+// StateGen counts the times the replica's state was replaced wholesale
+// (a snapshot installed, a reset when rejoining); whatever the edge keeps
+// about earlier updates is void once it changes.
+func (r *Replica) StateGen() uint64 { return r.stateGen }
+
+// StateBase is the sequence number the current state started from: a
+// snapshot's, or 0; the edge knows nothing of updates at or before it.
+func (r *Replica) StateBase() uint64 { return r.stateBase }
 
 // Linked reports whether the predecessor (for a joining node, the tail)
 // has answered this replica's Hello in the current epoch; the head, which
@@ -382,9 +400,12 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 		r.sent = append(r.sent, u)
 	}
 	ap := Applied{Update: u, Result: res}
-	if r.isTail() && (res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate)) {
+	if res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate) {
 		if a, ok := r.state.Get(res.Auction); ok {
-			ap.Info = a.Info()
+			ap.Visible, ap.ClosesAtMs = true, a.ClosesAtMs
+			if r.isTail() {
+				ap.Info = a.Info()
+			}
 		}
 	}
 	r.out = append(r.out, ap)
@@ -545,6 +566,7 @@ func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 		return false
 	}
 	r.state, r.applied = st, st.Seq()
+	r.stateGen, r.stateBase = r.stateGen+1, st.Seq()
 	r.sent = nil
 	r.logger().Info("snapshot installed", "seq", r.applied, "auctions", st.Len(), "from", r.upstream)
 	return true
@@ -714,6 +736,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		// A (re)joining node always starts from nothing: it may hold a
 		// history that diverged from the chain's when it was removed.
 		r.state = auction.New(r.opts.DedupWindow)
+		r.stateGen, r.stateBase = r.stateGen+1, 0
 		r.applied, r.committed, r.sent, r.removed = 0, 0, nil, false
 	}
 	switch {

@@ -3,6 +3,8 @@ package chain
 import (
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -12,8 +14,34 @@ import (
 )
 
 // watchBuffer is how many events a watcher may fall behind before it is
-// cut off (it resumes from its last sequence number, with the state).
+// cut off (it resumes from its last sequence number).
 const watchBuffer = 1024
+
+// historyLen is how many recent changes (successful bids, the close) a
+// node keeps per auction, so that a watch resumed after a sequence number
+// gets every change it missed — when the tail changes, or a watcher was
+// cut off — instead of only the state. Beyond it, the state stands in.
+const historyLen = 128
+
+// change is one visible change of an auction, as kept in its history.
+type change struct {
+	seq        uint64
+	closed     bool
+	amount     int64 // the highest bid after the change
+	bidder     string
+	previous   string // who led before (bids)
+	prevAmount int64
+	extended   bool
+	closesAtMs int64
+}
+
+// history is an auction's recent changes, oldest first.
+type history struct {
+	changes []change
+	// evicted is the seq of the newest change dropped from the front (0:
+	// none): a resume after it can be served from changes.
+	evicted uint64
+}
 
 // auctionWatcher is one Auctions.Watch stream. The driver sends its events
 // and ends it; the stream's handler goroutine takes them.
@@ -33,10 +61,93 @@ type watchHub struct {
 	// last is the auction as the latest event sent about it showed it, for
 	// the previous highest bid of the next event.
 	last map[string]*api.AuctionInfo
+	// histories are every auction's recent changes, kept at every node
+	// (a middle node may become the tail); they describe the state of
+	// generation gen (see Replica.StateGen) and are dropped with it.
+	histories map[string]*history
+	gen       uint64
+	// base is the seq the state of generation gen started from (a
+	// snapshot's; 0 from the start): changes at or before it are unknown.
+	base uint64
 }
 
 func newWatchHub() *watchHub {
-	return &watchHub{byAuction: map[string]map[*auctionWatcher]struct{}{}, last: map[string]*api.AuctionInfo{}}
+	return &watchHub{byAuction: map[string]map[*auctionWatcher]struct{}{}, last: map[string]*api.AuctionInfo{},
+		histories: map[string]*history{}}
+}
+
+// record adds the visible changes among applied to the auctions'
+// histories; driver only. gen and base are the replica's state generation
+// and the seq it started from.
+func (h *watchHub) record(applied []Applied, gen, base uint64) {
+	h.sync(gen, base)
+	for _, ap := range applied {
+		if !ap.Visible {
+			continue
+		}
+		id := ap.Result.Auction
+		hist := h.histories[id]
+		if hist == nil {
+			hist = &history{}
+			h.histories[id] = hist
+		}
+		c := change{seq: ap.Update.Seq, closesAtMs: ap.ClosesAtMs}
+		var prev change
+		if n := len(hist.changes); n > 0 {
+			prev = hist.changes[n-1]
+		}
+		if ap.Result.Closed {
+			c.closed, c.amount, c.bidder = true, ap.Result.Amount, prev.bidder
+		} else {
+			bid := ap.Update.Command.GetBid()
+			c.amount, c.bidder, c.previous, c.extended = bid.GetAmount(), bid.GetBidder(), ap.Result.Previous, ap.Result.Extended
+			c.prevAmount = prev.amount
+		}
+		if len(hist.changes) == historyLen {
+			hist.evicted = hist.changes[0].seq
+			hist.changes = append(hist.changes[:0], hist.changes[1:]...)
+		}
+		hist.changes = append(hist.changes, c)
+	}
+}
+
+// sync drops the histories if the replica's state was replaced since
+// they were recorded; driver only.
+func (h *watchHub) sync(gen, base uint64) {
+	if gen != h.gen {
+		clear(h.histories)
+		h.gen, h.base = gen, base
+	}
+}
+
+// replay returns the events of a's changes after seq, or false when the
+// history no longer reaches back that far (or never did: the node's state
+// came from a snapshot after it); driver only. info is the auction now.
+func (h *watchHub) replay(a *api.AuctionInfo, after uint64, node string, epoch uint64, nowMs int64) ([]*api.AuctionEvent, bool) {
+	hist := h.histories[a.Auction]
+	if after < h.base || (hist != nil && after < hist.evicted) {
+		return nil, false
+	}
+	if hist == nil {
+		return nil, true // no change since the state began, so none after seq
+	}
+	var evs []*api.AuctionEvent
+	for _, c := range hist.changes {
+		if c.seq <= after {
+			continue
+		}
+		info := proto.Clone(a).(*api.AuctionInfo)
+		info.Highest, info.Bidder, info.ClosesAtMs, info.Version = c.amount, c.bidder, c.closesAtMs, c.seq
+		info.State = api.AuctionState_OPEN
+		ev := &api.AuctionEvent{Kind: api.EventKind_EVENT_HIGHEST, Info: info, Seq: c.seq, PreviousBidder: c.previous,
+			PreviousAmount: c.prevAmount, Extended: c.extended, ServerTimeMs: nowMs, Node: node, Epoch: epoch}
+		if c.closed {
+			ev.Kind, info.State = api.EventKind_EVENT_CLOSED, api.AuctionState_CLOSED_STATE
+			ev.PreviousBidder, ev.PreviousAmount = "", 0
+		}
+		evs = append(evs, ev)
+	}
+	return evs, true
 }
 
 func (h *watchHub) add(w *auctionWatcher, info *api.AuctionInfo) {
@@ -156,7 +267,7 @@ func (s *auctionsServer) Watch(req *api.WatchAuctionRequest, stream grpc.ServerS
 	}
 	w := &auctionWatcher{auction: req.Auction, events: make(chan *api.AuctionEvent, watchBuffer), done: make(chan struct{})}
 	var (
-		first *api.AuctionEvent
+		first []*api.AuctionEvent
 		err   error
 	)
 	if derr := n.do(ctx, func(r *Replica) {
@@ -171,8 +282,18 @@ func (s *auctionsServer) Watch(req *api.WatchAuctionRequest, stream grpc.ServerS
 		info := a.Info()
 		n.watches.add(w, info)
 		if info.Version > req.AfterSeq {
-			first = &api.AuctionEvent{Kind: api.EventKind_EVENT_STATE, Info: info, Seq: info.Version,
-				ServerTimeMs: n.opts.Now().UnixMilli(), Node: n.opts.ID, Epoch: r.Epoch()}
+			// Every change the watcher missed, if the history reaches
+			// back to after_seq; else the state as it is.
+			now := n.opts.Now().UnixMilli()
+			n.watches.sync(r.StateGen(), r.StateBase())
+			ok := false
+			if req.AfterSeq > 0 { // a first watch wants the state, a resumed one the news
+				first, ok = n.watches.replay(info, req.AfterSeq, n.opts.ID, r.Epoch(), now)
+			}
+			if !ok {
+				first = []*api.AuctionEvent{{Kind: api.EventKind_EVENT_STATE, Info: info, Seq: info.Version,
+					ServerTimeMs: now, Node: n.opts.ID, Epoch: r.Epoch()}}
+			}
 		}
 	}); derr != nil {
 		return toStatus(derr)
@@ -187,8 +308,8 @@ func (s *auctionsServer) Watch(req *api.WatchAuctionRequest, stream grpc.ServerS
 			n.watches.remove(w)
 		}
 	}})
-	if first != nil {
-		if err := stream.Send(first); err != nil {
+	for _, ev := range first {
+		if err := stream.Send(ev); err != nil {
 			return err
 		}
 	}

@@ -129,8 +129,41 @@ func TestWatchEndsWhenTailChanges(t *testing.T) {
 	bidOK(t, c, "n1", "a1", "bob", 20)
 	resumed, _ := watchEvents(ctx, c, "n2", "a1", st.Seq)
 	ev := <-resumed
-	if ev.GetKind() != api.EventKind_EVENT_STATE || ev.Info.Highest != 20 || ev.Seq <= st.Seq {
-		t.Fatalf("resumed watch began with %v, want the state with bob at 20 after seq %d", ev, st.Seq)
+	if ev.GetKind() != api.EventKind_EVENT_HIGHEST || ev.Info.Highest != 20 || ev.Info.Bidder != "bob" ||
+		ev.PreviousBidder != "alice" || ev.PreviousAmount != 10 || ev.Seq <= st.Seq {
+		t.Fatalf("resumed watch began with %v, want the missed bid: bob at 20 outbidding alice at 10", ev)
+	}
+}
+
+// TestWatchResumeReplaysMissedChanges: a watch resumed after a sequence
+// number gets every change after it, in order, from the node's history,
+// as long as the history reaches back that far; past it, the state.
+func TestWatchResumeReplaysMissedChanges(t *testing.T) {
+	c := startGRPCCluster(t, 3)
+	c.open(t, "n1", "a1")
+	bidOK(t, c, "n1", "a1", "alice", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events, _ := watchEvents(ctx, c, "n3", "a1", 0)
+	seen := (<-events).Seq
+	for a := int64(2); a <= 11; a++ {
+		bidOK(t, c, "n2", "a1", fmt.Sprint("b", a%3), a)
+	}
+	resumed, _ := watchEvents(ctx, c, "n3", "a1", seen)
+	for want := int64(2); want <= 11; want++ {
+		ev := <-resumed
+		if ev.GetKind() != api.EventKind_EVENT_HIGHEST || ev.Info.Highest != want || ev.PreviousAmount != want-1 {
+			t.Fatalf("replayed event %v, want the bid of %d after %d", ev, want, want-1)
+		}
+	}
+	// Push the history past its length: a resume from the start gets the
+	// state instead.
+	for a := int64(12); a <= historyLen+12; a++ {
+		bidOK(t, c, "n1", "a1", "b", a)
+	}
+	old, _ := watchEvents(ctx, c, "n3", "a1", seen)
+	if ev := <-old; ev.GetKind() != api.EventKind_EVENT_STATE || ev.Info.Highest != historyLen+12 {
+		t.Fatalf("resume beyond the history began with %v, want the state", ev)
 	}
 }
 
