@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -319,5 +320,73 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 			t.Fatalf("waiting for %s: not after %v", what, timeout)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestDashboardImportsAnywhere checks what makes dashboards/gavel.json
+// import cleanly into a stock Grafana: the datasource is a template
+// variable that every panel and query uses, every panel has a unit and a
+// query, and no query names an instance, a port or a process id.
+func TestDashboardImportsAnywhere(t *testing.T) {
+	raw, err := os.ReadFile("../dashboards/gavel.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		UID        string `json:"uid"`
+		Title      string `json:"title"`
+		Templating struct {
+			List []struct {
+				Name, Type, Query string
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			Title      string `json:"title"`
+			Type       string `json:"type"`
+			Datasource struct {
+				Type, UID string
+			} `json:"datasource"`
+			FieldConfig struct {
+				Defaults struct {
+					Unit string `json:"unit"`
+				} `json:"defaults"`
+			} `json:"fieldConfig"`
+			Targets []struct {
+				Expr       string `json:"expr"`
+				Datasource struct {
+					UID string `json:"uid"`
+				} `json:"datasource"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	if dash.UID == "" || dash.Title == "" {
+		t.Errorf("dashboard needs a uid and a title")
+	}
+	hasVar := false
+	for _, v := range dash.Templating.List {
+		hasVar = hasVar || (v.Name == "datasource" && v.Type == "datasource" && v.Query == "prometheus")
+	}
+	if !hasVar {
+		t.Errorf("no datasource template variable of type prometheus")
+	}
+	hardCoded := regexp.MustCompile(`instance=|127\.0\.0\.1|:\d{4,5}\b|id="[mgn]\d`)
+	for _, p := range dash.Panels {
+		if p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q: datasource %q, want ${datasource}", p.Title, p.Datasource.UID)
+		}
+		if p.FieldConfig.Defaults.Unit == "" {
+			t.Errorf("panel %q has no unit", p.Title)
+		}
+		for _, tg := range p.Targets {
+			if tg.Datasource.UID != "${datasource}" {
+				t.Errorf("panel %q: a query's datasource is %q, want ${datasource}", p.Title, tg.Datasource.UID)
+			}
+			if hardCoded.MatchString(tg.Expr) {
+				t.Errorf("panel %q: query %q names an instance", p.Title, tg.Expr)
+			}
+		}
 	}
 }
