@@ -109,22 +109,30 @@ func run(prom, dashboard, panel string, last, step time.Duration, rate, title, o
 		return err
 	}
 	defer os.RemoveAll(dir)
-	var plots []string
+	series := make([][][2]float64, len(targets))
+	first := float64(to.Unix())
 	for i, tg := range targets {
 		expr := strings.ReplaceAll(tg.Expr, "$__rate_interval", rate)
 		pts, err := queryRange(prom, expr, from, to, step)
 		if err != nil {
 			return err
 		}
+		series[i] = pts
+		if len(pts) > 0 {
+			first = min(first, pts[0][0])
+		}
+	}
+	var plots []string
+	for i, pts := range series {
 		var b strings.Builder
 		for _, p := range pts {
-			fmt.Fprintf(&b, "%.0f %.6f\n", p[0]-float64(from.Unix()), p[1]*1000)
+			fmt.Fprintf(&b, "%.0f %.6f\n", p[0]-first, p[1]*1000) // seconds since the first sample, ms
 		}
 		data := filepath.Join(dir, fmt.Sprintf("s%d.dat", i))
 		if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
 			return err
 		}
-		plots = append(plots, fmt.Sprintf("%q using 1:2 with lines lw 2 title %q", data, tg.LegendFormat))
+		plots = append(plots, fmt.Sprintf("%q using 1:2 with lines lw 2 title %q", data, targets[i].LegendFormat))
 	}
 	script := fmt.Sprintf(`set terminal pngcairo size 1000,420 font "Sans,10"
 set output %q
@@ -132,7 +140,7 @@ set title %q
 set xlabel "seconds"
 set ylabel "latency (ms)"
 set grid
-set key top left
+set key bottom right box opaque
 set yrange [0:*]
 plot %s
 `, out, title, strings.Join(plots, ", \\\n  "))
