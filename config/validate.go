@@ -23,12 +23,10 @@ func (c *Config) Validate() error {
 // validate runs the check of each section. A new section adds its line here.
 func (c *Config) validate(p *problems) {
 	c.Cluster.validate(p)
-	validateNodes(p, c.Nodes)
-	validateMasters(p, c.Masters, c.Nodes)
+	c.validateProcesses(p)
 	c.Master.validate(p)
 	c.Chain.validate(p)
 	c.Client.validate(p)
-	validateGateways(p, c.Gateways, c.Masters, c.Nodes)
 	c.Gateway.validate(p)
 	c.Auth.validate(p)
 	c.Log.validate(p)
@@ -40,139 +38,82 @@ func (s ClusterConfig) validate(p *problems) {
 	}
 }
 
-// validateNodes checks each node's id and address and that no two nodes
-// share either.
-func validateNodes(p *problems, nodes []NodeConfig) {
-	if len(nodes) == 0 {
+// validateProcesses checks the id and every address of each node,
+// master and gateway: well-formed, and none shared by two processes, of
+// any kind (their ids name the processes of scripts/launch; their
+// addresses are ports on the same hosts). At least one node is needed;
+// masters (a static chain without) and gateways are optional.
+func (c *Config) validateProcesses(p *problems) {
+	if len(c.Nodes) == 0 {
 		p.add("nodes", ErrNoNodes, "%v: list at least one {id, addr}", ErrNoNodes)
+	}
+	cl := &claims{p: p, ids: map[string]claim{}, addrs: map[string]string{}}
+	for i, n := range c.Nodes {
+		key := fmt.Sprintf("nodes[%d]", i)
+		cl.id(key, "node", n.ID)
+		cl.addr(key+".addr", n.Addr, false)
+		cl.addr(key+".http_addr", n.HTTPAddr, true)
+	}
+	for i, m := range c.Masters {
+		key := fmt.Sprintf("masters[%d]", i)
+		cl.id(key, "master", m.ID)
+		cl.addr(key+".addr", m.Addr, false)
+		cl.addr(key+".raft_addr", m.RaftAddr, false)
+		cl.addr(key+".http_addr", m.HTTPAddr, true)
+	}
+	for i, g := range c.Gateways {
+		key := fmt.Sprintf("gateways[%d]", i)
+		cl.id(key, "gateway", g.ID)
+		cl.addr(key+".addr", g.Addr, false)
+	}
+}
+
+// claims records which key holds each process id and each address of a
+// configuration, so that a second use is reported with the first.
+type claims struct {
+	p     *problems
+	ids   map[string]claim  // id -> its holder
+	addrs map[string]string // lower-cased addr -> key holding it
+}
+
+// claim is the holder of an id: its key and kind (node, master, gateway).
+type claim struct{ key, kind string }
+
+// id checks the id of the process at key and claims it.
+func (cl *claims) id(key, kind, id string) {
+	switch {
+	case id == "":
+		cl.p.add(key+".id", nil, "missing %s id", kind)
+	case !nodeID.MatchString(id):
+		cl.p.add(key+".id", nil, "invalid %s id %q: use letters, digits, '-', '_' and '.'", kind, id)
+	default:
+		if other, dup := cl.ids[id]; dup {
+			what := "id"
+			if kind == "node" && other.kind == "node" {
+				what = "node id"
+			}
+			cl.p.add(key+".id", nil, "duplicate %s %q (also %s)", what, id, other.key)
+			return
+		}
+		cl.ids[id] = claim{key: key, kind: kind}
+	}
+}
+
+// addr checks the address at key and claims it; an optional one may be
+// empty.
+func (cl *claims) addr(key, addr string, optional bool) {
+	if addr == "" && optional {
 		return
 	}
-	ids := map[string]int{}
-	addrs := map[string]int{}
-	for i, n := range nodes {
-		key := fmt.Sprintf("nodes[%d]", i)
-		switch {
-		case n.ID == "":
-			p.add(key+".id", nil, "missing node id")
-		case !nodeID.MatchString(n.ID):
-			p.add(key+".id", nil, "invalid node id %q: use letters, digits, '-', '_' and '.'", n.ID)
-		default:
-			if j, dup := ids[n.ID]; dup {
-				p.add(key+".id", nil, "duplicate node id %q (also nodes[%d])", n.ID, j)
-			} else {
-				ids[n.ID] = i
-			}
-		}
-		if err := checkAddr(n.Addr); err != nil {
-			p.add(key+".addr", nil, "%v", err)
-		} else if j, dup := addrs[strings.ToLower(n.Addr)]; dup {
-			p.add(key+".addr", nil, "duplicate addr %q (also nodes[%d])", n.Addr, j)
-		} else {
-			addrs[strings.ToLower(n.Addr)] = i
-		}
-		if n.HTTPAddr != "" {
-			if err := checkAddr(n.HTTPAddr); err != nil {
-				p.add(key+".http_addr", nil, "%v", err)
-			}
-		}
+	if err := checkAddr(addr); err != nil {
+		cl.p.add(key, nil, "%v", err)
+		return
 	}
-}
-
-// validateMasters checks each master's id and addresses: unique, and none
-// shared with another master or with a node. An empty list is valid (a
-// static chain without a master); an even count is allowed but a warning
-// in the docs (it tolerates no more failures than one fewer).
-func validateMasters(p *problems, masters []MasterConfig, nodes []NodeConfig) {
-	ids := map[string]string{}
-	addrs := map[string]string{}
-	for i, n := range nodes {
-		ids[n.ID] = fmt.Sprintf("nodes[%d]", i)
-		addrs[strings.ToLower(n.Addr)] = fmt.Sprintf("nodes[%d].addr", i)
-		if n.HTTPAddr != "" {
-			if other, dup := addrs[strings.ToLower(n.HTTPAddr)]; dup {
-				p.add(fmt.Sprintf("nodes[%d].http_addr", i), nil, "duplicate addr %q (also %s)", n.HTTPAddr, other)
-			}
-			addrs[strings.ToLower(n.HTTPAddr)] = fmt.Sprintf("nodes[%d].http_addr", i)
-		}
+	if other, dup := cl.addrs[strings.ToLower(addr)]; dup {
+		cl.p.add(key, nil, "duplicate addr %q (also %s)", addr, other)
+		return
 	}
-	for i, m := range masters {
-		key := fmt.Sprintf("masters[%d]", i)
-		switch {
-		case m.ID == "":
-			p.add(key+".id", nil, "missing master id")
-		case !nodeID.MatchString(m.ID):
-			p.add(key+".id", nil, "invalid master id %q: use letters, digits, '-', '_' and '.'", m.ID)
-		default:
-			if other, dup := ids[m.ID]; dup {
-				p.add(key+".id", nil, "duplicate id %q (also %s)", m.ID, other)
-			} else {
-				ids[m.ID] = key
-			}
-		}
-		for _, a := range []struct{ key, addr string }{{key + ".addr", m.Addr}, {key + ".raft_addr", m.RaftAddr},
-			{key + ".http_addr", m.HTTPAddr}} {
-			if a.addr == "" && strings.HasSuffix(a.key, ".http_addr") {
-				continue // optional
-			}
-			if err := checkAddr(a.addr); err != nil {
-				p.add(a.key, nil, "%v", err)
-				continue
-			}
-			if other, dup := addrs[strings.ToLower(a.addr)]; dup {
-				p.add(a.key, nil, "duplicate addr %q (also %s)", a.addr, other)
-			} else {
-				addrs[strings.ToLower(a.addr)] = a.key
-			}
-		}
-	}
-}
-
-// validateGateways checks each gateway's id and address: unique, and none
-// shared with a node or a master (their ids name the processes of
-// scripts/launch; their addresses are ports on the same hosts). An empty
-// list is valid: a cluster without a WebSocket front.
-func validateGateways(p *problems, gateways []GatewayConfig, masters []MasterConfig, nodes []NodeConfig) {
-	ids := map[string]string{}
-	addrs := map[string]string{}
-	for i, n := range nodes {
-		ids[n.ID] = fmt.Sprintf("nodes[%d]", i)
-		addrs[strings.ToLower(n.Addr)] = fmt.Sprintf("nodes[%d].addr", i)
-		if n.HTTPAddr != "" {
-			addrs[strings.ToLower(n.HTTPAddr)] = fmt.Sprintf("nodes[%d].http_addr", i)
-		}
-	}
-	for i, m := range masters {
-		ids[m.ID] = fmt.Sprintf("masters[%d]", i)
-		addrs[strings.ToLower(m.Addr)] = fmt.Sprintf("masters[%d].addr", i)
-		addrs[strings.ToLower(m.RaftAddr)] = fmt.Sprintf("masters[%d].raft_addr", i)
-		if m.HTTPAddr != "" {
-			addrs[strings.ToLower(m.HTTPAddr)] = fmt.Sprintf("masters[%d].http_addr", i)
-		}
-	}
-	for i, g := range gateways {
-		key := fmt.Sprintf("gateways[%d]", i)
-		switch {
-		case g.ID == "":
-			p.add(key+".id", nil, "missing gateway id")
-		case !nodeID.MatchString(g.ID):
-			p.add(key+".id", nil, "invalid gateway id %q: use letters, digits, '-', '_' and '.'", g.ID)
-		default:
-			if other, dup := ids[g.ID]; dup {
-				p.add(key+".id", nil, "duplicate id %q (also %s)", g.ID, other)
-			} else {
-				ids[g.ID] = key
-			}
-		}
-		if err := checkAddr(g.Addr); err != nil {
-			p.add(key+".addr", nil, "%v", err)
-			continue
-		}
-		if other, dup := addrs[strings.ToLower(g.Addr)]; dup {
-			p.add(key+".addr", nil, "duplicate addr %q (also %s)", g.Addr, other)
-		} else {
-			addrs[strings.ToLower(g.Addr)] = key + ".addr"
-		}
-	}
+	cl.addrs[strings.ToLower(addr)] = key
 }
 
 func (s GatewaySection) validate(p *problems) {
