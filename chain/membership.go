@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/client"
 )
 
 // membership is a node's side of the master: it heartbeats to the master
@@ -81,7 +82,7 @@ func (ms *membership) client(i int) (api.MasterClient, error) {
 		return api.NewMasterClient(c), nil
 	}
 	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		reconnectQuickly}, ms.n.opts.DialOptions...)...)
+		client.ReconnectQuickly}, ms.n.opts.DialOptions...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auction"
+	"github.com/gavel-auction/gavel/client"
 )
 
 // forwardedKey marks a call that one node already forwarded, so that a
@@ -39,7 +40,7 @@ func (f *forwarder) client(addr string) (api.AuctionsClient, error) {
 	if !ok {
 		var err error
 		c, err = grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow), reconnectQuickly},
+			grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow), client.ReconnectQuickly},
 			f.extra...)...)
 		if err != nil {
 			return nil, err

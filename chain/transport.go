@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/client"
 )
 
 // maxEnvelopeBytes bounds one Envelope on a replication stream; a sender
@@ -83,20 +83,12 @@ type peerLink struct {
 	stop chan struct{}
 }
 
-// reconnectQuickly keeps gRPC's reconnect backoff short (grpc-go's default
-// grows to two minutes): a node or master that restarts at its address must
-// be reachable again within a failure timeout.
-var reconnectQuickly = grpc.WithConnectParams(grpc.ConnectParams{
-	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-	MinConnectTimeout: time.Second,
-})
-
 func newTransport(self string, log *slog.Logger, onPeerDown func(string), extra ...grpc.DialOption) *transport {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsgBytes), grpc.MaxCallRecvMsgSize(maxMsgBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
-		grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow), reconnectQuickly,
+		grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow), client.ReconnectQuickly,
 	}, extra...)
 	return &transport{self: self, log: log, onPeerDown: onPeerDown, dialOpts: opts, peers: map[string]*peerLink{}}
 }

@@ -92,6 +92,15 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// ReconnectQuickly keeps gRPC's reconnect backoff short (grpc-go's default
+// grows to two minutes): a node, master or gateway that restarts at its
+// address must be reachable again well within a failure timeout. Every
+// connection between gavel processes, and to them, dials with it.
+var ReconnectQuickly = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
+})
+
 // Client talks to a gavel chain. Create one with New and Close it when done.
 type Client struct {
 	opts  Options
@@ -541,12 +550,7 @@ func (c *Client) conn(addr string) (*conn, error) {
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// Reconnect quickly after a node restarts: gRPC's default backoff
-		// grows to two minutes.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: time.Second,
-		}),
+		ReconnectQuickly,
 		// Fixed flow-control windows: this turns off gRPC's dynamic window
 		// (BDP estimation), which pings the node after nearly every reply
 		// on a stream of small messages, costing a round of extra writes

@@ -28,7 +28,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gavel-auction/gavel/client"
@@ -94,12 +93,7 @@ type Options struct {
 // dialOptions are the gateway's own options for every gRPC connection.
 var dialOptions = []grpc.DialOption{
 	grpc.WithTransportCredentials(insecure.NewCredentials()),
-	// Reconnect quickly to a restarted node (gRPC's default backoff grows
-	// to two minutes).
-	grpc.WithConnectParams(grpc.ConnectParams{
-		Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-		MinConnectTimeout: time.Second,
-	}),
+	client.ReconnectQuickly,
 }
 
 // Gateway is one gateway process's server. Create it with New, serve with

@@ -18,13 +18,13 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/client"
 )
 
 // Peer is one master of the group.
@@ -59,14 +59,6 @@ type Options struct {
 	// JSONLogs makes hashicorp/raft log in JSON, like the slog handler.
 	JSONLogs bool
 }
-
-// reconnectQuickly keeps gRPC's reconnect backoff short (grpc-go's default
-// grows to two minutes): a master back after an outage must be reachable
-// again well within a failure timeout.
-var reconnectQuickly = grpc.WithConnectParams(grpc.ConnectParams{
-	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-	MinConnectTimeout: time.Second,
-})
 
 // forwardedKey marks a heartbeat a follower forwarded to the leader, so a
 // stale leader hint cannot bounce it around.
@@ -485,7 +477,7 @@ func (m *Master) leaderConn() (*grpc.ClientConn, string, error) {
 	if c, ok := m.conns[addr]; ok {
 		return c, string(id), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), reconnectQuickly)
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), client.ReconnectQuickly)
 	if err != nil {
 		return nil, "", err
 	}
