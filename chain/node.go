@@ -420,8 +420,8 @@ func (n *Node) dispatch(rd Ready) {
 		n.transport.send(rd.Messages)
 	}
 	if len(rd.Applied) > 0 {
-		n.watches.record(rd.Applied, n.replica.StateGen(), n.replica.StateBase())
-		n.watches.publish(rd.Applied, n.opts.ID, n.replica.Epoch(), n.opts.Now().UnixMilli())
+		changes := n.watches.record(rd.Applied, n.replica.StateGen(), n.replica.StateBase())
+		n.watches.publish(changes, n.opts.ID, n.replica.Epoch(), n.opts.Now().UnixMilli())
 	}
 	for _, rep := range rd.Replies {
 		if p, ok := n.pending[rep.Handle]; ok {

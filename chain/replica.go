@@ -58,8 +58,11 @@ type Applied struct {
 	// close.
 	Info *api.AuctionInfo
 	// Visible is set, at every node, for those changes (a successful bid,
-	// a close); ClosesAtMs is then the auction's closing time after it.
+	// a close); Highest, Bidder and ClosesAtMs are then the auction's
+	// after it.
 	Visible    bool
+	Highest    int64
+	Bidder     string
 	ClosesAtMs int64
 }
 
@@ -402,7 +405,7 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 	ap := Applied{Update: u, Result: res}
 	if res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate) {
 		if a, ok := r.state.Get(res.Auction); ok {
-			ap.Visible, ap.ClosesAtMs = true, a.ClosesAtMs
+			ap.Visible, ap.Highest, ap.Bidder, ap.ClosesAtMs = true, a.Highest, a.Bidder, a.ClosesAtMs
 			if r.isTail() {
 				ap.Info = a.Info()
 			}

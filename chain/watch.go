@@ -35,12 +35,40 @@ type change struct {
 	closesAtMs int64
 }
 
-// history is an auction's recent changes, oldest first.
+// history is an auction's recent changes: a ring of at most historyLen,
+// oldest first from start.
 type history struct {
-	changes []change
-	// evicted is the seq of the newest change dropped from the front (0:
-	// none): a resume after it can be served from changes.
+	ring  []change // grows to historyLen, then wraps
+	start int      // index of the oldest change once the ring is full
+	// evicted is the seq of the newest change overwritten (0: none): a
+	// resume after it can be served from the ring.
 	evicted uint64
+}
+
+// last returns the newest change (the zero change if there is none).
+func (h *history) last() change {
+	if len(h.ring) == 0 {
+		return change{}
+	}
+	return h.ring[(h.start+len(h.ring)-1)%len(h.ring)]
+}
+
+// add appends c, overwriting the oldest change when the ring is full.
+func (h *history) add(c change) {
+	if len(h.ring) < historyLen {
+		h.ring = append(h.ring, c)
+		return
+	}
+	h.evicted = h.ring[h.start].seq
+	h.ring[h.start] = c
+	h.start = (h.start + 1) % historyLen
+}
+
+// each calls f on every change, oldest first.
+func (h *history) each(f func(change)) {
+	for i := range h.ring {
+		f(h.ring[(h.start+i)%len(h.ring)])
+	}
 }
 
 // auctionWatcher is one Auctions.Watch stream. The driver sends its events
@@ -58,9 +86,6 @@ type auctionWatcher struct {
 // code running on the replica (inputs, dispatch, ticks) touches it.
 type watchHub struct {
 	byAuction map[string]map[*auctionWatcher]struct{}
-	// last is the auction as the latest event sent about it showed it, for
-	// the previous highest bid of the next event.
-	last map[string]*api.AuctionInfo
 	// histories are every auction's recent changes, kept at every node
 	// (a middle node may become the tail); they describe the state of
 	// generation gen (see Replica.StateGen) and are dropped with it.
@@ -72,15 +97,23 @@ type watchHub struct {
 }
 
 func newWatchHub() *watchHub {
-	return &watchHub{byAuction: map[string]map[*auctionWatcher]struct{}{}, last: map[string]*api.AuctionInfo{},
-		histories: map[string]*history{}}
+	return &watchHub{byAuction: map[string]map[*auctionWatcher]struct{}{}, histories: map[string]*history{}}
+}
+
+// recorded is one visible change, as record kept it, with the auction
+// right after it when this node is the tail (else nil).
+type recorded struct {
+	auction string
+	change  change
+	info    *api.AuctionInfo
 }
 
 // record adds the visible changes among applied to the auctions'
-// histories; driver only. gen and base are the replica's state generation
-// and the seq it started from.
-func (h *watchHub) record(applied []Applied, gen, base uint64) {
+// histories and returns them; driver only. gen and base are the replica's
+// state generation and the seq it started from.
+func (h *watchHub) record(applied []Applied, gen, base uint64) []recorded {
 	h.sync(gen, base)
+	var out []recorded
 	for _, ap := range applied {
 		if !ap.Visible {
 			continue
@@ -91,24 +124,25 @@ func (h *watchHub) record(applied []Applied, gen, base uint64) {
 			hist = &history{}
 			h.histories[id] = hist
 		}
-		c := change{seq: ap.Update.Seq, closesAtMs: ap.ClosesAtMs}
-		var prev change
-		if n := len(hist.changes); n > 0 {
-			prev = hist.changes[n-1]
+		c := change{seq: ap.Update.Seq, closed: ap.Result.Closed, amount: ap.Highest, bidder: ap.Bidder,
+			closesAtMs: ap.ClosesAtMs}
+		if !c.closed {
+			c.previous, c.extended, c.prevAmount = ap.Result.Previous, ap.Result.Extended, hist.last().amount
 		}
-		if ap.Result.Closed {
-			c.closed, c.amount, c.bidder = true, ap.Result.Amount, prev.bidder
-		} else {
-			bid := ap.Update.Command.GetBid()
-			c.amount, c.bidder, c.previous, c.extended = bid.GetAmount(), bid.GetBidder(), ap.Result.Previous, ap.Result.Extended
-			c.prevAmount = prev.amount
-		}
-		if len(hist.changes) == historyLen {
-			hist.evicted = hist.changes[0].seq
-			hist.changes = append(hist.changes[:0], hist.changes[1:]...)
-		}
-		hist.changes = append(hist.changes, c)
+		hist.add(c)
+		out = append(out, recorded{auction: id, change: c, info: ap.Info})
 	}
+	return out
+}
+
+// event is the AuctionEvent of c; info is the auction right after it.
+func (c change) event(info *api.AuctionInfo, node string, epoch uint64, nowMs int64) *api.AuctionEvent {
+	ev := &api.AuctionEvent{Kind: api.EventKind_EVENT_HIGHEST, Info: info, Seq: c.seq, PreviousBidder: c.previous,
+		PreviousAmount: c.prevAmount, Extended: c.extended, ServerTimeMs: nowMs, Node: node, Epoch: epoch}
+	if c.closed {
+		ev.Kind = api.EventKind_EVENT_CLOSED
+	}
+	return ev
 }
 
 // sync drops the histories if the replica's state was replaced since
@@ -132,32 +166,28 @@ func (h *watchHub) replay(a *api.AuctionInfo, after uint64, node string, epoch u
 		return nil, true // no change since the state began, so none after seq
 	}
 	var evs []*api.AuctionEvent
-	for _, c := range hist.changes {
+	hist.each(func(c change) {
 		if c.seq <= after {
-			continue
+			return
 		}
 		info := proto.Clone(a).(*api.AuctionInfo)
 		info.Highest, info.Bidder, info.ClosesAtMs, info.Version = c.amount, c.bidder, c.closesAtMs, c.seq
 		info.State = api.AuctionState_OPEN
-		ev := &api.AuctionEvent{Kind: api.EventKind_EVENT_HIGHEST, Info: info, Seq: c.seq, PreviousBidder: c.previous,
-			PreviousAmount: c.prevAmount, Extended: c.extended, ServerTimeMs: nowMs, Node: node, Epoch: epoch}
 		if c.closed {
-			ev.Kind, info.State = api.EventKind_EVENT_CLOSED, api.AuctionState_CLOSED_STATE
-			ev.PreviousBidder, ev.PreviousAmount = "", 0
+			info.State = api.AuctionState_CLOSED_STATE
 		}
-		evs = append(evs, ev)
-	}
+		evs = append(evs, c.event(info, node, epoch, nowMs))
+	})
 	return evs, true
 }
 
-func (h *watchHub) add(w *auctionWatcher, info *api.AuctionInfo) {
+func (h *watchHub) add(w *auctionWatcher) {
 	set := h.byAuction[w.auction]
 	if set == nil {
 		set = map[*auctionWatcher]struct{}{}
 		h.byAuction[w.auction] = set
 	}
 	set[w] = struct{}{}
-	h.last[w.auction] = info
 }
 
 func (h *watchHub) remove(w *auctionWatcher) {
@@ -165,7 +195,6 @@ func (h *watchHub) remove(w *auctionWatcher) {
 		delete(set, w)
 		if len(set) == 0 {
 			delete(h.byAuction, w.auction)
-			delete(h.last, w.auction)
 		}
 	}
 }
@@ -195,33 +224,21 @@ func (h *watchHub) endAll(err error) {
 	}
 }
 
-// publish turns the applied updates that watchers see into events; driver only.
-func (h *watchHub) publish(applied []Applied, node string, epoch uint64, nowMs int64) {
-	if len(h.byAuction) == 0 {
-		return
-	}
-	for _, ap := range applied {
-		set := h.byAuction[ap.Result.Auction]
-		if ap.Info == nil || len(set) == 0 {
+// publish sends the tail's recorded changes to their watchers; driver
+// only. A watcher too far behind is cut off.
+func (h *watchHub) publish(changes []recorded, node string, epoch uint64, nowMs int64) {
+	for _, r := range changes {
+		set := h.byAuction[r.auction]
+		if r.info == nil || len(set) == 0 {
 			continue
 		}
-		ev := &api.AuctionEvent{Kind: api.EventKind_EVENT_HIGHEST, Info: ap.Info, Seq: ap.Update.Seq,
-			ServerTimeMs: nowMs, Node: node, Epoch: epoch}
-		if ap.Result.Closed {
-			ev.Kind = api.EventKind_EVENT_CLOSED
-		} else {
-			ev.PreviousBidder, ev.Extended = ap.Result.Previous, ap.Result.Extended
-			if prev := h.last[ap.Result.Auction]; prev != nil {
-				ev.PreviousAmount = prev.Highest
-			}
-		}
-		h.last[ap.Result.Auction] = ap.Info
+		ev := r.change.event(r.info, node, epoch, nowMs)
 		for w := range set {
 			select {
 			case w.events <- ev:
 			default:
 				h.end(w, status.Errorf(codes.ResourceExhausted,
-					"watcher of %s fell %d events behind: resume after seq %d", w.auction, watchBuffer, ap.Update.Seq-1))
+					"watcher of %s fell %d events behind: resume after seq %d", w.auction, watchBuffer, r.change.seq-1))
 			}
 		}
 	}
@@ -280,7 +297,7 @@ func (s *auctionsServer) Watch(req *api.WatchAuctionRequest, stream grpc.ServerS
 			return
 		}
 		info := a.Info()
-		n.watches.add(w, info)
+		n.watches.add(w)
 		if info.Version > req.AfterSeq {
 			// Every change the watcher missed, if the history reaches
 			// back to after_seq; else the state as it is.

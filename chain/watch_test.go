@@ -200,10 +200,7 @@ func TestWatchCutsOffASlowWatcher(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	w := &auctionWatcher{auction: "a1", events: make(chan *api.AuctionEvent, watchBuffer), done: make(chan struct{})}
-	if err := c.nodes["n1"].do(ctx, func(r *Replica) {
-		a, _ := r.State().Get("a1")
-		c.nodes["n1"].watches.add(w, a.Info())
-	}); err != nil {
+	if err := c.nodes["n1"].do(ctx, func(*Replica) { c.nodes["n1"].watches.add(w) }); err != nil {
 		t.Fatal(err)
 	}
 	for a := int64(1); a <= watchBuffer+1; a++ {
