@@ -49,13 +49,6 @@ func listen(t testing.TB) net.Listener {
 	return l
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	l := listen(t)
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // testLogger writes to a file of the test's directory, shown when the test
 // fails.
 func testLogger(t *testing.T, dir, name string) *slog.Logger {
@@ -113,14 +106,18 @@ func startStaticChain(t *testing.T, n int) *testCluster {
 func startMasterChain(t *testing.T, n int) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*chain.Node{}, addrs: map[string]string{}}
+	// Every listener is open before any master starts, so that no port is
+	// chosen twice or taken in between.
 	var peers []master.Peer
+	var grpcLis, raftLis []net.Listener
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("m%d", i)
-		peers = append(peers, master.Peer{ID: id, Addr: freeAddr(t), RaftAddr: freeAddr(t)})
+		grpcLis, raftLis = append(grpcLis, listen(t)), append(raftLis, listen(t))
+		peers = append(peers, master.Peer{ID: id, Addr: grpcLis[i-1].Addr().String(), RaftAddr: raftLis[i-1].Addr().String()})
 		c.mAddrs = append(c.mAddrs, peers[i-1].Addr)
 	}
-	for _, p := range peers {
-		m, err := master.New(master.Options{ID: p.ID, Peers: peers, DataDir: filepath.Join(c.dir, p.ID),
+	for i, p := range peers {
+		m, err := master.New(master.Options{ID: p.ID, Peers: peers, DataDir: filepath.Join(c.dir, p.ID), RaftListener: raftLis[i],
 			Heartbeat: 50 * time.Millisecond, FailureTimeout: 500 * time.Millisecond, Lease: 200 * time.Millisecond,
 			Raft: master.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 				LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 5 * time.Millisecond},
@@ -128,11 +125,7 @@ func startMasterChain(t *testing.T, n int) *testCluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := net.Listen("tcp", p.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.Start(l)
+		m.Start(grpcLis[i])
 		c.masters = append(c.masters, m)
 		t.Cleanup(m.Stop)
 	}

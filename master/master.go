@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,16 @@ type Options struct {
 	RaftLog io.Writer
 	// JSONLogs makes hashicorp/raft log in JSON, like the slog handler.
 	JSONLogs bool
+	// RaftListener, when set, is where the Raft transport accepts;
+	// otherwise it listens on RaftBind, or on this master's RaftAddr.
+	RaftListener net.Listener
+	// RaftBind is the host:port the Raft transport listens on when it
+	// differs from the advertised RaftAddr (for example 0.0.0.0:7301).
+	RaftBind string
+	// RaftTLS, when set, runs the Raft transport over mutual TLS: it must
+	// hold this master's certificate, the CA pool for clients and servers,
+	// and require client certificates.
+	RaftTLS *tls.Config
 }
 
 // forwardedKey marks a heartbeat a follower forwarded to the leader, so a
@@ -166,16 +177,16 @@ func New(opts Options) (*Master, error) {
 		store.Close()
 		return nil, fmt.Errorf("master: snapshot store: %w", err)
 	}
-	advertise, err := net.ResolveTCPAddr("tcp", m.self.RaftAddr)
+	bind := opts.RaftBind
+	if bind == "" {
+		bind = m.self.RaftAddr
+	}
+	stream, err := newStreamLayer(opts.RaftListener, bind, m.self.RaftAddr, opts.RaftTLS, m.log)
 	if err != nil {
 		store.Close()
-		return nil, fmt.Errorf("master: raft_addr %q: %w", m.self.RaftAddr, err)
+		return nil, fmt.Errorf("master: raft transport on %s: %w", bind, err)
 	}
-	m.transport, err = raft.NewTCPTransportWithLogger(m.self.RaftAddr, advertise, 3, 2*time.Second, hlog)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("master: raft transport on %s: %w", m.self.RaftAddr, err)
-	}
+	m.transport = raft.NewNetworkTransportWithLogger(stream, 3, 2*time.Second, hlog)
 	existing, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		m.closeStores()

@@ -78,6 +78,10 @@ type cluster struct {
 	dirs    []string
 	masters []*Master
 	conns   []*grpc.ClientConn // to each master's gRPC address, across restarts
+	// raftLis holds each master's Raft listener from the moment its port
+	// is chosen until the master takes it, so no other test's socket can
+	// take the port in between.
+	raftLis []net.Listener
 }
 
 // newCluster starts n masters and registers their shutdown.
@@ -86,10 +90,12 @@ func newCluster(t *testing.T, n int) *cluster {
 	c := &cluster{t: t, log: &testLog{t: t}, masters: make([]*Master, n)}
 	t.Cleanup(c.log.close) // runs last
 	listeners := make([]net.Listener, n)
+	c.raftLis = make([]net.Listener, n)
 	for i := range n {
-		raftAddr := freeAddr(t)
+		c.raftLis[i] = listen(t, "127.0.0.1:0")
 		listeners[i] = listen(t, "127.0.0.1:0")
-		c.peers = append(c.peers, Peer{ID: fmt.Sprintf("m%d", i+1), Addr: listeners[i].Addr().String(), RaftAddr: raftAddr})
+		c.peers = append(c.peers, Peer{ID: fmt.Sprintf("m%d", i+1), Addr: listeners[i].Addr().String(),
+			RaftAddr: c.raftLis[i].Addr().String()})
 		c.dirs = append(c.dirs, t.TempDir())
 		conn, err := grpc.NewClient(c.peers[i].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			// Reconnect fast after a master restarts, as a node must to
@@ -152,7 +158,11 @@ func (c *cluster) options(i int) Options {
 // start creates master i from its data dir and serves it on lis.
 func (c *cluster) start(i int, lis net.Listener) {
 	c.t.Helper()
-	m, err := New(c.options(i))
+	opts := c.options(i)
+	if c.raftLis != nil {
+		opts.RaftListener, c.raftLis[i] = c.raftLis[i], nil
+	}
+	m, err := New(opts)
 	if err != nil {
 		lis.Close()
 		c.t.Fatalf("New(%s): %v", c.peers[i].ID, err)
@@ -168,6 +178,7 @@ func (c *cluster) restart(i int) {
 	if c.masters[i] != nil {
 		c.t.Fatalf("restart of running master %s", c.peers[i].ID)
 	}
+	c.raftLis[i] = listen(c.t, c.peers[i].RaftAddr)
 	c.start(i, listen(c.t, c.peers[i].Addr))
 }
 
