@@ -25,6 +25,7 @@ type Config struct {
 	File string `mapstructure:"-"`
 
 	Cluster  ClusterConfig   `mapstructure:"cluster"`
+	Hosts    []HostConfig    `mapstructure:"hosts"`
 	Masters  []MasterConfig  `mapstructure:"masters"`
 	Master   MasterSection   `mapstructure:"master"`
 	Nodes    []NodeConfig    `mapstructure:"nodes"`
@@ -33,7 +34,51 @@ type Config struct {
 	Gateways []GatewayConfig `mapstructure:"gateways"`
 	Gateway  GatewaySection  `mapstructure:"gateway"`
 	Auth     AuthConfig      `mapstructure:"auth"`
+	TLS      TLSConfig       `mapstructure:"tls"`
 	Log      LogConfig       `mapstructure:"log"`
+}
+
+// HostConfig is one element of the hosts: list, a machine that
+// scripts/launch (gavel launch) starts processes on. A process names its
+// machine with host:; a process without one runs on the launching machine.
+type HostConfig struct {
+	// Name is how processes refer to the host (host: NAME).
+	Name string `mapstructure:"name"`
+	// SSH is the host or host:port to reach the machine with ssh; empty
+	// runs the host's processes on the launching machine, without ssh.
+	SSH string `mapstructure:"ssh"`
+	// User is the ssh login (default: ssh's own, the launching user).
+	User string `mapstructure:"user"`
+	// Key is the ssh private key on the launching machine (default: ssh's
+	// own choice).
+	Key string `mapstructure:"key"`
+	// KnownHosts is the known_hosts file that holds this host's key on the
+	// launching machine (default: ssh's own, ~/.ssh/known_hosts).
+	KnownHosts string `mapstructure:"known_hosts"`
+	// Dir is the working directory on the machine: the launcher copies the
+	// binary, the configuration and the certificates there, and the
+	// processes keep their logs and data under it. Relative paths of the
+	// configuration (data dirs, tls files) are relative to it. Required for
+	// a host reached over ssh; a local host defaults to the launching
+	// directory.
+	Dir string `mapstructure:"dir"`
+}
+
+// TLSConfig is the tls: section. With a CA set, every gRPC link (node to
+// node, node to master, master to master, gateway and tools to both) runs
+// over mutual TLS with certificates of that CA, and gateways serve https
+// and wss. `gavel certs init` makes a development CA and the certificates.
+type TLSConfig struct {
+	// CA is the PEM file of the certificate authority that signs every
+	// process's certificate; empty (the default) turns TLS off.
+	CA string `mapstructure:"ca"`
+	// Cert is the PEM certificate of a process; {id} stands for the
+	// process id (n1, m2, g1; "client" for the command-line tools).
+	// Default certs/{id}.crt.
+	Cert string `mapstructure:"cert"`
+	// Key is the PEM private key of a process, like Cert (default
+	// certs/{id}.key).
+	Key string `mapstructure:"key"`
 }
 
 // ClusterConfig is the cluster: section.
@@ -51,6 +96,13 @@ type NodeConfig struct {
 	// HTTPAddr is the host:port of /metrics, /healthz and /readyz; empty
 	// serves none.
 	HTTPAddr string `mapstructure:"http_addr"`
+	// Host names the hosts: entry the node runs on; empty: the launching
+	// machine.
+	Host string `mapstructure:"host"`
+	// ListenAddr is the host:port the node binds when it differs from the
+	// address it is reached at, addr (for example 0.0.0.0:7101 behind NAT);
+	// empty binds addr.
+	ListenAddr string `mapstructure:"listen_addr"`
 }
 
 // MasterConfig is one element of the masters: list, a replica of the
@@ -70,6 +122,15 @@ type MasterConfig struct {
 	// HTTPAddr is the host:port of /metrics, /healthz and /readyz; empty
 	// serves none.
 	HTTPAddr string `mapstructure:"http_addr"`
+	// Host names the hosts: entry the master runs on; empty: the launching
+	// machine.
+	Host string `mapstructure:"host"`
+	// ListenAddr is the gRPC host:port the master binds when it differs
+	// from addr; empty binds addr.
+	ListenAddr string `mapstructure:"listen_addr"`
+	// RaftListenAddr is the Raft host:port the master binds when it
+	// differs from raft_addr; empty binds raft_addr.
+	RaftListenAddr string `mapstructure:"raft_listen_addr"`
 }
 
 // MasterSection is the master: section: failure detection, leases and the
@@ -140,6 +201,12 @@ type GatewayConfig struct {
 	// Addr is the HTTP host:port the gateway listens on: the page on /,
 	// the WebSocket protocol on /ws, health on /healthz.
 	Addr string `mapstructure:"addr"`
+	// Host names the hosts: entry the gateway runs on; empty: the
+	// launching machine.
+	Host string `mapstructure:"host"`
+	// ListenAddr is the host:port the gateway binds when it differs from
+	// addr; empty binds addr.
+	ListenAddr string `mapstructure:"listen_addr"`
 }
 
 // GatewaySection is the gateway: section, shared by every gateway: its
@@ -202,6 +269,7 @@ type LogConfig struct {
 func Default() *Config {
 	return &Config{
 		Cluster: ClusterConfig{Name: "gavel"},
+		Hosts:   []HostConfig{},
 		Nodes: []NodeConfig{
 			{ID: "n1", Addr: "127.0.0.1:7101", HTTPAddr: "127.0.0.1:7111"},
 			{ID: "n2", Addr: "127.0.0.1:7102", HTTPAddr: "127.0.0.1:7112"},
@@ -242,8 +310,37 @@ func Default() *Config {
 			MetricsInterval: time.Second,
 		},
 		Auth: AuthConfig{TokenTTL: 24 * time.Hour},
+		TLS:  TLSConfig{Cert: "certs/{id}.crt", Key: "certs/{id}.key"},
 		Log:  LogConfig{Level: "info", Format: "text"},
 	}
+}
+
+// Bind returns the address a process listens on: listen when set, else
+// the address it is reached at.
+func Bind(addr, listen string) string {
+	if listen != "" {
+		return listen
+	}
+	return addr
+}
+
+// HostByName returns the hosts: entry called name, and whether there is one.
+func (c *Config) HostByName(name string) (HostConfig, bool) {
+	for _, h := range c.Hosts {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	return HostConfig{}, false
+}
+
+// TLSEnabled reports whether the tls: section turns mutual TLS on.
+func (c *Config) TLSEnabled() bool { return c.TLS.CA != "" }
+
+// TLSFiles returns the certificate and key files of process id (such as
+// "n1", or "client" for the command-line tools).
+func (c *Config) TLSFiles(id string) (cert, key string) {
+	return strings.ReplaceAll(c.TLS.Cert, "{id}", id), strings.ReplaceAll(c.TLS.Key, "{id}", id)
 }
 
 // Node returns the node with the given id, and whether there is one.

@@ -29,6 +29,7 @@ func (c *Config) validate(p *problems) {
 	c.Client.validate(p)
 	c.Gateway.validate(p)
 	c.Auth.validate(p)
+	c.TLS.validate(p)
 	c.Log.validate(p)
 }
 
@@ -47,33 +48,129 @@ func (c *Config) validateProcesses(p *problems) {
 	if len(c.Nodes) == 0 {
 		p.add("nodes", ErrNoNodes, "%v: list at least one {id, addr}", ErrNoNodes)
 	}
-	cl := &claims{p: p, ids: map[string]claim{}, addrs: map[string]string{}}
+	hosts := c.validateHosts(p)
+	cl := &claims{p: p, ids: map[string]claim{}, addrs: map[string]string{}, ports: map[string][]bound{}}
 	for i, n := range c.Nodes {
 		key := fmt.Sprintf("nodes[%d]", i)
 		cl.id(key, "node", n.ID)
+		cl.host(key, n.Host, hosts)
 		cl.addr(key+".addr", n.Addr, false)
 		cl.addr(key+".http_addr", n.HTTPAddr, true)
+		cl.listen(n.Host, key, "addr", n.Addr, n.ListenAddr)
+		cl.listen(n.Host, key, "http_addr", n.HTTPAddr, "")
 	}
 	for i, m := range c.Masters {
 		key := fmt.Sprintf("masters[%d]", i)
 		cl.id(key, "master", m.ID)
+		cl.host(key, m.Host, hosts)
 		cl.addr(key+".addr", m.Addr, false)
 		cl.addr(key+".raft_addr", m.RaftAddr, false)
 		cl.addr(key+".http_addr", m.HTTPAddr, true)
+		cl.listen(m.Host, key, "addr", m.Addr, m.ListenAddr)
+		cl.listen(m.Host, key, "raft_addr", m.RaftAddr, m.RaftListenAddr)
+		cl.listen(m.Host, key, "http_addr", m.HTTPAddr, "")
 	}
 	for i, g := range c.Gateways {
 		key := fmt.Sprintf("gateways[%d]", i)
 		cl.id(key, "gateway", g.ID)
+		cl.host(key, g.Host, hosts)
 		cl.addr(key+".addr", g.Addr, false)
+		cl.listen(g.Host, key, "addr", g.Addr, g.ListenAddr)
 	}
 }
 
-// claims records which key holds each process id and each address of a
-// configuration, so that a second use is reported with the first.
+// validateHosts checks the hosts: list and returns the names it defines.
+func (c *Config) validateHosts(p *problems) map[string]bool {
+	names := map[string]bool{}
+	ssh := map[string]string{}
+	for i, h := range c.Hosts {
+		key := fmt.Sprintf("hosts[%d]", i)
+		switch {
+		case h.Name == "":
+			p.add(key+".name", nil, "missing host name")
+		case !nodeID.MatchString(h.Name):
+			p.add(key+".name", nil, "invalid host name %q: use letters, digits, '-', '_' and '.'", h.Name)
+		case names[h.Name]:
+			p.add(key+".name", nil, "duplicate host name %q", h.Name)
+		default:
+			names[h.Name] = true
+		}
+		if h.SSH == "" {
+			continue
+		}
+		if strings.ContainsAny(h.SSH, " \t\r\n/@") {
+			p.add(key+".ssh", nil, "invalid ssh address %q: want host or host:port (the login goes in user)", h.SSH)
+		} else if other, dup := ssh[strings.ToLower(h.SSH)]; dup {
+			p.add(key+".ssh", nil, "duplicate ssh address %q (also %s): one hosts entry per machine", h.SSH, other)
+		} else {
+			ssh[strings.ToLower(h.SSH)] = key + ".ssh"
+		}
+		if strings.TrimSpace(h.Dir) == "" {
+			p.add(key+".dir", nil, "missing working directory for host %q reached over ssh, e.g. /opt/gavel", h.Name)
+		}
+		if strings.ContainsAny(h.User, " \t\r\n@:/") {
+			p.add(key+".user", nil, "invalid ssh user %q", h.User)
+		}
+	}
+	return names
+}
+
+// claims records which key holds each process id, each address and each
+// listening port of a configuration, so that a second use is reported
+// with the first.
 type claims struct {
 	p     *problems
-	ids   map[string]claim  // id -> its holder
-	addrs map[string]string // lower-cased addr -> key holding it
+	ids   map[string]claim   // id -> its holder
+	addrs map[string]string  // lower-cased addr -> key holding it
+	ports map[string][]bound // "host/port" -> the binds of that port on that host
+}
+
+// bound is one listening socket of a process: the IP (or host name) it
+// binds, and the key that says so.
+type bound struct{ ip, key string }
+
+// host checks that the process at key names a defined host, if any.
+func (cl *claims) host(key, host string, hosts map[string]bool) {
+	if host != "" && !hosts[host] {
+		cl.p.add(key+".host", nil, "unknown host %q: add it to hosts: (name, ssh, user, key, dir)", host)
+	}
+}
+
+// listen checks the address a process binds on its host: listen when set
+// (at key.listen_addr / key.raft_listen_addr), else addr. Two processes on
+// one host may not bind the same port on the same IP, nor the same port
+// when either binds every IP (0.0.0.0, [::]).
+func (cl *claims) listen(host, key, field, addr, listen string) {
+	bindKey := key + "." + field
+	if listen != "" {
+		bindKey = key + "." + strings.TrimSuffix(field, "addr") + "listen_addr"
+		if err := checkAddr(listen); err != nil {
+			cl.p.add(bindKey, nil, "%v", err)
+			return
+		}
+	}
+	ip, port, err := net.SplitHostPort(Bind(addr, listen))
+	if err != nil {
+		return // addr itself was reported
+	}
+	k := host + "/" + port
+	for _, b := range cl.ports[k] {
+		if b.ip == ip || wildcard(b.ip) || wildcard(ip) {
+			where := "the launching machine"
+			if host != "" {
+				where = "host " + host
+			}
+			cl.p.add(bindKey, nil, "port %s on %s is also bound by %s", port, where, b.key)
+			return
+		}
+	}
+	cl.ports[k] = append(cl.ports[k], bound{ip: strings.ToLower(ip), key: bindKey})
+}
+
+// wildcard reports whether ip binds every address of its host.
+func wildcard(ip string) bool {
+	a := net.ParseIP(ip)
+	return a != nil && a.IsUnspecified()
 }
 
 // claim is the holder of an id: its key and kind (node, master, gateway).
@@ -196,6 +293,18 @@ func checkAddr(addr string) error {
 		return fmt.Errorf("invalid addr %q: port must be a number in 1..65535", addr)
 	}
 	return nil
+}
+
+func (s TLSConfig) validate(p *problems) {
+	if s.CA == "" {
+		return
+	}
+	if strings.TrimSpace(s.Cert) == "" {
+		p.add("tls.cert", nil, "must name each process's certificate, e.g. certs/{id}.crt")
+	}
+	if strings.TrimSpace(s.Key) == "" {
+		p.add("tls.key", nil, "must name each process's private key, e.g. certs/{id}.key")
+	}
 }
 
 func (s ChainConfig) validate(p *problems) {

@@ -12,7 +12,8 @@ import (
 	"github.com/gavel-auction/gavel/gateway"
 )
 
-// gatewayOptions builds gateway id's options from cfg, with its address.
+// gatewayOptions builds gateway id's options from cfg, with the address it
+// listens on.
 func gatewayOptions(cfg *config.Config, id string) (gateway.Options, string, error) {
 	gw, ok := cfg.GatewayByID(id)
 	if !ok {
@@ -26,7 +27,7 @@ func gatewayOptions(cfg *config.Config, id string) (gateway.Options, string, err
 	return gateway.Options{ID: gw.ID, Nodes: cfg.NodeAddrs(), Masters: cfg.MasterAddrs(), Secret: cfg.Auth.Secret,
 		AllowedOrigins: s.AllowedOrigins, QueueSize: s.QueueSize, WriteTimeout: s.WriteTimeout,
 		PingInterval: s.PingInterval, PongWait: s.PongWait, ReadLimit: s.ReadLimit,
-		MetricsInterval: s.MetricsInterval, CallTimeout: cfg.Client.Timeout}, gw.Addr, nil
+		MetricsInterval: s.MetricsInterval, CallTimeout: cfg.Client.Timeout}, config.Bind(gw.Addr, gw.ListenAddr), nil
 }
 
 func cmdGateway(ctx context.Context, e *env, args []string) error {

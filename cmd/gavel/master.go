@@ -25,7 +25,7 @@ func masterOptions(cfg *config.Config, id string) (master.Options, error) {
 		Raft: master.RaftTiming{HeartbeatTimeout: cfg.Master.Raft.HeartbeatTimeout,
 			ElectionTimeout: cfg.Master.Raft.ElectionTimeout, LeaderLeaseTimeout: cfg.Master.Raft.LeaderLeaseTimeout,
 			CommitTimeout: cfg.Master.Raft.CommitTimeout, SnapshotThreshold: uint64(cfg.Master.Raft.SnapshotThreshold)},
-		JSONLogs: strings.EqualFold(cfg.Log.Format, "json")}
+		JSONLogs: strings.EqualFold(cfg.Log.Format, "json"), RaftBind: m.RaftListenAddr}
 	for _, p := range cfg.Masters {
 		opts.Peers = append(opts.Peers, master.Peer{ID: p.ID, Addr: p.Addr, RaftAddr: p.RaftAddr})
 	}
@@ -56,7 +56,7 @@ as the new tail once they have caught up. Logs go to stderr.`)
 	opts.Logger = cfg.NewLogger(e.stderr)
 	opts.RaftLog = e.stderr
 	self, _ := cfg.MasterByID(*id)
-	lis, err := net.Listen("tcp", self.Addr)
+	lis, err := net.Listen("tcp", config.Bind(self.Addr, self.ListenAddr))
 	if err != nil {
 		return exception("master %s: %v", *id, err)
 	}

@@ -78,7 +78,8 @@ configuration and waits for one (gavel reconfigure). Logs go to stderr.`)
 	if err != nil {
 		return exception("%v", err)
 	}
-	lis, err := net.Listen("tcp", opts.Addr)
+	n, _ := cfg.Node(*id)
+	lis, err := net.Listen("tcp", config.Bind(n.Addr, n.ListenAddr))
 	if err != nil {
 		return exception("node %s: %v", *id, err)
 	}
@@ -86,7 +87,6 @@ configuration and waits for one (gavel reconfigure). Logs go to stderr.`)
 		lis.Close()
 		return exception("node %s: %v", *id, err)
 	}
-	n, _ := cfg.Node(*id)
 	stopHTTP, err := serveHTTP(n.HTTPAddr, node.HTTPHandler(), opts.Logger, *id)
 	if err != nil {
 		node.Stop()
