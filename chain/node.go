@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // NodeOptions configure a Node.
@@ -40,8 +41,15 @@ type NodeOptions struct {
 	// runs on Initial and Admin.SetConfig alone.
 	Masters   []string
 	Heartbeat time.Duration
+	// TLS, when set, runs every gRPC link of the node over mutual TLS with
+	// this identity: its server requires a client certificate of the CA
+	// (and logs each refused connection), and its connections to peers,
+	// forwarding targets and masters present its certificate. Nil serves
+	// and dials in plaintext.
+	TLS *pki.Identity
 	// DialOptions are added to every connection the node opens (to peers,
-	// to forwarding targets, to masters): credentials, a custom dialer.
+	// to forwarding targets, to masters), after the credentials of TLS: a
+	// custom dialer, other credentials.
 	DialOptions []grpc.DialOption
 	// Incarnation tells this run of the node from earlier ones; 0 draws a
 	// random one (the normal case).
@@ -196,8 +204,11 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	}
 	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
-	n.transport = newTransport(opts.ID, opts.Logger, n.peerDown, opts.DialOptions...)
-	n.forwarder = newForwarder(opts.DialOptions)
+	if opts.TLS != nil {
+		n.opts.DialOptions = append([]grpc.DialOption{opts.TLS.DialOption()}, opts.DialOptions...)
+	}
+	n.transport = newTransport(opts.ID, opts.Logger, n.peerDown, n.opts.DialOptions...)
+	n.forwarder = newForwarder(n.opts.DialOptions)
 	if opts.Initial != nil {
 		if err := n.replica.Reconfigure(opts.Initial); err != nil {
 			return nil, fmt.Errorf("chain: initial configuration: %w", err)
@@ -205,11 +216,15 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		n.metrics.reconfigs.Inc()
 		n.transport.setAddrs(opts.Initial)
 	}
-	n.server = grpc.NewServer(
+	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMsgBytes), grpc.MaxSendMsgSize(maxMsgBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.StaticStreamWindowSize(streamWindow), grpc.StaticConnWindowSize(connWindow),
-	)
+	}
+	if opts.TLS != nil {
+		serverOpts = append(serverOpts, opts.TLS.ServerOption(opts.Logger.With("node", opts.ID)))
+	}
+	n.server = grpc.NewServer(serverOpts...)
 	api.RegisterAuctionsServer(n.server, &auctionsServer{n: n})
 	api.RegisterAdminServer(n.server, &adminServer{n: n})
 	api.RegisterChainServer(n.server, &chainServer{n: n})

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // pageHandler serves "/": the web page. gateway/page.go, which embeds
@@ -84,7 +85,13 @@ type Options struct {
 	CallTimeout time.Duration
 	// Logger receives the gateway's log lines; nil discards them.
 	Logger *slog.Logger
-	// DialOptions are added to every gRPC connection to nodes and masters.
+	// TLS, when set, is the gateway's identity: it serves https and wss
+	// with its certificate (asking bidders for none), and its gRPC
+	// connections to nodes and masters run over mutual TLS, presenting
+	// it. Nil serves http and ws and dials in plaintext.
+	TLS *pki.Identity
+	// DialOptions are added to every gRPC connection to nodes and masters,
+	// after the credentials of TLS.
 	DialOptions []grpc.DialOption
 	// Now is the clock of server_time (time.Now if nil).
 	Now func() time.Time
@@ -161,6 +168,9 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.TLS != nil {
+		opts.DialOptions = append([]grpc.DialOption{opts.TLS.DialOption()}, opts.DialOptions...)
+	}
 	log := opts.Logger.With("gateway", opts.ID)
 	cl, err := client.New(opts.Nodes, client.Options{Logger: log, DialOptions: opts.DialOptions})
 	if err != nil {
@@ -182,8 +192,13 @@ func New(opts Options) (*Gateway, error) {
 		// serveWS checks the origin itself, to answer with a clear message.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
+	// Failed TLS handshakes from browsers (an untrusted certificate, a
+	// plain http request) are the server's error log: debug level.
 	g.http = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	if opts.TLS != nil {
+		g.http.TLSConfig = opts.TLS.HTTPSConfig()
+	}
 	return g, nil
 }
 
@@ -198,15 +213,26 @@ func (g *Gateway) Handler() http.Handler {
 	return mux
 }
 
-// Start serves on lis, and starts following the chain, until Stop.
+// Start serves on lis (https and wss with Options.TLS, else http and
+// ws), and starts following the chain, until Stop.
 func (g *Gateway) Start(lis net.Listener) {
-	mode := "open"
+	mode, scheme := "open", "http"
 	if !g.open() {
 		mode = "auth"
 	}
-	g.log.Info("gateway started", "addr", lis.Addr().String(), "mode", mode, "masters", len(g.opts.Masters), "nodes", len(g.opts.Nodes))
+	if g.http.TLSConfig != nil {
+		scheme = "https"
+	}
+	g.log.Info("gateway started", "addr", lis.Addr().String(), "scheme", scheme, "mode", mode,
+		"masters", len(g.opts.Masters), "nodes", len(g.opts.Nodes))
 	g.goFn(func() {
-		if err := g.http.Serve(lis); err != nil && err != http.ErrServerClosed {
+		var err error
+		if g.http.TLSConfig != nil {
+			err = g.http.ServeTLS(lis, "", "")
+		} else {
+			err = g.http.Serve(lis)
+		}
+		if err != nil && err != http.ErrServerClosed {
 			g.log.Error("HTTP server failed", "err", err)
 		}
 	})

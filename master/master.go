@@ -26,6 +26,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // Peer is one master of the group.
@@ -65,10 +66,15 @@ type Options struct {
 	// RaftBind is the host:port the Raft transport listens on when it
 	// differs from the advertised RaftAddr (for example 0.0.0.0:7301).
 	RaftBind string
-	// RaftTLS, when set, runs the Raft transport over mutual TLS: it must
-	// hold this master's certificate, the CA pool for clients and servers,
-	// and require client certificates.
-	RaftTLS *tls.Config
+	// TLS, when set, runs every link of the master over mutual TLS with
+	// this identity: its gRPC server and its Raft transport require a
+	// certificate of the CA from whoever connects (and log each refused
+	// connection), and its connections to other masters present its
+	// certificate. Nil serves and dials in plaintext.
+	TLS *pki.Identity
+	// DialOptions are added to the master's gRPC connections to other
+	// masters, after the credentials of TLS.
+	DialOptions []grpc.DialOption
 }
 
 // forwardedKey marks a heartbeat a follower forwarded to the leader, so a
@@ -181,7 +187,11 @@ func New(opts Options) (*Master, error) {
 	if bind == "" {
 		bind = m.self.RaftAddr
 	}
-	stream, err := newStreamLayer(opts.RaftListener, bind, m.self.RaftAddr, opts.RaftTLS, m.log)
+	var raftTLS *tls.Config
+	if opts.TLS != nil {
+		raftTLS = opts.TLS.PeerConfig()
+	}
+	stream, err := newStreamLayer(opts.RaftListener, bind, m.self.RaftAddr, raftTLS, m.log)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("master: raft transport on %s: %w", bind, err)
@@ -213,7 +223,11 @@ func New(opts Options) (*Master, error) {
 		m.log.Info("master rejoining with its raft state", "data_dir", opts.DataDir)
 	}
 
-	m.server = grpc.NewServer()
+	var serverOpts []grpc.ServerOption
+	if opts.TLS != nil {
+		serverOpts = append(serverOpts, opts.TLS.ServerOption(m.log))
+	}
+	m.server = grpc.NewServer(serverOpts...)
 	api.RegisterMasterServer(m.server, &masterServer{m: m})
 	return m, nil
 }
@@ -488,7 +502,11 @@ func (m *Master) leaderConn() (*grpc.ClientConn, string, error) {
 	if c, ok := m.conns[addr]; ok {
 		return c, string(id), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), client.ReconnectQuickly)
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), client.ReconnectQuickly}
+	if m.opts.TLS != nil {
+		dial = append(dial, m.opts.TLS.DialOption())
+	}
+	c, err := grpc.NewClient(addr, append(dial, m.opts.DialOptions...)...)
 	if err != nil {
 		return nil, "", err
 	}

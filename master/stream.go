@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // streamLayer carries hashicorp/raft's transport between masters over TCP,
@@ -56,7 +58,7 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 		tc := tls.Server(c, s.tls)
 		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
 		if err := tc.Handshake(); err != nil {
-			s.log.Warn("refused raft connection: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			pki.LogRefusal(s.log, "refused raft connection: TLS handshake failed", c.RemoteAddr(), err)
 			c.Close()
 			continue
 		}
