@@ -206,14 +206,15 @@ type masterResult struct {
 }
 
 // queryMasters asks every master for its status, in parallel, each call
-// bounded by ctx and attempt. Results come in the order of masters.
-func queryMasters(ctx context.Context, masters []config.MasterConfig, attempt time.Duration) []masterResult {
+// bounded by ctx and attempt, dialing with dial (TLS) besides the default
+// options. Results come in the order of masters.
+func queryMasters(ctx context.Context, masters []config.MasterConfig, attempt time.Duration, dial []grpc.DialOption) []masterResult {
 	res := make([]masterResult, len(masters))
 	var wg sync.WaitGroup
 	for i, m := range masters {
 		res[i].ID, res[i].Addr = m.ID, m.Addr
 		wg.Go(func() {
-			cc, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			cc, err := grpc.NewClient(m.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dial...)...)
 			if err != nil {
 				res[i].Err = err
 				return
@@ -605,7 +606,7 @@ Exits 2 when nothing answers.`)
 	var mres []masterResult
 	var nres []client.NodeResult
 	var wg sync.WaitGroup
-	wg.Go(func() { mres = queryMasters(cctx, cfg.Masters, attempt) })
+	wg.Go(func() { mres = queryMasters(cctx, cfg.Masters, attempt, com.dial) })
 	wg.Go(func() { nres = queryNodes(cctx, cl, nodeAddrs(cfg), attempt) })
 	wg.Wait()
 	mrows, view, leading := masterRows(mres)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
 
 	"github.com/gavel-auction/gavel/auction"
 	"github.com/gavel-auction/gavel/client"
@@ -191,6 +192,9 @@ type common struct {
 	node       string
 	json       bool
 	timeout    time.Duration
+	// dial are the gRPC dial options of the configuration (TLS), set by
+	// client.
+	dial []grpc.DialOption
 }
 
 // addCommon registers --config, --node, --json and --timeout on f.
@@ -273,8 +277,12 @@ func (c *common) client() (*client.Client, *config.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	c.dial, err = clientDialOptions(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	addrs, pinned := c.addrs(cfg)
-	cl, err := client.New(addrs, client.Options{Pinned: pinned})
+	cl, err := client.New(addrs, client.Options{Pinned: pinned, DialOptions: c.dial})
 	if err != nil {
 		if c.node != "" {
 			return nil, nil, c.f.usageErr("--node: %v", err)

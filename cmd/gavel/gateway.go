@@ -23,11 +23,15 @@ func gatewayOptions(cfg *config.Config, id string) (gateway.Options, string, err
 		return gateway.Options{}, "", &exitError{code: exitUsage, msg: fmt.Sprintf("unknown gateway id %q: %s lists %s",
 			id, cfg.File, strings.Join(cfg.GatewayIDs(), ", "))}
 	}
+	ident, err := processTLS(cfg, gw.ID)
+	if err != nil {
+		return gateway.Options{}, "", err
+	}
 	s := cfg.Gateway
 	return gateway.Options{ID: gw.ID, Nodes: cfg.NodeAddrs(), Masters: cfg.MasterAddrs(), Secret: cfg.Auth.Secret,
 		AllowedOrigins: s.AllowedOrigins, QueueSize: s.QueueSize, WriteTimeout: s.WriteTimeout,
 		PingInterval: s.PingInterval, PongWait: s.PongWait, ReadLimit: s.ReadLimit,
-		MetricsInterval: s.MetricsInterval, CallTimeout: cfg.Client.Timeout}, config.Bind(gw.Addr, gw.ListenAddr), nil
+		MetricsInterval: s.MetricsInterval, CallTimeout: cfg.Client.Timeout, TLS: ident}, config.Bind(gw.Addr, gw.ListenAddr), nil
 }
 
 func cmdGateway(ctx context.Context, e *env, args []string) error {
@@ -43,7 +47,15 @@ Bids and reads go to the chain's nodes like any client's; live auctions
 are followed through one watch stream per auction at the tail, found
 through the masters (or, without masters, the nodes). With auth.secret
 set, every connection needs a token (gavel token); without, bidders name
-themselves. Logs go to stderr.`)
+themselves.
+
+With tls.ca set, the gateway serves https and wss with its certificate
+(tls.cert for its id) and reaches nodes and masters over mutual TLS;
+bidders need no certificate, only to trust the CA:
+
+  wscat --ca certs/ca.crt -c wss://ADDR/ws?bidder=alice
+
+Logs go to stderr.`)
 	sf := addServerFlags(f, "gateway")
 	cfg, err := sf.load(args)
 	if err != nil {

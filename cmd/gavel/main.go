@@ -1,7 +1,8 @@
 // Command gavel is the one binary of the gavel auction service: the master
 // (`gavel master`), the chain node (`gavel node`), the gateway (`gavel
 // gateway`), the command-line client (bid, result, open, auctions, status),
-// the admin tools (reconfigure, token) and the load generator (bench).
+// the admin tools (reconfigure, token, certs) and the load generator
+// (bench).
 // `gavel help` lists the subcommands.
 package main
 
@@ -44,6 +45,7 @@ var commands = []command{
 	{"bench", "closed-loop load generator: bids/s and latency", cmdBench},
 	{"token", "print a bearer token for the gateways (auth.secret)", cmdToken},
 	{"config", "check the configuration, list its nodes", cmdConfig},
+	{"certs", "make the CA and every process's certificate for mutual TLS (certs init)", cmdCerts},
 }
 
 func main() {

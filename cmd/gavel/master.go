@@ -26,6 +26,10 @@ func masterOptions(cfg *config.Config, id string) (master.Options, error) {
 			ElectionTimeout: cfg.Master.Raft.ElectionTimeout, LeaderLeaseTimeout: cfg.Master.Raft.LeaderLeaseTimeout,
 			CommitTimeout: cfg.Master.Raft.CommitTimeout, SnapshotThreshold: uint64(cfg.Master.Raft.SnapshotThreshold)},
 		JSONLogs: strings.EqualFold(cfg.Log.Format, "json"), RaftBind: m.RaftListenAddr}
+	var err error
+	if opts.TLS, err = processTLS(cfg, m.ID); err != nil {
+		return master.Options{}, err
+	}
 	for _, p := range cfg.Masters {
 		opts.Peers = append(opts.Peers, master.Peer{ID: p.ID, Addr: p.Addr, RaftAddr: p.RaftAddr})
 	}

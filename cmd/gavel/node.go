@@ -30,8 +30,12 @@ func nodeOptions(cfg *config.Config, id string, join bool) (chain.NodeOptions, e
 		return chain.NodeOptions{}, &exitError{code: exitUsage, msg: fmt.Sprintf("unknown node id %q: %s lists %s",
 			id, cfg.File, strings.Join(cfg.NodeIDs(), ", "))}
 	}
+	ident, err := processTLS(cfg, n.ID)
+	if err != nil {
+		return chain.NodeOptions{}, err
+	}
 	opts := chain.NodeOptions{ID: n.ID, Addr: n.Addr, Tick: cfg.Chain.Tick, HelloRetry: cfg.Chain.HelloRetry,
-		MaxBatch: cfg.Chain.MaxBatch, DedupWindow: cfg.Chain.DedupWindow}
+		MaxBatch: cfg.Chain.MaxBatch, DedupWindow: cfg.Chain.DedupWindow, TLS: ident}
 	switch {
 	case len(cfg.Masters) > 0:
 		// The master owns the configuration: every start is a join.
