@@ -45,6 +45,7 @@ var commands = []command{
 	{"bench", "closed-loop load generator: bids/s and latency", cmdBench},
 	{"token", "print a bearer token for the gateways (auth.secret)", cmdToken},
 	{"config", "check the configuration, list its nodes", cmdConfig},
+	{"launch", "start, inspect and stop the processes of the configuration on its hosts", cmdLaunch},
 	{"certs", "make the CA and every process's certificate for mutual TLS (certs init)", cmdCerts},
 }
 

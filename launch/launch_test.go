@@ -1,0 +1,328 @@
+package launch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gavel-auction/gavel/config"
+)
+
+// testConfig loads a configuration from yaml, written to a temporary
+// directory, which it also returns.
+func testConfig(t *testing.T, yaml string) (*config.Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, dir
+}
+
+// newTest returns a launcher of cfg in dir, with its output in out.
+func newTest(t *testing.T, cfg *config.Config, dir string, out *bytes.Buffer) *Launcher {
+	t.Helper()
+	l, err := New(Options{Config: cfg, ConfigPath: cfg.File, Dir: dir, Gavel: "/bin/false", Stdout: out, Stderr: out,
+		StopWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestShQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"bin/gavel":      "bin/gavel",
+		"127.0.0.1:7101": "127.0.0.1:7101",
+		"":               "''",
+		"a b":            "'a b'",
+		"it's":           `'it'\''s'`,
+		"$(reboot)":      "'$(reboot)'",
+	} {
+		if got := shQuote(in); got != want {
+			t.Errorf("shQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestSplitSSH(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"10.0.0.2":      {"10.0.0.2", ""},
+		"10.0.0.2:2222": {"10.0.0.2", "2222"},
+		"db.example":    {"db.example", ""},
+		"[::1]:22":      {"::1", "22"},
+		"::1":           {"::1", ""},
+	} {
+		h, p := splitSSH(in)
+		if h != want[0] || p != want[1] {
+			t.Errorf("splitSSH(%q) = %q %q, want %q %q", in, h, p, want[0], want[1])
+		}
+	}
+}
+
+// The ssh and scp command lines carry every option of the hosts: entry.
+func TestSSHArgs(t *testing.T) {
+	h := &sshHost{name: "h1", host: "10.0.0.2", port: "2222", user: "gavel", identity: "/k/id", knownHosts: "/k/kh", dir: "/opt/gavel"}
+	got := strings.Join(h.sshArgs("true"), " ")
+	want := "-o BatchMode=yes -o ConnectTimeout=5 -i /k/id -o UserKnownHostsFile=/k/kh -o StrictHostKeyChecking=yes -p 2222 -l gavel -- 10.0.0.2 true"
+	if got != want {
+		t.Errorf("ssh args\n got %s\nwant %s", got, want)
+	}
+	got = strings.Join(h.scpArgs("/a/b", "/opt/gavel/x"), " ")
+	want = "-q -o BatchMode=yes -o ConnectTimeout=5 -i /k/id -o UserKnownHostsFile=/k/kh -o StrictHostKeyChecking=yes -P 2222 -o User=gavel -- /a/b 10.0.0.2:/opt/gavel/x"
+	if got != want {
+		t.Errorf("scp args\n got %s\nwant %s", got, want)
+	}
+	bare := &sshHost{name: "h2", host: "::1", dir: "/d"}
+	if got, want := strings.Join(bare.sshArgs("true"), " "), "-o BatchMode=yes -o ConnectTimeout=5 -- ::1 true"; got != want {
+		t.Errorf("bare ssh args %q, want %q", got, want)
+	}
+	if got := bare.scpArgs("f", "/d/f"); got[len(got)-1] != "[::1]:/d/f" {
+		t.Errorf("scp target %q, want [::1]:/d/f", got[len(got)-1])
+	}
+	if got, want := bare.remote("x"), "mkdir -p /d && cd /d && x"; got != want {
+		t.Errorf("remote %q, want %q", got, want)
+	}
+}
+
+// Every address a process binds comes with the key that sets it.
+func TestProcsKeys(t *testing.T) {
+	cfg, _ := testConfig(t, `
+hosts:
+  - name: h1
+    ssh: 10.0.0.2
+    dir: /opt/gavel
+masters:
+  - id: m1
+    addr: 10.0.0.2:7201
+    raft_addr: 10.0.0.2:7301
+    raft_listen_addr: 0.0.0.0:7301
+    http_addr: 10.0.0.2:7211
+    host: h1
+nodes:
+  - id: n1
+    addr: 10.0.0.9:7101
+    listen_addr: 0.0.0.0:7101
+gateways:
+  - id: g1
+    addr: 127.0.0.1:7401
+`)
+	ps := Procs(cfg)
+	if got := strings.Join(ids(ps), " "); got != "m1 n1 g1" {
+		t.Fatalf("procs %s, want m1 n1 g1", got)
+	}
+	want := [][]Bind{
+		{{"10.0.0.2:7201", "masters[0].addr"}, {"0.0.0.0:7301", "masters[0].raft_listen_addr"}, {"10.0.0.2:7211", "masters[0].http_addr"}},
+		{{"0.0.0.0:7101", "nodes[0].listen_addr"}},
+		{{"127.0.0.1:7401", "gateways[0].addr"}},
+	}
+	for i, p := range ps {
+		if !slices.Equal(p.Binds, want[i]) {
+			t.Errorf("%s binds %v, want %v", p.ID, p.Binds, want[i])
+		}
+	}
+	if ps[0].Host != "h1" || ps[0].DataDir != ".run/data/m1" {
+		t.Errorf("m1: host %q data %q", ps[0].Host, ps[0].DataDir)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeAddr := free.Addr().String()
+	free.Close()
+	got := Probe([]string{lis.Addr().String(), freeAddr, "192.0.2.1:7101"})
+	if len(got) != 2 || got[0] != lis.Addr().String()+" taken" || !strings.HasPrefix(got[1], "192.0.2.1:7101 cannot bind: ") {
+		t.Errorf("Probe = %q", got)
+	}
+}
+
+// sleeper starts a process whose command line holds --id id and returns
+// it; it is killed when the test ends.
+func sleeper(t *testing.T, id string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "sleep 30; :", "sh", "--id", id)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	return cmd
+}
+
+// A pid file whose pid is not gavel's process of that id is never
+// signalled: ps says it does not run, stop leaves it alone.
+func TestAgentPIDSafety(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.MkdirAll(runDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mine := sleeper(t, "n1")
+	other := sleeper(t, "n9") // another program, as far as n2 is concerned
+	write := func(id string, pid int) {
+		if err := os.WriteFile(pidPath(id), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("n1", mine.Process.Pid)
+	write("n2", other.Process.Pid)
+	write("n3", 1<<22+7) // no such pid
+
+	resp := serve(agentRequest{Op: "ps"}, "")
+	alive := map[string]bool{}
+	for _, p := range resp.Procs {
+		alive[p.ID] = p.Alive
+	}
+	if !alive["n1"] || alive["n2"] || alive["n3"] || len(resp.Procs) != 3 {
+		t.Fatalf("ps = %+v, want n1 alive, n2 and n3 not", resp.Procs)
+	}
+
+	resp = serve(agentRequest{Op: "stop", IDs: []string{"n1", "n2", "n3"}, Wait: time.Second}, "")
+	for _, p := range resp.Procs {
+		if want := map[string]string{"n1": "TERM"}[p.ID]; p.Signal != want {
+			t.Errorf("stop %s: signal %q, want %q", p.ID, p.Signal, want)
+		}
+	}
+	if syscall.Kill(other.Process.Pid, 0) != nil {
+		t.Error("stop n2 killed another program whose pid was in n2's pid file")
+	}
+	if _, err := os.Stat(pidPath("n1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("n1's pid file is still there: %v", err)
+	}
+}
+
+// rmdata deletes a master data dir only when it holds raft.db or nothing.
+func TestAgentRmdata(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for d, file := range map[string]string{"raft": "raft.db", "other": "precious.txt", "empty": ""} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if file != "" {
+			if err := os.WriteFile(filepath.Join(d, file), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	resp := serve(agentRequest{Op: "rmdata", Dirs: []string{"raft", "other", "empty", "missing"}}, "")
+	got := map[string]bool{}
+	for _, d := range resp.Dirs {
+		got[d.Dir] = d.Deleted
+	}
+	want := map[string]bool{"raft": true, "other": false, "empty": true, "missing": false}
+	for d, w := range want {
+		if got[d] != w {
+			t.Errorf("%s deleted %v, want %v", d, got[d], w)
+		}
+	}
+	if _, err := os.Stat("other/precious.txt"); err != nil {
+		t.Error("rmdata deleted a dir without raft.db")
+	}
+}
+
+// A missing ssh key or known_hosts file is named with its key before any
+// host is contacted.
+func TestMissingKeyNamed(t *testing.T) {
+	cfg, dir := testConfig(t, `
+hosts:
+  - name: h1
+    ssh: 127.0.0.1:1
+    dir: /tmp/gavel-h1
+  - name: h2
+    ssh: 127.0.0.1:2
+    key: keys/nope
+    known_hosts: keys/kh-nope
+    dir: /tmp/gavel-h2
+nodes:
+  - id: n1
+    addr: 127.0.0.1:7101
+    host: h2
+`)
+	var out bytes.Buffer
+	l := newTest(t, cfg, dir, &out)
+	err := l.Up(context.Background())
+	if !errors.Is(err, ErrMissingFile) {
+		t.Fatalf("Up: %v, want ErrMissingFile", err)
+	}
+	for _, want := range []string{
+		"host h2 (hosts[1].key = keys/nope in " + cfg.File + "): file not found: " + filepath.Join(dir, "keys/nope") + " (the ssh private key)",
+		"host h2 (hosts[1].known_hosts = keys/kh-nope in " + cfg.File + "): file not found",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if errors.Is(err, ErrUnreachable) {
+		t.Errorf("Up contacted a host before checking the key files: %v", err)
+	}
+}
+
+// An ssh host that does not answer fails Up before anything starts, naming
+// hosts[i].ssh.
+func TestUnreachableHostNamed(t *testing.T) {
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Fatal("ssh is not installed (apt-get install openssh-client)")
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	cfg, dir := testConfig(t, fmt.Sprintf(`
+hosts:
+  - name: h1
+    dir: here
+  - name: h2
+    ssh: 127.0.0.1:1
+    dir: /tmp/gavel-h2
+nodes:
+  - id: n1
+    addr: %s
+    host: h1
+  - id: n2
+    addr: 127.0.0.1:7102
+    host: h2
+`, lis.Addr()))
+	var out bytes.Buffer
+	l := newTest(t, cfg, dir, &out)
+	start := time.Now()
+	err = l.Up(context.Background())
+	if !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Up: %v, want ErrUnreachable", err)
+	}
+	want := "host h2 (hosts[1].ssh = 127.0.0.1:1 in " + cfg.File + "): unreachable: ssh: connect to host 127.0.0.1 port 1: Connection refused"
+	if err.Error() != want {
+		t.Errorf("error\n got %s\nwant %s", err, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "here", runDir)); err == nil {
+		t.Errorf("Up touched host h1 before every host was checked")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Up took %v to find the host unreachable", d)
+	}
+}
