@@ -285,6 +285,8 @@ func TestMutualTLSCluster(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+		// The refused node says why in its own log.
+		c.waitLog(time.Second, "proc=n4", "level=WARN", "master leader unreachable", "remote error: tls: unknown certificate authority")
 		bidOK(t, cl, "a1", "carol", 30)
 		c.waitChain([]string{"n1", "n2", "n3"}, time.Second)
 	})

@@ -139,6 +139,14 @@ func TestCertsInitAndTLSCluster(t *testing.T) {
 	if mopts.TLS == nil || mopts.TLS.Certificate().Subject.CommonName != "m1" {
 		t.Fatalf("master options without m1's certificate: %+v", mopts.TLS)
 	}
+	var startLog bytes.Buffer
+	logTLS(cfg.NewLogger(&startLog), cfg, "m1", mopts.TLS)
+	for _, want := range []string{`msg="TLS on`, "subject=m1", "cert=" + filepath.Join(dir, "certs", "m1.crt"),
+		`level=WARN msg="certificate expires soon`} {
+		if !strings.Contains(startLog.String(), want) {
+			t.Errorf("start log of a 2-day certificate lacks %q:\n%s", want, startLog.String())
+		}
+	}
 	mopts.RaftListener = raftLis
 	mopts.Heartbeat, mopts.FailureTimeout, mopts.Lease = 50*time.Millisecond, 500*time.Millisecond, 200*time.Millisecond
 	mopts.Raft = master.RaftTiming{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,

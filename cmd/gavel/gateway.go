@@ -66,6 +66,7 @@ Logs go to stderr.`)
 		return err
 	}
 	opts.Logger = cfg.NewLogger(e.stderr)
+	logTLS(opts.Logger, cfg, *sf.id, opts.TLS)
 	g, err := gateway.New(opts)
 	if err != nil {
 		return exception("gateway %s: %v", *sf.id, err)

@@ -58,6 +58,7 @@ as the new tail once they have caught up. Logs go to stderr.`)
 		return err
 	}
 	opts.Logger = cfg.NewLogger(e.stderr)
+	logTLS(opts.Logger, cfg, *id, opts.TLS)
 	opts.RaftLog = e.stderr
 	self, _ := cfg.MasterByID(*id)
 	lis, err := net.Listen("tcp", config.Bind(self.Addr, self.ListenAddr))

@@ -78,6 +78,7 @@ configuration and waits for one (gavel reconfigure). Logs go to stderr.`)
 	}
 	// The chain package adds node, epoch and role to each of its lines.
 	opts.Logger = cfg.NewLogger(e.stderr)
+	logTLS(opts.Logger, cfg, *id, opts.TLS)
 	node, err := chain.NewNode(opts)
 	if err != nil {
 		return exception("%v", err)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -42,4 +44,26 @@ func clientDialOptions(cfg *config.Config) ([]grpc.DialOption, error) {
 		return nil, err
 	}
 	return []grpc.DialOption{ident.DialOption()}, nil
+}
+
+// expiryWarning is how long before its certificate expires a process
+// starts warning about it.
+const expiryWarning = 30 * 24 * time.Hour
+
+// logTLS logs, at start, whether process id runs TLS and with which
+// certificate; a warning when the certificate expires within
+// expiryWarning.
+func logTLS(log *slog.Logger, cfg *config.Config, id string, ident *pki.Identity) {
+	if ident == nil {
+		log.Info("TLS off (tls.ca not set): every link in plaintext", "id", id)
+		return
+	}
+	cert, _ := cfg.TLSFiles(id)
+	c := ident.Certificate()
+	attrs := []any{"id", id, "ca", cfg.TLS.CA, "cert", cert, "subject", c.Subject.CommonName,
+		"expires", c.NotAfter.UTC().Format(time.RFC3339)}
+	log.Info("TLS on: mutual TLS on every gRPC link, the gateways on https", attrs...)
+	if left := time.Until(c.NotAfter); left < expiryWarning {
+		log.Warn("certificate expires soon: renew it (gavel certs init --force) and restart", append(attrs, "left", left.Round(time.Hour))...)
+	}
 }
