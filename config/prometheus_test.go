@@ -46,3 +46,18 @@ func TestPrometheusScrapeConfig(t *testing.T) {
 		t.Errorf("n3 has no http_addr but is a target:\n%s", out)
 	}
 }
+
+// With TLS on, the gateways' metrics are https (on their addr); masters'
+// and nodes' http_addr stay plain http.
+func TestPrometheusScrapeConfigTLS(t *testing.T) {
+	c := Default()
+	c.TLS.CA = "/etc/gavel/ca.crt"
+	out := c.PrometheusScrapeConfig(5 * time.Second)
+	want := "  - job_name: gavel-gateway\n    scheme: https\n    tls_config: {ca_file: \"/etc/gavel/ca.crt\"}\n    static_configs:\n"
+	if !strings.Contains(out, want) {
+		t.Errorf("gateway job is not https with the CA:\n%s", out)
+	}
+	if strings.Count(out, "scheme: https") != 1 {
+		t.Errorf("masters or nodes scraped over https:\n%s", out)
+	}
+}
