@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,6 +25,14 @@ type streamLayer struct {
 	// side verifies the server's.
 	tls *tls.Config
 	log *slog.Logger
+
+	// With TLS, acceptLoop accepts and handshakes each connection on a
+	// goroutine of its own, so that a peer slow to handshake holds up no
+	// other; Accept takes the connections that passed from ready.
+	ready     chan net.Conn
+	acceptErr chan error
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -43,32 +52,75 @@ func newStreamLayer(lis net.Listener, bind, advertise string, tlsConf *tls.Confi
 			return nil, err
 		}
 	}
-	return &streamLayer{lis: lis, advertise: adv, tls: tlsConf, log: log}, nil
+	s := &streamLayer{lis: lis, advertise: adv, tls: tlsConf, log: log,
+		ready: make(chan net.Conn), acceptErr: make(chan error), closed: make(chan struct{})}
+	if tlsConf != nil {
+		go s.acceptLoop()
+	}
+	return s, nil
 }
 
-// Accept returns the next connection from a peer. With TLS the handshake
-// runs here, so that a peer without a certificate of the cluster's CA is
-// refused, and logged, before raft reads a byte.
+// handshakeTimeout bounds the TLS handshake of an accepted connection.
+const handshakeTimeout = 5 * time.Second
+
+// Accept returns the next connection from a peer. With TLS, only
+// connections whose handshake passed come out: a peer without a
+// certificate of the cluster's CA is refused, and logged, before raft
+// reads a byte.
 func (s *streamLayer) Accept() (net.Conn, error) {
+	if s.tls == nil {
+		return s.lis.Accept()
+	}
+	select {
+	case c := <-s.ready:
+		return c, nil
+	case err := <-s.acceptErr:
+		return nil, err
+	case <-s.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// acceptLoop accepts connections until Close and handshakes each on a
+// goroutine of its own.
+func (s *streamLayer) acceptLoop() {
 	for {
 		c, err := s.lis.Accept()
-		if err != nil || s.tls == nil {
-			return c, err
-		}
-		tc := tls.Server(c, s.tls)
-		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			pki.LogRefusal(s.log, "refused raft connection: TLS handshake failed", c.RemoteAddr(), err)
-			c.Close()
+		if err != nil {
+			select {
+			case s.acceptErr <- err: // raft's accept loop backs off and retries
+			case <-s.closed:
+				return
+			}
 			continue
 		}
-		_ = tc.SetDeadline(time.Time{})
-		return tc, nil
+		go s.handshake(c)
+	}
+}
+
+// handshake runs the server side of c's TLS handshake and hands the
+// connection to Accept, or logs the refusal and closes it.
+func (s *streamLayer) handshake(c net.Conn) {
+	tc := tls.Server(c, s.tls)
+	_ = tc.SetDeadline(time.Now().Add(handshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		pki.LogRefusal(s.log, "refused raft connection: TLS handshake failed", c.RemoteAddr(), err)
+		c.Close()
+		return
+	}
+	_ = tc.SetDeadline(time.Time{})
+	select {
+	case s.ready <- tc:
+	case <-s.closed:
+		tc.Close()
 	}
 }
 
 // Close stops accepting.
-func (s *streamLayer) Close() error { return s.lis.Close() }
+func (s *streamLayer) Close() error {
+	s.closeOnce.Do(func() { close(s.closed) })
+	return s.lis.Close()
+}
 
 // Addr is the address other masters reach this one at.
 func (s *streamLayer) Addr() net.Addr { return s.advertise }

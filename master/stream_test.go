@@ -1,0 +1,152 @@
+package master
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/gavel-auction/gavel/pki"
+)
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func identity(t *testing.T, ca *pki.CA, trust []byte, id string) *pki.Identity {
+	t.Helper()
+	kp, err := ca.Issue(id, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ident, err := pki.Parse(trust, kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ident
+}
+
+// The Raft transport over TLS: a peer that connects and says nothing does
+// not hold up a peer that handshakes; a peer with a certificate of another
+// CA is refused and logged; after Close, Accept returns an error.
+func TestStreamLayerTLS(t *testing.T) {
+	ca, err := pki.NewCA("gavel CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := pki.NewCA("foreign CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM := ca.PEM().CertPEM
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	server, err := newStreamLayer(lis, addr, addr, identity(t, ca, caPEM, "m1").PeerConfig(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	peer := &streamLayer{tls: identity(t, ca, caPEM, "m2").PeerConfig(), log: log}
+	stranger := &streamLayer{tls: identity(t, foreign, caPEM, "m9").PeerConfig(), log: log}
+
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	got := make(chan accepted, 4)
+	go func() {
+		for {
+			c, err := server.Accept()
+			got <- accepted{c, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	c, err := peer.Dial(raft.ServerAddress(addr), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		a.c.Close()
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("accepting a peer took %v behind a silent connection", d)
+		}
+	case <-time.After(handshakeTimeout - time.Second):
+		t.Fatal("a silent connection held up the peer's")
+	}
+
+	if c, err := stranger.Dial(raft.ServerAddress(addr), 2*time.Second); err == nil {
+		// TLS 1.3: the client's handshake ends before the server has
+		// checked its certificate; the server's refusal shows on read.
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a certificate of another CA was accepted")
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(logs.String(), "peer_cert=m9") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, want := range []string{`level=WARN msg="refused raft connection: TLS handshake failed"`, "peer_cert=m9",
+		"the peer's certificate is not signed by this cluster's CA"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	select {
+	case a := <-got:
+		t.Fatalf("Accept returned a refused connection: %v %v", a.c, a.err)
+	default:
+	}
+
+	server.Close()
+	select {
+	case a := <-got:
+		if a.err == nil {
+			t.Error("Accept after Close returned a connection")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Accept did not return after Close")
+	}
+}
