@@ -238,9 +238,13 @@ type wsClient struct {
 // dialWS connects to a gateway's /ws (10 s bound) and closes the connection
 // when the test ends.
 func dialWS(t testing.TB, u string, hdr http.Header) (*wsClient, error) {
+	return dialWSWith(t, &websocket.Dialer{HandshakeTimeout: 10 * time.Second}, u, hdr)
+}
+
+// dialWSWith is dialWS with a dialer of the caller's (for wss with a CA).
+func dialWSWith(t testing.TB, d *websocket.Dialer, u string, hdr http.Header) (*wsClient, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	conn, resp, err := d.DialContext(ctx, u, hdr)
 	if err != nil {
 		if resp != nil {

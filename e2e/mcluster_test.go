@@ -114,7 +114,7 @@ func (c *cluster) running(id string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, ok := c.procs[id]
-	return ok || c.inProcess
+	return ok || c.inProcess || c.external
 }
 
 // config returns the chain configuration as the master leader has it.

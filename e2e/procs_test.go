@@ -65,6 +65,11 @@ type cluster struct {
 	gatewayIDs []string
 	// inProcess: masters and nodes run in the test process (procs is empty).
 	inProcess bool
+	// external: the processes were started by scripts/launch, on test
+	// hosts (procs is empty); the test assumes they run.
+	external bool
+	// dialOpts are added to every gRPC connection the test opens (TLS).
+	dialOpts []grpc.DialOption
 
 	mu    sync.Mutex // guards procs
 	procs map[string]*proc
@@ -215,7 +220,8 @@ func (c *cluster) conn(id string) *grpc.ClientConn {
 	if conn, ok := c.conns[id]; ok {
 		return conn
 	}
-	conn, err := grpc.NewClient(c.addrs[id], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.addrs[id], append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		c.dialOpts...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
