@@ -276,6 +276,10 @@ func stopIDs(ids []string, kill bool, wait time.Duration) []procState {
 // dataState describes master data dir d.
 func dataState(d string) dirState {
 	st := dirState{Dir: d}
+	if fi, err := os.Stat(d); err == nil && !fi.IsDir() {
+		st.Exists = true // not a data dir: left alone
+		return st
+	}
 	entries, err := os.ReadDir(d)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
