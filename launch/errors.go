@@ -29,8 +29,7 @@ var (
 	// ErrNotRunning is returned by Kill for a process that does not run.
 	ErrNotRunning = errors.New("not running")
 	// ErrDown is returned by Status when a process of the configuration is
-	// down or does not answer, and by Down when a host could not be
-	// cleaned.
+	// down or does not answer.
 	ErrDown = errors.New("down")
 	// ErrAgent is returned when the launcher's helper on a host (gavel
 	// launch agent) fails or answers something unreadable.

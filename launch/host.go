@@ -14,7 +14,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Host is a machine that processes of the configuration run on: the
@@ -44,6 +46,8 @@ type Host interface {
 	// when the host's copy differs (by SHA-256), replacing it atomically
 	// so that a running binary is never overwritten in place.
 	Put(ctx context.Context, files []File) error
+	// Close ends what the host keeps open (an ssh connection).
+	Close() error
 }
 
 // File is one file that Put copies: Local on the launching machine, to
@@ -136,6 +140,9 @@ func (h *localHost) Stream(ctx context.Context, script string, stdout, stderr io
 	return cmd.Run()
 }
 
+// Close does nothing: the launching machine keeps nothing open.
+func (h *localHost) Close() error { return nil }
+
 func (h *localHost) Put(_ context.Context, files []File) error {
 	for _, f := range files {
 		dst := f.Remote
@@ -211,6 +218,14 @@ type sshHost struct {
 	knownHosts string // known_hosts path, ~ expanded; may be ""
 	dir        string
 	ssh, scp   string // programs
+	// muxDir holds the socket of the connection that every command to
+	// the host shares (ssh -M); "" runs each on its own connection.
+	muxDir string
+
+	muxOnce sync.Once
+	mux     *exec.Cmd // the shared connection's ssh -M; nil when none
+	muxErr  error     // why the host could not be reached
+	muxDone chan struct{}
 }
 
 var _ Host = (*sshHost)(nil)
@@ -251,7 +266,78 @@ func (h *sshHost) options() []string {
 	if h.knownHosts != "" {
 		o = append(o, "-o", "UserKnownHostsFile="+h.knownHosts, "-o", "StrictHostKeyChecking=yes")
 	}
+	if h.muxDir != "" {
+		o = append(o, "-o", "ControlPath="+h.socket())
+	}
 	return o
+}
+
+// socket is the path of the shared connection's control socket.
+func (h *sshHost) socket() string { return filepath.Join(h.muxDir, h.name) }
+
+// connect opens, once, the connection that the host's commands share: an
+// ssh master (ssh -M -N) that lives until Close. It returns the error of
+// a host that cannot be reached. Without muxDir it does nothing.
+func (h *sshHost) connect(ctx context.Context) error {
+	h.muxOnce.Do(func() {
+		if h.muxDir == "" {
+			return
+		}
+		args := append(h.options(), "-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N")
+		if h.port != "" {
+			args = append(args, "-p", h.port)
+		}
+		if h.user != "" {
+			args = append(args, "-l", h.user)
+		}
+		cmd := exec.Command(h.ssh, append(args, "--", h.host)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			h.muxErr = h.unreachable(nil, err)
+			return
+		}
+		done := make(chan struct{})
+		var werr error
+		go func() { werr = cmd.Wait(); close(done) }()
+		// The master is ready once its socket exists; it exits when the
+		// host cannot be reached.
+		for end := time.Now().Add(15 * time.Second); ; {
+			if _, err := os.Stat(h.socket()); err == nil {
+				h.mux, h.muxDone = cmd, done
+				return
+			}
+			select {
+			case <-done:
+				h.muxErr = h.unreachable(stderr.Bytes(), werr)
+				return
+			case <-ctx.Done():
+				_ = cmd.Process.Kill()
+				<-done
+				h.muxErr = ctx.Err()
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if time.Now().After(end) {
+				// No socket but no failure either: go without sharing.
+				_ = cmd.Process.Kill()
+				<-done
+				return
+			}
+		}
+	})
+	return h.muxErr
+}
+
+// Close ends the shared connection.
+func (h *sshHost) Close() error {
+	h.muxOnce.Do(func() {}) // no connection opens after Close
+	if h.mux != nil {
+		_ = h.mux.Process.Kill()
+		<-h.muxDone
+		h.mux = nil
+	}
+	return nil
 }
 
 // sshArgs is the argument list of ssh running the remote command line.
@@ -302,6 +388,9 @@ func (h *sshHost) unreachable(stderr []byte, err error) error {
 const sshFailed = 255
 
 func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) ([]byte, error) {
+	if err := h.connect(ctx); err != nil {
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, h.ssh, h.sshArgs(h.remote(script))...)
 	var stderr bytes.Buffer
 	cmd.Stdin, cmd.Stderr = stdin, &stderr
@@ -320,6 +409,9 @@ func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) ([]by
 }
 
 func (h *sshHost) Stream(ctx context.Context, script string, stdout, stderr io.Writer) error {
+	if err := h.connect(ctx); err != nil {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, h.ssh, h.sshArgs(h.remote(script))...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	return cmd.Run()
@@ -329,13 +421,14 @@ func (h *sshHost) Put(ctx context.Context, files []File) error {
 	if len(files) == 0 {
 		return nil
 	}
-	// One round trip for the host's sums, one scp per changed file, one
-	// round trip to move them into place.
+	// One round trip for the host's sums (and a staging directory), one
+	// scp of the changed files, one round trip to move them into place.
+	stage := fmt.Sprintf(".run/.launch-put-%d-%d", os.Getpid(), seq.Add(1))
 	var list strings.Builder
 	for _, f := range files {
 		list.WriteString(" " + shQuote(f.Remote))
 	}
-	out, err := h.Run(ctx, "sha256sum --"+list.String()+" 2>/dev/null; true", nil)
+	out, err := h.Run(ctx, "mkdir -p "+stage+" && { sha256sum --"+list.String()+" 2>/dev/null; true; }", nil)
 	if err != nil {
 		return err
 	}
@@ -345,7 +438,15 @@ func (h *sshHost) Put(ctx context.Context, files []File) error {
 			have[path] = sum
 		}
 	}
-	var moves strings.Builder
+	// The changed files go through local symbolic links named 0, 1, ...,
+	// so that one scp copies them all into the staging directory.
+	local, err := os.MkdirTemp("", "gavel-put-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(local)
+	var srcs []string
+	moves := "cd " + stage
 	for _, f := range files {
 		sum, err := fileSum(f.Local)
 		if err != nil {
@@ -354,26 +455,33 @@ func (h *sshHost) Put(ctx context.Context, files []File) error {
 		if have[f.Remote] == sum {
 			continue
 		}
-		tmp := fmt.Sprintf(".run/.launch-put-%d-%d", os.Getpid(), seq.Add(1))
-		if _, err := h.Run(ctx, "mkdir -p .run", nil); err != nil {
+		name := strconv.Itoa(len(srcs))
+		abs, err := filepath.Abs(f.Local)
+		if err != nil {
 			return err
 		}
-		dst := tmp
-		if !filepath.IsAbs(dst) {
-			dst = filepath.Join(h.dir, tmp)
+		if err := os.Symlink(abs, filepath.Join(local, name)); err != nil {
+			return err
 		}
-		cmd := exec.CommandContext(ctx, h.scp, h.scpArgs(f.Local, dst)...)
+		srcs = append(srcs, filepath.Join(local, name))
+		dst := f.Remote
+		if !filepath.IsAbs(dst) {
+			dst = filepath.Join(h.dir, dst)
+		}
+		moves += fmt.Sprintf(" && mkdir -p %s && chmod %s %s && mv -f %s %s",
+			shQuote(filepath.Dir(dst)), strconv.FormatUint(uint64(f.Mode.Perm()), 8), name, name, shQuote(dst))
+	}
+	if len(srcs) > 0 {
+		args := h.scpArgs(srcs[0], filepath.Join(h.dir, stage)+"/")
+		args = append(args[:len(args)-2], append(srcs, args[len(args)-1])...)
+		cmd := exec.CommandContext(ctx, h.scp, args...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("copying %s to host %s: %w: %s", f.Local, h.name, ErrUnreachable, lastLine(stderr.Bytes()))
+			_, _ = h.Run(ctx, "rm -rf "+stage, nil)
+			return fmt.Errorf("copying files to host %s: %w: %s", h.name, ErrUnreachable, lastLine(stderr.Bytes()))
 		}
-		fmt.Fprintf(&moves, "mkdir -p %s && chmod %s %s && mv -f %s %s && ",
-			shQuote(filepath.Dir(f.Remote)), strconv.FormatUint(uint64(f.Mode.Perm()), 8), tmp, tmp, shQuote(f.Remote))
 	}
-	if moves.Len() == 0 {
-		return nil
-	}
-	_, err = h.Run(ctx, moves.String()+"true", nil)
+	_, err = h.Run(ctx, moves+" && cd "+shQuote(h.dir)+" && rmdir "+stage, nil)
 	return err
 }

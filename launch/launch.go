@@ -188,6 +188,8 @@ type Launcher struct {
 	hostKeys map[string]string
 	// monitorStarted is set once Up has started a Prometheus.
 	monitorStarted bool
+	// muxDir holds the control sockets of the ssh connections.
+	muxDir string
 }
 
 // New returns a Launcher for o.
@@ -251,6 +253,13 @@ func New(o Options) (*Launcher, error) {
 		l.file = o.Config.File
 	}
 	l.procs = Procs(o.Config)
+	for _, hc := range o.Config.Hosts {
+		if hc.SSH != "" && l.muxDir == "" {
+			if l.muxDir, err = os.MkdirTemp("", "gavel-ssh-"); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for i, hc := range o.Config.Hosts {
 		key := fmt.Sprintf("hosts[%d]", i)
 		l.hostKeys[hc.Name] = key
@@ -258,7 +267,7 @@ func New(o Options) (*Launcher, error) {
 		case hc.SSH != "":
 			host, port := splitSSH(hc.SSH)
 			sh := &sshHost{name: hc.Name, key: key, file: l.file, addr: hc.SSH, host: host, port: port,
-				user: hc.User, dir: hc.Dir, ssh: o.SSH, scp: o.SCP}
+				user: hc.User, dir: hc.Dir, ssh: o.SSH, scp: o.SCP, muxDir: l.muxDir}
 			if hc.Key != "" {
 				sh.identity = l.absLocal(hc.Key)
 			}
@@ -273,6 +282,17 @@ func New(o Options) (*Launcher, error) {
 		}
 	}
 	return l, nil
+}
+
+// Close ends the ssh connections that the launcher's commands shared.
+func (l *Launcher) Close() error {
+	for _, h := range l.distinctHosts() {
+		_ = h.Close()
+	}
+	if l.muxDir != "" {
+		return os.RemoveAll(l.muxDir)
+	}
+	return nil
 }
 
 // absLocal makes path absolute on the launching machine, relative to the

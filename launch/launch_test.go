@@ -43,6 +43,7 @@ func newTest(t *testing.T, cfg *config.Config, dir string, out *bytes.Buffer) *L
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
 

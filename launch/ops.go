@@ -56,7 +56,7 @@ func (l *Launcher) Down(ctx context.Context) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		l.say("gavel cluster down, except on the hosts below")
-		return fmt.Errorf("%w: %w", ErrDown, err)
+		return err
 	}
 	l.say("gavel cluster down")
 	if l.o.KeepData {

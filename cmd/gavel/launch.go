@@ -179,6 +179,7 @@ in .run/ (ID.pid, ID.log) of each host's directory.`)
 	if err != nil {
 		return launchFailed(e, exitException, err)
 	}
+	defer l.Close()
 	switch word {
 	case "up":
 		err = l.Up(ctx)

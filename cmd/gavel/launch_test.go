@@ -362,14 +362,22 @@ func TestLaunchFailureStopsEverything(t *testing.T) {
 // fakeSCP an scp that copies here: hosts "reached over ssh" are
 // directories of the test, with every step of the remote path taken.
 const fakeSSH = `#!/bin/sh
+master=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    -o|-i|-p|-l) shift 2 ;;
+    -N) master=1; shift ;;
+    -o) case "$2" in ControlPath=*) ctl=${2#ControlPath=} ;; esac; shift 2 ;;
+    -i|-p|-l) shift 2 ;;
     --) shift; break ;;
     *) break ;;
   esac
 done
 echo "$1" >>"$FAKE_SSH_LOG"
+if [ $master = 1 ]; then
+  # The shared connection: its socket exists while it runs.
+  : >"$ctl"
+  exec sleep 600
+fi
 shift
 exec sh -c "$1"
 `
@@ -383,7 +391,11 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-cp "$1" "${2#*:}"
+for target; do :; done
+while [ $# -gt 1 ]; do
+  cp -L "$1" "${target#*:}"
+  shift
+done
 `
 
 // TestLaunchRemoteLayout runs processes on two hosts reached through a
