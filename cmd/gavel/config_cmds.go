@@ -24,8 +24,9 @@ Read the configuration the way every gavel process does.
              metrics (jobs gavel-master, gavel-node, gavel-gateway, each
              target labelled with its id), as dashboards/ expects
 
-nodes, masters and processes are what scripts/launch reads, so that the
-cluster is described in config.yaml only.`)
+nodes, masters and processes list the cluster for scripts; gavel launch
+(scripts/launch) reads config.yaml itself, so that the cluster is
+described there only.`)
 	configPath := f.String("config", "config.yaml", "configuration file")
 	interval := f.Duration("interval", 5*time.Second, "prometheus: scrape and evaluation interval")
 	pos, err := f.parse(args)
