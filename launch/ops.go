@@ -282,7 +282,7 @@ func (l *Launcher) Restart(ctx context.Context, id string) (err error) {
 		return fmt.Errorf("%w %s: %s lists %s", ErrUnknownID, id, l.file, strings.Join(ids(l.procs), " "))
 	}
 	h := l.hostOf(p)
-	if err := l.prepare(ctx, []Host{h}); err != nil {
+	if err := l.prepare(ctx, []Host{h}, []Host{h}); err != nil {
 		return err
 	}
 	resp, err := agent(ctx, h, agentRequest{Op: "ps", IDs: []string{id}})

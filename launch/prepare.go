@@ -135,13 +135,14 @@ func (l *Launcher) install(ctx context.Context, hs []Host) error {
 	return errors.Join(errs...)
 }
 
-// prepare readies hs before any process starts on them: local files,
-// reachability, then the files each host needs.
-func (l *Launcher) prepare(ctx context.Context, hs []Host) error {
-	if err := l.checkLocalFiles(l.sshHosts()); err != nil {
+// prepare readies hs before any process starts on them: first the local
+// files and the reachability of every host of check, then the files each
+// host of hs needs.
+func (l *Launcher) prepare(ctx context.Context, check, hs []Host) error {
+	if err := l.checkLocalFiles(check); err != nil {
 		return err
 	}
-	if err := l.reach(ctx, l.sshHosts()); err != nil {
+	if err := l.reach(ctx, check); err != nil {
 		return err
 	}
 	return l.install(ctx, hs)

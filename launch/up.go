@@ -333,7 +333,7 @@ func (l *Launcher) staleData(ctx context.Context, ps []Proc) (bool, error) {
 // anything fails it stops every process it started and returns the
 // failure.
 func (l *Launcher) Up(ctx context.Context) (err error) {
-	if err := l.prepare(ctx, l.procHosts(l.procs)); err != nil {
+	if err := l.prepare(ctx, l.sshHosts(), l.procHosts(l.procs)); err != nil {
 		return err
 	}
 	pids, err := l.running(ctx, l.procs)
