@@ -18,7 +18,8 @@ import (
 	"time"
 )
 
-// CAValidity is how long a CA made by NewCA is valid unless told otherwise.
+// CAValidity is the validity of the CA that gavel certs init makes (longer
+// only to cover certificates asked for longer).
 const CAValidity = 10 * 365 * 24 * time.Hour
 
 // clockSkew backdates every certificate's start, so that a machine whose
@@ -31,16 +32,16 @@ var loopback = []string{"127.0.0.1", "::1", "localhost"}
 
 // KeyPair is a certificate and its private key, both PEM-encoded.
 type KeyPair struct {
-	CertPEM []byte
-	KeyPEM  []byte
+	CertPEM []byte // one CERTIFICATE block
+	KeyPEM  []byte // one PKCS #8 PRIVATE KEY block
 }
 
 // CA is a certificate authority that signs the certificates of a cluster's
 // processes.
 type CA struct {
-	Cert *x509.Certificate
-	Key  *ecdsa.PrivateKey
-	pair KeyPair
+	Cert *x509.Certificate // self-signed
+	Key  *ecdsa.PrivateKey // signs the certificates of Issue
+	pair KeyPair           // Cert and Key, PEM-encoded
 }
 
 // NewCA makes a self-signed CA: an ECDSA P-256 key and a certificate named
