@@ -29,6 +29,15 @@ var testGavel struct {
 	err  error
 }
 
+// TestMain removes the gavel binary that the launch tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if testGavel.path != "" {
+		os.RemoveAll(filepath.Dir(testGavel.path))
+	}
+	os.Exit(code)
+}
+
 // gavelBinary builds gavel (once per test binary) and returns its path.
 func gavelBinary(t *testing.T) string {
 	t.Helper()
