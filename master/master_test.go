@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -801,6 +802,46 @@ func TestMasterFullRestart(t *testing.T) {
 	}
 	n2.setLinked(true)
 	c.waitConfig(l, "e3 [n1 n2]")
+}
+
+// TestMasterReplacedWithEmptyDataDir checks the replacement of a lost
+// master machine: a master that comes back at its old addresses with an
+// empty data dir (a new machine) bootstraps with the same peers, which is
+// the same first log entry the group started from, so the leader brings it
+// up to date (from a snapshot here) and it serves the current
+// configuration; the group goes on deciding with it.
+func TestMasterReplacedWithEmptyDataDir(t *testing.T) {
+	c := newCluster(t, 3)
+	l := c.waitLeader()
+	c.startNode("n1", 1, l)
+	c.waitConfig(l, "e1 [n1]")
+	n2 := c.startNode("n2", 1, l)
+	c.waitConfig(l, "e2 [n1] +[n2]")
+	if err := c.masters[l].raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+
+	lost := c.follower(l)
+	c.stop(lost)
+	if err := os.RemoveAll(c.dirs[lost]); err != nil {
+		t.Fatal(err)
+	}
+	c.restart(lost)
+	waitFor(t, settle, "the replaced master to apply e2", func() bool {
+		return c.masters[lost].Config().String() == "e2 [n1] +[n2]"
+	})
+	n2.setLinked(true)
+	c.waitConfig(c.waitLeader(), "e3 [n1 n2]")
+	// It can lead: stop the leader, so that the replaced master and the
+	// third one elect one of them with the configuration intact.
+	l = c.waitLeader()
+	if l != lost {
+		c.stop(l)
+		nl := c.waitLeader()
+		if got := c.masters[nl].Config().String(); got != "e3 [n1 n2]" {
+			t.Errorf("after the leader stopped, %s has %s, want e3 [n1 n2]", c.peers[nl].ID, got)
+		}
+	}
 }
 
 // TestNewRejectsBadOptions checks that New refuses an id that is not
