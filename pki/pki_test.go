@@ -223,9 +223,9 @@ func (l *logBuffer) String() string {
 }
 
 // handshake runs a TLS server with srv's ServerCredentials on loopback
-// and dials it with conf; it returns the client's error and the server's
-// log.
-func handshake(t *testing.T, srv *Identity, conf *tls.Config, plain bool) (error, string) {
+// and dials it with conf; it returns the server's log and the client's
+// error.
+func handshake(t *testing.T, srv *Identity, conf *tls.Config, plain bool) (string, error) {
 	t.Helper()
 	var logs logBuffer
 	creds := srv.ServerCredentials(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
@@ -274,7 +274,7 @@ func handshake(t *testing.T, srv *Identity, conf *tls.Config, plain bool) (error
 	case <-time.After(5 * time.Second):
 		t.Fatal("server handshake did not end")
 	}
-	return cerr, logs.String()
+	return logs.String(), cerr
 }
 
 // withServerName sets what grpc-go's client credentials set: the server's
@@ -301,10 +301,10 @@ func TestHandshakes(t *testing.T) {
 	}
 
 	t.Run("mutual", func(t *testing.T) {
-		if err, logs := handshake(t, server, withServerName(client.ClientConfig()), false); err != nil || logs != "" {
+		if logs, err := handshake(t, server, withServerName(client.ClientConfig()), false); err != nil || logs != "" {
 			t.Fatalf("handshake: %v; server log: %s", err, logs)
 		}
-		if err, logs := handshake(t, server, withServerName(client.PeerConfig()), false); err != nil || logs != "" {
+		if logs, err := handshake(t, server, withServerName(client.PeerConfig()), false); err != nil || logs != "" {
 			t.Fatalf("handshake with PeerConfig: %v; server log: %s", err, logs)
 		}
 	})
@@ -325,7 +325,7 @@ func TestHandshakes(t *testing.T) {
 			"the peer refused this process's certificate", "remote error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err, logs := handshake(t, server, tc.conf, tc.plain)
+			logs, err := handshake(t, server, tc.conf, tc.plain)
 			if !tc.plain && err == nil {
 				t.Error("the client got through")
 			}
@@ -337,7 +337,7 @@ func TestHandshakes(t *testing.T) {
 		})
 	}
 	t.Run("foreign CA names the certificate", func(t *testing.T) {
-		_, logs := handshake(t, server, withServerName(misissued.ClientConfig()), false)
+		logs, _ := handshake(t, server, withServerName(misissued.ClientConfig()), false)
 		if !strings.Contains(logs, "peer_cert=n9") || !strings.Contains(logs, `peer_issuer="foreign CA"`) {
 			t.Errorf("refusal does not name the presented certificate:\n%s", logs)
 		}
@@ -347,7 +347,7 @@ func TestHandshakes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cerr, _ := handshake(t, foreignServer, withServerName(client.ClientConfig()), false)
+		_, cerr := handshake(t, foreignServer, withServerName(client.ClientConfig()), false)
 		var unknown x509.UnknownAuthorityError
 		if !errors.As(cerr, &unknown) {
 			t.Errorf("client handshake with a foreign server: %v, want unknown authority", cerr)
@@ -394,7 +394,7 @@ func TestCABundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err, logs := handshake(t, id, withServerName(n2.ClientConfig()), false); err != nil {
+	if logs, err := handshake(t, id, withServerName(n2.ClientConfig()), false); err != nil {
 		t.Fatalf("old-CA server, new-CA client: %v\n%s", err, logs)
 	}
 }
