@@ -59,7 +59,8 @@ type HostConfig struct {
 	// binary, the configuration and the certificates there, and the
 	// processes keep their logs and data under it. Relative paths of the
 	// configuration (data dirs, tls files) are relative to it. Required for
-	// a host reached over ssh; a local host defaults to the launching
+	// a host reached over ssh, where a relative dir (or one starting ~/) is
+	// relative to the login's home; a local host defaults to the launching
 	// directory.
 	Dir string `mapstructure:"dir"`
 }

@@ -368,10 +368,24 @@ func (h *sshHost) scpArgs(local, path string) []string {
 	return append(args, "--", local, host+":"+path)
 }
 
+// workDir is the working directory as the host's commands name it. ssh
+// and scp start in the login's home, so a relative dir is relative to it;
+// a leading ~/ is dropped, since quoting keeps the shell from expanding it.
+func (h *sshHost) workDir() string {
+	if h.dir == "~" || strings.HasPrefix(h.dir, "~/") {
+		if d := strings.TrimLeft(h.dir[1:], "/"); d != "" {
+			return d
+		}
+		return "."
+	}
+	return h.dir
+}
+
 // remote is the command line that ssh hands to the host's shell: script,
 // in the working directory (created if need be).
 func (h *sshHost) remote(script string) string {
-	return "mkdir -p " + shQuote(h.dir) + " && cd " + shQuote(h.dir) + " && " + script
+	wd := shQuote(h.workDir())
+	return "mkdir -p " + wd + " && cd " + wd + " && " + script
 }
 
 // unreachable is the error for an ssh that could not reach the host.
@@ -445,8 +459,10 @@ func (h *sshHost) Put(ctx context.Context, files []File) error {
 		return err
 	}
 	defer os.RemoveAll(local)
+	// The moves run in the working directory, where f.Remote is relative
+	// to, like stage.
 	var srcs []string
-	moves := "cd " + stage
+	moves := "true"
 	for _, f := range files {
 		sum, err := fileSum(f.Local)
 		if err != nil {
@@ -464,15 +480,12 @@ func (h *sshHost) Put(ctx context.Context, files []File) error {
 			return err
 		}
 		srcs = append(srcs, filepath.Join(local, name))
-		dst := f.Remote
-		if !filepath.IsAbs(dst) {
-			dst = filepath.Join(h.dir, dst)
-		}
+		staged := stage + "/" + name
 		moves += fmt.Sprintf(" && mkdir -p %s && chmod %s %s && mv -f %s %s",
-			shQuote(filepath.Dir(dst)), strconv.FormatUint(uint64(f.Mode.Perm()), 8), name, name, shQuote(dst))
+			shQuote(filepath.Dir(f.Remote)), strconv.FormatUint(uint64(f.Mode.Perm()), 8), staged, staged, shQuote(f.Remote))
 	}
 	if len(srcs) > 0 {
-		args := h.scpArgs(srcs[0], filepath.Join(h.dir, stage)+"/")
+		args := h.scpArgs(srcs[0], filepath.Join(h.workDir(), stage)+"/")
 		args = append(args[:len(args)-2], append(srcs, args[len(args)-1])...)
 		cmd := exec.CommandContext(ctx, h.scp, args...)
 		var stderr bytes.Buffer
@@ -482,6 +495,6 @@ func (h *sshHost) Put(ctx context.Context, files []File) error {
 			return fmt.Errorf("copying files to host %s: %w: %s", h.name, ErrUnreachable, lastLine(stderr.Bytes()))
 		}
 	}
-	_, err = h.Run(ctx, moves+" && cd "+shQuote(h.dir)+" && rmdir "+stage, nil)
+	_, err = h.Run(ctx, moves+" && rmdir "+stage, nil)
 	return err
 }

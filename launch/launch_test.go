@@ -327,3 +327,70 @@ nodes:
 		t.Errorf("Up took %v to find the host unreachable", d)
 	}
 }
+
+// homeSSH is an ssh that runs the remote command on this machine, starting
+// in $FAKE_HOME as a real ssh starts in the login's home; homeSCP copies
+// there likewise.
+const homeSSH = `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o|-i|-p|-l) shift 2 ;;
+    --) shift; break ;;
+    *) break ;;
+  esac
+done
+shift
+cd "$FAKE_HOME" && exec sh -c "$1"
+`
+
+const homeSCP = `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -q) shift ;;
+    -o|-i|-P) shift 2 ;;
+    --) shift; break ;;
+    *) break ;;
+  esac
+done
+for target; do :; done
+cd "$FAKE_HOME" || exit 1
+while [ $# -gt 1 ]; do cp -L "$1" "${target#*:}" || exit 1; shift; done
+`
+
+// A hosts: dir that is relative, or starts with ~/, is relative to the
+// ssh login's home: Put puts every file under it, at its path relative to
+// it, and leaves no staging directory behind.
+func TestPutRelativeDir(t *testing.T) {
+	tools := t.TempDir()
+	for name, script := range map[string]string{"ssh": homeSSH, "scp": homeSCP} {
+		if err := os.WriteFile(filepath.Join(tools, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := filepath.Join(tools, "payload")
+	if err := os.WriteFile(src, []byte("gavel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for dir, under := range map[string]string{"gavel": "gavel", "~/opt/gavel": "opt/gavel", "~": "."} {
+		home := t.TempDir()
+		t.Setenv("FAKE_HOME", home)
+		h := &sshHost{name: "h1", key: "hosts[0]", host: "h1.test", dir: dir,
+			ssh: filepath.Join(tools, "ssh"), scp: filepath.Join(tools, "scp")}
+		err := h.Put(context.Background(), []File{{Local: src, Remote: "bin/gavel", Mode: 0o755},
+			{Local: src, Remote: "certs/n1.key", Mode: 0o600}})
+		if err != nil {
+			t.Fatalf("dir %s: Put: %v", dir, err)
+		}
+		for f, mode := range map[string]os.FileMode{"bin/gavel": 0o755, "certs/n1.key": 0o600} {
+			st, err := os.Stat(filepath.Join(home, under, f))
+			if err != nil {
+				t.Errorf("dir %s: %v", dir, err)
+			} else if st.Mode().Perm() != mode {
+				t.Errorf("dir %s: %s has mode %v, want %v", dir, f, st.Mode().Perm(), mode)
+			}
+		}
+		if left, _ := filepath.Glob(filepath.Join(home, under, runDir, ".launch-put-*")); len(left) > 0 {
+			t.Errorf("dir %s: staging left behind: %v", dir, left)
+		}
+	}
+}
