@@ -59,7 +59,7 @@ type agentResponse struct {
 type procState struct {
 	ID    string `json:"id"`
 	PID   int    `json:"pid"`   // from the pid file; 0 when none
-	Alive bool   `json:"alive"` // the pid runs, and is gavel's process ID
+	Alive bool   `json:"alive"` // the pid runs, and is gavel's process ID of this directory
 	// Signal is what stop did: "TERM" (it stopped), "KILL" (it needed
 	// SIGKILL), "" (it was not running).
 	Signal string `json:"signal,omitempty"`
@@ -164,10 +164,12 @@ func aliveID(id string) (int, bool) {
 	return pid, isProc(pid, id)
 }
 
-// isProc reports whether pid runs (and is not a zombie) and its command
-// line holds --id id: a stale pid file whose pid now belongs to another
-// program does not count. Without /proc (not Linux) it only checks that
-// the pid exists.
+// isProc reports whether pid runs (and is not a zombie), its command line
+// holds --id id and it runs in the current directory, the host's working
+// directory, where startProc started it: a stale pid file whose pid now
+// belongs to another program, or to the process of the same id of a
+// cluster in another directory, does not count. Without /proc (not Linux)
+// it only checks that the pid exists.
 func isProc(pid int, id string) bool {
 	if _, err := os.Stat("/proc/self/cmdline"); err != nil {
 		return syscall.Kill(pid, 0) == nil
@@ -181,7 +183,17 @@ func isProc(pid int, id string) bool {
 	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X' {
 		return false
 	}
-	return cmdlineHasID(pid, id)
+	return cmdlineHasID(pid, id) && runsIn(pid, ".")
+}
+
+// runsIn reports whether the working directory of pid is dir.
+func runsIn(pid int, dir string) bool {
+	want, err := os.Stat(dir)
+	if err != nil {
+		return false
+	}
+	cwd, err := os.Stat(fmt.Sprintf("/proc/%d/cwd", pid))
+	return err == nil && os.SameFile(want, cwd)
 }
 
 // cmdlineHasID reports whether /proc/PID/cmdline holds "--id ID" (or

@@ -161,11 +161,15 @@ func TestProbe(t *testing.T) {
 	}
 }
 
-// sleeper starts a process whose command line holds --id id and returns
-// it; it is killed when the test ends.
-func sleeper(t *testing.T, id string) *exec.Cmd {
+// sleeper starts a process whose command line holds --id id, in the
+// current directory or else in dir, and returns it; it is killed when the
+// test ends.
+func sleeper(t *testing.T, id string, dir ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", "sleep 30; :", "sh", "--id", id)
+	if len(dir) > 0 {
+		cmd.Dir = dir[0]
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -175,8 +179,9 @@ func sleeper(t *testing.T, id string) *exec.Cmd {
 	return cmd
 }
 
-// A pid file whose pid is not gavel's process of that id is never
-// signalled: ps says it does not run, stop leaves it alone.
+// A pid file whose pid is not gavel's process of that id in this
+// directory is never signalled: ps says it does not run, stop leaves it
+// alone.
 func TestAgentPIDSafety(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
@@ -184,7 +189,8 @@ func TestAgentPIDSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 	mine := sleeper(t, "n1")
-	other := sleeper(t, "n9") // another program, as far as n2 is concerned
+	other := sleeper(t, "n9")                  // another program, as far as n2 is concerned
+	elsewhere := sleeper(t, "n4", t.TempDir()) // n4 of a cluster in another directory
 	write := func(id string, pid int) {
 		if err := os.WriteFile(pidPath(id), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -193,17 +199,18 @@ func TestAgentPIDSafety(t *testing.T) {
 	write("n1", mine.Process.Pid)
 	write("n2", other.Process.Pid)
 	write("n3", 1<<22+7) // no such pid
+	write("n4", elsewhere.Process.Pid)
 
 	resp := serve(agentRequest{Op: "ps"}, "")
 	alive := map[string]bool{}
 	for _, p := range resp.Procs {
 		alive[p.ID] = p.Alive
 	}
-	if !alive["n1"] || alive["n2"] || alive["n3"] || len(resp.Procs) != 3 {
-		t.Fatalf("ps = %+v, want n1 alive, n2 and n3 not", resp.Procs)
+	if !alive["n1"] || alive["n2"] || alive["n3"] || alive["n4"] || len(resp.Procs) != 4 {
+		t.Fatalf("ps = %+v, want n1 alive, n2, n3 and n4 not", resp.Procs)
 	}
 
-	resp = serve(agentRequest{Op: "stop", IDs: []string{"n1", "n2", "n3"}, Wait: time.Second}, "")
+	resp = serve(agentRequest{Op: "stop", IDs: []string{"n1", "n2", "n3", "n4"}, Wait: time.Second}, "")
 	for _, p := range resp.Procs {
 		if want := map[string]string{"n1": "TERM"}[p.ID]; p.Signal != want {
 			t.Errorf("stop %s: signal %q, want %q", p.ID, p.Signal, want)
@@ -211,6 +218,9 @@ func TestAgentPIDSafety(t *testing.T) {
 	}
 	if syscall.Kill(other.Process.Pid, 0) != nil {
 		t.Error("stop n2 killed another program whose pid was in n2's pid file")
+	}
+	if syscall.Kill(elsewhere.Process.Pid, 0) != nil {
+		t.Error("stop n4 killed the n4 of another directory")
 	}
 	if _, err := os.Stat(pidPath("n1")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("n1's pid file is still there: %v", err)

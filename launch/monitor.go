@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,7 +20,14 @@ import (
 // in .run/prometheus.yml (from `gavel config prometheus`) and its samples
 // in .run/prometheus/.
 
-// promPID returns the pid of the monitor's Prometheus when it runs.
+// promConfig is the monitor's Prometheus configuration, relative to the
+// launching directory.
+var promConfig = filepath.Join(runDir, "prometheus.yml")
+
+// promPID returns the pid of the monitor's Prometheus when it runs: the
+// pid of .run/prometheus.pid, if that process runs in the launching
+// directory with --config.file=.run/prometheus.yml, as startMonitor
+// started it. Any other process (the pid reused) is not the monitor.
 func (l *Launcher) promPID() (int, bool) {
 	b, err := os.ReadFile(filepath.Join(l.o.Dir, runDir, "prometheus.pid"))
 	if err != nil {
@@ -30,7 +38,8 @@ func (l *Launcher) promPID() (int, bool) {
 		return 0, false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), "prometheus") {
+	if err != nil || !slices.Contains(strings.Split(string(cmdline), "\x00"), "--config.file="+promConfig) ||
+		!runsIn(pid, l.o.Dir) {
 		return pid, false
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -73,7 +82,7 @@ func (l *Launcher) startMonitor(ctx context.Context) error {
 	if err := os.MkdirAll(run, 0o755); err != nil {
 		return err
 	}
-	yml := filepath.Join(runDir, "prometheus.yml")
+	yml := promConfig
 	if err := os.WriteFile(filepath.Join(l.o.Dir, yml), []byte(l.cfg.PrometheusScrapeConfig(5*time.Second)), 0o644); err != nil {
 		return err
 	}

@@ -48,7 +48,9 @@ package main
 // .run/ID.pid and .run/ID.log, and the masters' data dirs. The launching
 // machine keeps .run/ in the launching directory. Every process runs as
 // `gavel KIND --id ID --config FILE` in its host's directory; a pid is
-// only ever signalled when /proc/PID/cmdline holds --id ID.
+// only ever signalled when /proc/PID/cmdline holds --id ID and the process
+// runs in that directory (the --monitor Prometheus: when it runs in the
+// launching directory with --config.file=.run/prometheus.yml).
 //
 // Two subcommands are the launcher's own, run on each host:
 // `gavel launch probe ADDR...` prints "ADDR taken" or "ADDR cannot bind:
