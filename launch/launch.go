@@ -48,8 +48,8 @@ type Options struct {
 	// local processes and is copied to remote hosts (default: this
 	// program).
 	Gavel string
-	// Observer reports the cluster's state; required by every command
-	// but Down and Logs.
+	// Observer reports the cluster's state; required by Up, Status and
+	// Restart.
 	Observer Observer
 	// Stdout gets the operator's lines, Stderr the warnings and the
 	// details of a failure (default: discarded).

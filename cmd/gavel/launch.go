@@ -170,6 +170,10 @@ in .run/ (ID.pid, ID.log) of each host's directory.`)
 		return launchFailed(e, exitUsage, err)
 	default:
 		opts.Config = cfg
+	}
+	// Only up, status and restart ask the cluster about itself: down, kill
+	// and logs work without the client's certificate (missing, expired).
+	if opts.Config != nil && (word == "up" || word == "status" || word == "restart") {
 		obs, err := newLaunchObserver(cfg)
 		if err != nil {
 			return launchFailed(e, exitUsage, err)

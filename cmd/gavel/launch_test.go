@@ -519,4 +519,13 @@ func TestLaunchTLS(t *testing.T) {
 	if n := len(regexp.MustCompile(`(?m)^\S+ +\w+ +local +\d+ +up `).FindAllString(out, -1)); n != 7 {
 		t.Errorf("status: %d processes up, want 7:\n%s", n, out)
 	}
+
+	// Without the tools' certificate (lost, expired) kill and down still
+	// stop the cluster: they ask it nothing.
+	if err := os.Remove(filepath.Join(le.dir, "certs", "client.crt")); err != nil {
+		t.Fatal(err)
+	}
+	le.launch(0, "kill", "n3")
+	le.launch(0, "down")
+	expectNothingRunning(t, le.dir)
 }
