@@ -39,6 +39,9 @@ type agentRequest struct {
 	Kind   string `json:"kind,omitempty"`
 	ID     string `json:"id,omitempty"`
 	Config string `json:"config,omitempty"`
+	// Env are the launching machine's GAVEL_* variables (KEY=VALUE), set
+	// for the process that start starts over the host's own.
+	Env []string `json:"env,omitempty"`
 	// Kill makes stop send SIGKILL at once rather than SIGTERM first.
 	Kill bool `json:"kill,omitempty"`
 	// Wait is how long stop waits after SIGTERM before SIGKILL.
@@ -101,7 +104,7 @@ func serve(req agentRequest, gavel string) agentResponse {
 			resp.Procs = append(resp.Procs, procState{ID: id, PID: pid, Alive: alive})
 		}
 	case "start":
-		pid, err := startProc(gavel, req.Kind, req.ID, req.Config)
+		pid, err := startProc(gavel, req.Kind, req.ID, req.Config, req.Env)
 		if err != nil {
 			resp.Error = err.Error()
 		}
@@ -213,10 +216,10 @@ func cmdlineHasID(pid int, id string) bool {
 }
 
 // startProc starts `gavel KIND --id ID --config CONFIG` in its own session,
-// detached from the agent: standard input /dev/null, output appended to
-// .run/ID.log after a line that says when it started. It writes the pid
-// file and returns the pid.
-func startProc(gavel, kind, id, cfg string) (int, error) {
+// detached from the agent, with env added to the agent's environment:
+// standard input /dev/null, output appended to .run/ID.log after a line
+// that says when it started. It writes the pid file and returns the pid.
+func startProc(gavel, kind, id, cfg string, env []string) (int, error) {
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return 0, err
 	}
@@ -228,6 +231,7 @@ func startProc(gavel, kind, id, cfg string) (int, error) {
 	fmt.Fprintf(log, "=== %s launch: starting %s %s\n", time.Now().Format("2006-01-02 15:04:05"), kind, id)
 	cmd := exec.Command(gavel, kind, "--id", id, "--config", cfg)
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), env...) // the last of a duplicate key wins
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, err

@@ -404,3 +404,34 @@ func TestPutRelativeDir(t *testing.T) {
 		}
 	}
 }
+
+// start gives the process the GAVEL_* variables of the request over the
+// host's own: a remote process reads the configuration the launcher read.
+func TestAgentStartEnv(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("GAVEL_LOG_LEVEL", "info") // the host's own, overridden
+	gavel, err := filepath.Abs("fake-gavel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\necho \"$* secret=$GAVEL_AUTH_SECRET level=$GAVEL_LOG_LEVEL\"\n"
+	if err := os.WriteFile(gavel, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	resp := serve(agentRequest{Op: "start", Kind: "gateway", ID: "g1", Config: "config.yaml",
+		Env: []string{"GAVEL_AUTH_SECRET=s3cret", "GAVEL_LOG_LEVEL=debug"}}, gavel)
+	if resp.Error != "" || resp.PID == 0 {
+		t.Fatalf("start: %+v", resp)
+	}
+	want := "gateway --id g1 --config config.yaml secret=s3cret level=debug"
+	for end := time.Now().Add(5 * time.Second); ; {
+		b, _ := os.ReadFile(logPath("g1"))
+		if strings.Contains(string(b), want) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("g1's log %q does not hold %q", b, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

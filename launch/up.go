@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -96,14 +97,29 @@ func (l *Launcher) checkPorts(ctx context.Context, ps []Proc) error {
 	return errors.Join(errs...)
 }
 
-// start starts p on its host and returns its pid.
+// start starts p on its host and returns its pid. The process gets the
+// launcher's GAVEL_* environment variables, so that it reads the
+// configuration the launcher read (GAVEL_AUTH_SECRET, say) on every host,
+// not only on the launching machine.
 func (l *Launcher) start(ctx context.Context, p Proc) (int, error) {
 	h := l.hostOf(p)
-	resp, err := agent(ctx, h, agentRequest{Op: "start", Kind: p.Kind, ID: p.ID, Config: l.configOn(h)})
+	resp, err := agent(ctx, h, agentRequest{Op: "start", Kind: p.Kind, ID: p.ID, Config: l.configOn(h), Env: gavelEnv()})
 	if err != nil {
 		return 0, fmt.Errorf("starting %s %s on %s: %w", p.Kind, p.ID, h.Where(), err)
 	}
 	return resp.PID, nil
+}
+
+// gavelEnv returns the GAVEL_* variables of the launcher's environment,
+// the overrides of the configuration (KEY=VALUE).
+func gavelEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "GAVEL_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // stop stops the processes ps on their hosts, in parallel: SIGTERM, then

@@ -47,7 +47,9 @@ package main
 // the host's processes and of the client at their configured paths,
 // .run/ID.pid and .run/ID.log, and the masters' data dirs. The launching
 // machine keeps .run/ in the launching directory. Every process runs as
-// `gavel KIND --id ID --config FILE` in its host's directory; a pid is
+// `gavel KIND --id ID --config FILE` in its host's directory, with the
+// launching machine's GAVEL_* environment variables (such as
+// GAVEL_AUTH_SECRET) over the host's own; a pid is
 // only ever signalled when /proc/PID/cmdline holds --id ID and the process
 // runs in that directory (the --monitor Prometheus: when it runs in the
 // launching directory with --config.file=.run/prometheus.yml).
