@@ -145,8 +145,12 @@ func pidFiles() []string {
 }
 
 // readPID reads the pid file of id; 0 when there is none or it is garbage.
-func readPID(id string) int {
-	b, err := os.ReadFile(pidPath(id))
+func readPID(id string) int { return readPIDFile(pidPath(id)) }
+
+// readPIDFile reads the pid file at path; 0 when there is none or it is
+// garbage.
+func readPIDFile(path string) int {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
@@ -177,42 +181,43 @@ func isProc(pid int, id string) bool {
 	if _, err := os.Stat("/proc/self/cmdline"); err != nil {
 		return syscall.Kill(pid, 0) == nil
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	args, ok := procArgs(pid, ".")
+	if !ok {
 		return false
 	}
-	// The state follows the command name, which is in parentheses and may
-	// hold spaces: "1234 (gavel) S ...".
-	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X' {
-		return false
-	}
-	return cmdlineHasID(pid, id) && runsIn(pid, ".")
-}
-
-// runsIn reports whether the working directory of pid is dir.
-func runsIn(pid int, dir string) bool {
-	want, err := os.Stat(dir)
-	if err != nil {
-		return false
-	}
-	cwd, err := os.Stat(fmt.Sprintf("/proc/%d/cwd", pid))
-	return err == nil && os.SameFile(want, cwd)
-}
-
-// cmdlineHasID reports whether /proc/PID/cmdline holds "--id ID" (or
-// "--id=ID").
-func cmdlineHasID(pid int, id string) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 	for i, a := range args {
 		if a == "--id="+id || a == "--id" && i+1 < len(args) && args[i+1] == id {
 			return true
 		}
 	}
 	return false
+}
+
+// procArgs returns the command line of pid, from /proc, if pid runs (and
+// is not a zombie) with dir as its working directory; ok is false when it
+// does not, or /proc does not say.
+func procArgs(pid int, dir string) (args []string, ok bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, false
+	}
+	// The state follows the command name, which is in parentheses and may
+	// hold spaces: "1234 (gavel) S ...".
+	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X' {
+		return nil, false
+	}
+	want, err := os.Stat(dir)
+	if err != nil {
+		return nil, false
+	}
+	if cwd, err := os.Stat(fmt.Sprintf("/proc/%d/cwd", pid)); err != nil || !os.SameFile(want, cwd) {
+		return nil, false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, false
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), true
 }
 
 // startProc starts `gavel KIND --id ID --config CONFIG` in its own session,

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,24 +28,12 @@ var promConfig = filepath.Join(runDir, "prometheus.yml")
 // directory with --config.file=.run/prometheus.yml, as startMonitor
 // started it. Any other process (the pid reused) is not the monitor.
 func (l *Launcher) promPID() (int, bool) {
-	b, err := os.ReadFile(filepath.Join(l.o.Dir, runDir, "prometheus.pid"))
-	if err != nil {
+	pid := readPIDFile(filepath.Join(l.o.Dir, runDir, "prometheus.pid"))
+	if pid == 0 {
 		return 0, false
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !slices.Contains(strings.Split(string(cmdline), "\x00"), "--config.file="+promConfig) ||
-		!runsIn(pid, l.o.Dir) {
-		return pid, false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if i := strings.LastIndexByte(string(stat), ')'); err != nil || i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' {
-		return pid, false
-	}
-	return pid, true
+	args, ok := procArgs(pid, l.o.Dir)
+	return pid, ok && slices.Contains(args, "--config.file="+promConfig)
 }
 
 // checkMonitor refuses, before anything starts, a monitor address that is
