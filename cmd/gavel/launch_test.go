@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -97,6 +98,8 @@ type launchEnv struct {
 	t     *testing.T
 	dir   string
 	addrs map[string]string // id -> addr
+	// hostDirs are the working directories of the test's other hosts.
+	hostDirs []string
 }
 
 // newLaunchEnv writes config.yaml with three masters, three nodes and one
@@ -154,6 +157,14 @@ client:
 		code, out, errb := le.launchWithin(time.Minute, "down")
 		if code != 0 {
 			t.Errorf("gavel launch down: exit %d\n%s%s", code, out, errb)
+		}
+		// Whatever down left (it failed, or the test stopped midway) is
+		// the test's own: its processes run in its directories.
+		for _, dir := range append([]string{le.dir}, le.hostDirs...) {
+			for _, pid := range gavelProcs(dir) {
+				t.Errorf("killing process %d of %s, left running", pid, dir)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	})
 	return le
@@ -429,6 +440,7 @@ func TestLaunchRemoteLayout(t *testing.T) {
     ssh: h2.test:2222
     dir: %s
 `, h1, h2), map[string]string{"m1": "h1", "n1": "h1", "m2": "h2", "n2": "h2", "g1": "h2"})
+	le.hostDirs = []string{h1, h2}
 	launchSSH, launchSCP = filepath.Join(tools, "ssh"), filepath.Join(tools, "scp")
 
 	out, _ := le.launch(0, "up")
