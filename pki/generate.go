@@ -159,23 +159,39 @@ func WriteKeyPair(certFile, keyFile string, kp KeyPair, overwrite bool) error {
 	return writeFile(keyFile, kp.KeyPEM, 0o600, overwrite)
 }
 
-// writeFile writes data to path with mode perm, also when path exists
-// with a looser mode (if overwrite).
+// writeFile writes data to path with mode perm. Without overwrite, an
+// existing path is an error wrapping ErrExists. With overwrite, data goes
+// to a temporary file beside path, which then replaces it: a process
+// reading path meanwhile sees the old file or the new one, never a part,
+// and a failed write leaves the old file.
 func writeFile(path string, data []byte, perm fs.FileMode, overwrite bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if overwrite {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if !overwrite {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s: %w", path, ErrExists)
+		}
+		if err != nil {
+			return err
+		}
+		return fill(f, data, perm)
 	}
-	f, err := os.OpenFile(path, flags, perm)
-	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s: %w", path, ErrExists)
-	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
+	defer os.Remove(f.Name()) // after the rename, there is nothing to remove
+	if err := fill(f, data, perm); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// fill sets f's mode to perm (whatever the umask), writes data and closes
+// f.
+func fill(f *os.File, data []byte, perm fs.FileMode) error {
 	if err := f.Chmod(perm); err != nil {
 		f.Close()
 		return err

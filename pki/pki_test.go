@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -155,8 +156,19 @@ func TestWriteKeyPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	kp2, _ := ca.Issue("m1", nil, day)
+	reader, err := os.Open(key) // a process reading the old key meanwhile
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
 	if err := WriteKeyPair(crt, key, kp2, true); err != nil {
 		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(reader); !bytes.Equal(b, kp.KeyPEM) {
+		t.Error("overwrite changed the key file under a reader: it was not replaced whole")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "sub", ".*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 	if b, _ := os.ReadFile(key); !bytes.Equal(b, kp2.KeyPEM) {
 		t.Error("overwrite kept the old key")
