@@ -191,7 +191,11 @@ func New(opts Options) (*Master, error) {
 	if opts.TLS != nil {
 		raftTLS = opts.TLS.PeerConfig()
 	}
-	stream, err := newStreamLayer(opts.RaftListener, bind, m.self.RaftAddr, raftTLS, m.log)
+	ids := make([]string, len(opts.Peers))
+	for i, p := range opts.Peers {
+		ids[i] = p.ID
+	}
+	stream, err := newStreamLayer(opts.RaftListener, bind, m.self.RaftAddr, raftTLS, ids, m.log)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("master: raft transport on %s: %w", bind, err)

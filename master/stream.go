@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,7 +26,12 @@ type streamLayer struct {
 	// server side requires and verifies the peer's certificate, the client
 	// side verifies the server's.
 	tls *tls.Config
-	log *slog.Logger
+	// masters are the ids of the group's masters. With TLS, a Raft peer
+	// must present a certificate whose CommonName is one of them: a node's,
+	// a gateway's or the tools' certificate, though signed by the same CA,
+	// does not admit its holder to the group's Raft.
+	masters map[string]bool
+	log     *slog.Logger
 
 	// With TLS, acceptLoop accepts and handshakes each connection on a
 	// goroutine of its own, so that a peer slow to handshake holds up no
@@ -39,7 +46,7 @@ var _ raft.StreamLayer = (*streamLayer)(nil)
 
 // newStreamLayer listens on bind unless lis is given, and advertises
 // advertise to the other masters.
-func newStreamLayer(lis net.Listener, bind, advertise string, tlsConf *tls.Config, log *slog.Logger) (*streamLayer, error) {
+func newStreamLayer(lis net.Listener, bind, advertise string, tlsConf *tls.Config, masters []string, log *slog.Logger) (*streamLayer, error) {
 	adv, err := net.ResolveTCPAddr("tcp", advertise)
 	if err != nil {
 		return nil, fmt.Errorf("raft_addr %q: %w", advertise, err)
@@ -52,8 +59,11 @@ func newStreamLayer(lis net.Listener, bind, advertise string, tlsConf *tls.Confi
 			return nil, err
 		}
 	}
-	s := &streamLayer{lis: lis, advertise: adv, tls: tlsConf, log: log,
+	s := &streamLayer{lis: lis, advertise: adv, tls: tlsConf, log: log, masters: map[string]bool{},
 		ready: make(chan net.Conn), acceptErr: make(chan error), closed: make(chan struct{})}
+	for _, id := range masters {
+		s.masters[id] = true
+	}
 	if tlsConf != nil {
 		go s.acceptLoop()
 	}
@@ -108,6 +118,12 @@ func (s *streamLayer) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
+	if peer := s.peerName(tc); !s.masters[peer] {
+		s.log.Warn("refused raft connection: the peer's certificate is not a master's", "remote", c.RemoteAddr().String(),
+			"peer_cert", peer, "masters", s.ids())
+		c.Close()
+		return
+	}
 	_ = tc.SetDeadline(time.Time{})
 	select {
 	case s.ready <- tc:
@@ -115,6 +131,18 @@ func (s *streamLayer) handshake(c net.Conn) {
 		tc.Close()
 	}
 }
+
+// peerName is the CommonName of the certificate tc's peer presented.
+func (s *streamLayer) peerName(tc *tls.Conn) string {
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return ""
+	}
+	return certs[0].Subject.CommonName
+}
+
+// ids lists the masters' ids, for logs.
+func (s *streamLayer) ids() []string { return slices.Sorted(maps.Keys(s.masters)) }
 
 // Close stops accepting.
 func (s *streamLayer) Close() error {
@@ -142,6 +170,10 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	if err := tc.Handshake(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("TLS handshake with %s: %w", address, err)
+	}
+	if peer := s.peerName(tc); !s.masters[peer] {
+		c.Close()
+		return nil, fmt.Errorf("%s presents the certificate of %q, not of a master (%v)", address, peer, s.ids())
 	}
 	_ = tc.SetDeadline(time.Time{})
 	return tc, nil

@@ -65,13 +65,16 @@ func TestStreamLayerTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := lis.Addr().String()
-	server, err := newStreamLayer(lis, addr, addr, identity(t, ca, caPEM, "m1").PeerConfig(), log)
+	masters := map[string]bool{"m1": true, "m2": true}
+	server, err := newStreamLayer(lis, addr, addr, identity(t, ca, caPEM, "m1").PeerConfig(), []string{"m1", "m2"}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer server.Close()
-	peer := &streamLayer{tls: identity(t, ca, caPEM, "m2").PeerConfig(), log: log}
-	stranger := &streamLayer{tls: identity(t, foreign, caPEM, "m9").PeerConfig(), log: log}
+	peer := &streamLayer{tls: identity(t, ca, caPEM, "m2").PeerConfig(), masters: masters, log: log}
+	stranger := &streamLayer{tls: identity(t, foreign, caPEM, "m9").PeerConfig(), masters: masters, log: log}
+	// A node's certificate, of the cluster's own CA, is not a master's.
+	node := &streamLayer{tls: identity(t, ca, caPEM, "n1").PeerConfig(), masters: map[string]bool{"m1": true}, log: log}
 
 	silent, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -138,6 +141,48 @@ func TestStreamLayerTLS(t *testing.T) {
 	case a := <-got:
 		t.Fatalf("Accept returned a refused connection: %v %v", a.c, a.err)
 	default:
+	}
+
+	if c, err := node.Dial(raft.ServerAddress(addr), 2*time.Second); err == nil {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a node's certificate was accepted for Raft")
+		}
+		c.Close()
+	}
+	deadline = time.Now().Add(2 * time.Second)
+	for !strings.Contains(logs.String(), "peer_cert=n1") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if want := `msg="refused raft connection: the peer's certificate is not a master's"`; !strings.Contains(logs.String(), want) ||
+		!strings.Contains(logs.String(), "peer_cert=n1") {
+		t.Errorf("log lacks %q for n1:\n%s", want, logs.String())
+	}
+	// A master dialing a server that is not a master refuses it too.
+	if c, err := peer.Dial(raft.ServerAddress(addr), 2*time.Second); err != nil {
+		t.Errorf("m2 dialing m1: %v", err)
+	} else {
+		c.Close()
+		if a := <-got; a.err == nil {
+			a.c.Close()
+		}
+	}
+	notMaster := &streamLayer{tls: identity(t, ca, caPEM, "m2").PeerConfig(), masters: map[string]bool{"m2": true}, log: log}
+	if c, err := notMaster.Dial(raft.ServerAddress(addr), 2*time.Second); err == nil {
+		c.Close()
+		t.Error("a dialer that knows m2 only accepted m1's certificate as a master's")
+	} else if !strings.Contains(err.Error(), "not of a master") {
+		t.Errorf("dial error %v does not say the server is not a master", err)
+	}
+	// The server, for its part, accepted m2's certificate: take that
+	// connection.
+	select {
+	case a := <-got:
+		if a.err == nil {
+			a.c.Close()
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("the server did not accept m2's connection")
 	}
 
 	server.Close()
