@@ -535,3 +535,56 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// Rule: hosts are named once, referenced by name, reached over ssh only
+// with a working directory; two processes never bind one port on one
+// host, on the same IP or when either binds every IP; listen addresses are
+// checked like addresses.
+func TestHostsAndListenAddrs(t *testing.T) {
+	withHosts := func(c *Config) {
+		c.Hosts = []HostConfig{{Name: "h1", SSH: "10.0.0.1", Dir: "/opt/gavel"}, {Name: "h2", SSH: "10.0.0.2:2222", Dir: "gavel"}}
+	}
+	for _, tc := range []struct {
+		key, msg string
+		edit     func(c *Config)
+	}{
+		{"nodes[0].host", `unknown host "h9"`, func(c *Config) { c.Nodes[0].Host = "h9" }},
+		{"hosts[1].name", `duplicate host name "h1"`, func(c *Config) { withHosts(c); c.Hosts[1].Name = "h1" }},
+		{"hosts[0].name", "missing host name", func(c *Config) { withHosts(c); c.Hosts[0].Name = "" }},
+		{"hosts[0].dir", "missing working directory", func(c *Config) { withHosts(c); c.Hosts[0].Dir = "" }},
+		{"hosts[0].dir", "invalid directory", func(c *Config) { withHosts(c); c.Hosts[0].Dir = "/opt/my gavel;rm" }},
+		{"hosts[1].ssh", "duplicate ssh address", func(c *Config) { withHosts(c); c.Hosts[1].SSH = "10.0.0.1" }},
+		{"hosts[0].ssh", "invalid ssh address", func(c *Config) { withHosts(c); c.Hosts[0].SSH = "root@10.0.0.1" }},
+		{"hosts[0].user", "invalid ssh user", func(c *Config) { withHosts(c); c.Hosts[0].User = "a b" }},
+		{"nodes[1].listen_addr", "invalid addr", func(c *Config) { c.Nodes[1].ListenAddr = "0.0.0.0" }},
+		{"nodes[1].listen_addr", "also bound by nodes[0].addr", func(c *Config) { c.Nodes[1].ListenAddr = "0.0.0.0:7101" }},
+		{"masters[0].raft_listen_addr", "also bound by nodes[0].addr", func(c *Config) { c.Masters[0].RaftListenAddr = "127.0.0.1:7101" }},
+		{"tls.cert", "must name", func(c *Config) { c.TLS.CA = "certs/ca.crt"; c.TLS.Cert = "" }},
+	} {
+		c := Default()
+		tc.edit(c)
+		wantProblem(t, c.Validate(), "", tc.key, tc.msg)
+	}
+
+	// The same port on two hosts, or on two IPs of one host, is fine.
+	c := Default()
+	withHosts(c)
+	c.Nodes[0].Host, c.Nodes[0].Addr = "h1", "10.0.0.1:7101"
+	c.Nodes[1].Host, c.Nodes[1].Addr = "h2", "10.0.0.2:7101"
+	c.Nodes[2].Host, c.Nodes[2].Addr, c.Nodes[2].ListenAddr = "h2", "10.0.0.3:7101", "10.0.0.3:7101"
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate() = %v, want nil", err)
+	}
+	c.Nodes[2].ListenAddr = "0.0.0.0:7101" // every IP of h2, n2's port
+	wantProblem(t, c.Validate(), "", "nodes[2].listen_addr", "port 7101 on host h2 is also bound by nodes[1].addr")
+	if h, ok := c.HostByName("h2"); !ok || h.SSH != "10.0.0.2:2222" {
+		t.Errorf("HostByName(h2) = %+v, %v", h, ok)
+	}
+	if got := Bind("10.0.0.3:7101", ""); got != "10.0.0.3:7101" {
+		t.Errorf("Bind without listen = %s", got)
+	}
+	c.TLS = TLSConfig{CA: "c/ca.crt", Cert: "c/{id}.crt", Key: "c/{id}.key"}
+	if cert, key := c.TLSFiles("n1"); !c.TLSEnabled() || cert != "c/n1.crt" || key != "c/n1.key" {
+		t.Errorf("TLSFiles(n1) = %s %s (enabled %v)", cert, key, c.TLSEnabled())
+	}
+}

@@ -107,6 +107,8 @@ func (c *Config) validateHosts(p *problems) map[string]bool {
 		}
 		if strings.TrimSpace(h.Dir) == "" {
 			p.add(key+".dir", nil, "missing working directory for host %q reached over ssh, e.g. /opt/gavel", h.Name)
+		} else if !remoteDir.MatchString(h.Dir) {
+			p.add(key+".dir", nil, "invalid directory %q: use letters, digits and / . _ - + ~ only (scp hands it to the remote shell)", h.Dir)
 		}
 		if strings.ContainsAny(h.User, " \t\r\n@:/") {
 			p.add(key+".user", nil, "invalid ssh user %q", h.User)
@@ -271,6 +273,10 @@ func (s MasterSection) validate(p *problems) {
 		p.add("master.raft.leader_lease_timeout", nil, "must not exceed master.raft.heartbeat_timeout (%v)", s.Raft.HeartbeatTimeout)
 	}
 }
+
+// remoteDir matches a working directory safe to hand to a remote shell
+// unquoted, as scp before OpenSSH 9 does.
+var remoteDir = regexp.MustCompile(`^[A-Za-z0-9._/+~-]+$`)
 
 // nodeID matches a usable node id: short, and safe in logs, metric labels
 // and command lines.
