@@ -67,8 +67,7 @@ func newTestHosts(t *testing.T, n int) *testHosts {
 	b := make([]byte, 2)
 	rand.Read(b)
 	tag := hex.EncodeToString(b)
-	h := &testHosts{t: t, dir: t.TempDir(), tag: tag, bridge: "gvb" + tag,
-		subnet: fmt.Sprintf("10.77.%d", 1+int(b[0])%250)}
+	h := &testHosts{t: t, dir: t.TempDir(), tag: tag, bridge: "gvb" + tag, subnet: freeSubnet(t, int(b[0]))}
 	t.Cleanup(h.remove)
 
 	h.run("ip", "link", "add", h.bridge, "type", "bridge")
@@ -154,6 +153,29 @@ Subsystem sftp internal-sftp
 	}
 	t.Logf("test hosts %s on %s.0/24 (bridge %s), sshd on each", h.names(), h.subnet, h.bridge)
 	return h
+}
+
+// freeSubnet returns the first three octets of a 10.77.X.0/24 that no
+// address or route of this machine uses, starting the search at X = start.
+func freeSubnet(t *testing.T, start int) string {
+	t.Helper()
+	addrs, err := exec.Command("ip", "-4", "-o", "addr", "show").Output()
+	if err != nil {
+		t.Fatalf("ip addr show: %v", err)
+	}
+	routes, err := exec.Command("ip", "-4", "route", "show", "table", "all").Output()
+	if err != nil {
+		t.Fatalf("ip route show: %v", err)
+	}
+	used := string(addrs) + string(routes)
+	for i := range 250 {
+		subnet := fmt.Sprintf("10.77.%d", 1+(start+i)%250)
+		if !strings.Contains(used, subnet+".") && !strings.Contains(used, "10.77.0.0/16") && !strings.Contains(used, "10.0.0.0/8") {
+			return subnet
+		}
+	}
+	t.Fatal("no free 10.77.X.0/24 for the test hosts: every one is in use on this machine")
+	return ""
 }
 
 // names lists the hosts as "h1=10.77.x.11 ...".
