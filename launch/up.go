@@ -544,11 +544,16 @@ func healthSummary(body string) string {
 // tryLines prints commands to try on the new cluster.
 func (l *Launcher) tryLines() {
 	l.say("")
+	// With another file than ./config.yaml, every hint names it.
+	cf := ""
+	if l.file != "config.yaml" {
+		cf = " --config " + shQuote(l.file)
+	}
 	l.say("try:")
-	l.say("  bin/gavel open a1 --duration 10m --item 'a lamp'")
-	l.say("  bin/gavel bid --auction a1 --bidder alice 100")
-	l.say("  bin/gavel result --auction a1")
-	l.say("  bin/gavel status")
+	l.say("  bin/gavel open a1 --duration 10m --item 'a lamp'%s", cf)
+	l.say("  bin/gavel bid --auction a1 --bidder alice 100%s", cf)
+	l.say("  bin/gavel result --auction a1%s", cf)
+	l.say("  bin/gavel status%s", cf)
 	if gws := l.procsOf("gateway"); len(gws) > 0 {
 		g := gws[0].Addr
 		ca := ""
@@ -558,14 +563,16 @@ func (l *Launcher) tryLines() {
 		if tok, err := l.token("alice"); err == nil && tok != "" {
 			// auth.secret is set: the gateways want a token (alice's, for a day).
 			l.say("  wscat -c %s://%s/ws%s -H 'Authorization: Bearer %s'     (then: help, watch a1, bid a1 150)", l.wsScheme(), g, ca, tok)
-			l.say("  open '%s://%s/?token=%s' in a browser   (more tokens: bin/gavel token --bidder NAME [--admin])", l.scheme(), g, tok)
+			l.say("  open '%s://%s/?token=%s' in a browser   (more tokens: bin/gavel token --bidder NAME [--admin]%s)", l.scheme(), g, tok, cf)
 		} else {
 			l.say("  wscat -c '%s://%s/ws?bidder=alice'%s     (then: help, watch a1, bid a1 150)", l.wsScheme(), g, ca)
 			l.say("  open %s://%s/ in a browser", l.scheme(), g)
 		}
 	}
-	l.say("  scripts/launch kill n2; scripts/launch restart n2")
-	l.say("  scripts/launch down")
+	if nodes := l.procsOf("node"); len(nodes) > 1 {
+		l.say("  scripts/launch kill %s%s; scripts/launch restart %s%s", nodes[1].ID, cf, nodes[1].ID, cf)
+	}
+	l.say("  scripts/launch down%s", cf)
 }
 
 // token returns a bearer token for bidder signed with auth.secret, valid
