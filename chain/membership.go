@@ -147,7 +147,7 @@ func (ms *membership) heartbeatLoop(ctx context.Context) {
 		if err != nil {
 			n.log.Debug("heartbeat failed; trying the next master", "node", n.opts.ID, "master", ms.masters[cur], "err", err)
 			if !warned && time.Since(lastOK) > 4*ms.period && ctx.Err() == nil {
-				n.log.Warn("master leader unreachable: lease not renewed", "node", n.opts.ID,
+				n.log.Warn("master leader unreachable: lease not renewed", "node", n.opts.ID, "epoch", req.Epoch,
 					"silent_ms", time.Since(lastOK).Milliseconds(), "err", err)
 				warned = true
 			}
@@ -155,7 +155,7 @@ func (ms *membership) heartbeatLoop(ctx context.Context) {
 			continue
 		}
 		if warned {
-			n.log.Info("master leader reachable again", "node", n.opts.ID, "leader", rep.LeaderId,
+			n.log.Info("master leader reachable again", "node", n.opts.ID, "epoch", req.Epoch, "leader", rep.LeaderId,
 				"silent_ms", time.Since(lastOK).Milliseconds())
 			warned = false
 		}
