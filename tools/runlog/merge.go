@@ -27,7 +27,7 @@ import (
 // Line is one line of one process's log.
 type Line struct {
 	Source string    // id of the process that wrote it
-	Time   time.Time // when it was written; a line without a time has the time of the line before it
+	Time   time.Time // when it was written; a line without a time has the time of the line before it (or after it, at the top); zero in a log without any time
 	Text   string    // the line as the process wrote it
 }
 
@@ -119,10 +119,14 @@ func isDebug(text string) bool {
 
 // ReadSource reads one process's log: its non-empty lines, without the
 // debug-level ones. A line without a time of its own (a panic, a line
-// some library printed) gets the time of the line before it.
+// some library printed) gets the time of the line before it; the lines
+// before the first one with a time get that line's time. In a log
+// without any time (a process that failed before it logged) every line
+// has the zero time.
 func ReadSource(id string, r io.Reader) ([]Line, error) {
 	var out []Line
 	var last time.Time
+	untimed := 0 // the leading lines without a time
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
 	for sc.Scan() {
@@ -131,7 +135,14 @@ func ReadSource(id string, r io.Reader) ([]Line, error) {
 			continue
 		}
 		if t, ok := lineTime(text); ok {
+			if last.IsZero() {
+				for i := range untimed {
+					out[i].Time = t
+				}
+			}
 			last = t
+		} else if last.IsZero() {
+			untimed++
 		}
 		out = append(out, Line{Source: id, Time: last, Text: text})
 	}
@@ -167,8 +178,8 @@ func Merge(sources ...[]Line) []Line {
 }
 
 // Write writes a merged log: the header lines, each prefixed "# ", then
-// every line with its source, its time in seconds from the first line,
-// and its tag.
+// every line with its source, its time in seconds from the first line
+// that has a time (+0.000 for a line without one), and its tag.
 func Write(w io.Writer, header []string, lines []Line) error {
 	bw := bufio.NewWriter(w)
 	for _, h := range header {
@@ -183,11 +194,19 @@ func Write(w io.Writer, header []string, lines []Line) error {
 		width = max(width, len(l.Source))
 	}
 	var start time.Time
-	if len(lines) > 0 {
-		start = lines[0].Time
+	for _, l := range lines {
+		if !l.Time.IsZero() {
+			start = l.Time
+			break
+		}
 	}
 	for _, l := range lines {
-		rel := fmt.Sprintf("+%.3f", l.Time.Sub(start).Seconds())
+		var rel string
+		if l.Time.IsZero() {
+			rel = "+0.000"
+		} else {
+			rel = fmt.Sprintf("+%.3f", l.Time.Sub(start).Seconds())
+		}
 		fmt.Fprintf(bw, "%-*s %9s  %-*s | %s\n", width, l.Source, rel, tagWidth, Tag(l.Source, l.Text), l.Text)
 	}
 	return bw.Flush()

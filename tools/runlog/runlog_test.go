@@ -321,3 +321,41 @@ func attrOf(el xml.StartElement, name string) string {
 	}
 	return ""
 }
+
+// A process that printed before its first timed line (a banner, a panic)
+// or never logged a time at all (it failed before its logger started)
+// leaves the other lines' times counted from the first real time.
+func TestMergeUntimedLines(t *testing.T) {
+	demo := source(t, "demo",
+		`time=2026-01-02T10:00:00.000Z level=INFO msg="demo: start node n2" process=n2 kind=node`,
+		`time=2026-01-02T10:00:01.500Z level=INFO msg="demo: stopped"`,
+	)
+	n1 := source(t, "n1",
+		`panic: before the logger`,
+		`time=2026-01-02T10:00:00.700Z level=INFO msg="configuration installed" node=n1`,
+	)
+	if n1[0].Time != n1[1].Time {
+		t.Errorf("a leading line without a time: %v, want the first line's time %v", n1[0].Time, n1[1].Time)
+	}
+	n2 := source(t, "n2", `gavel: listen tcp 127.0.0.1:1: bind: address already in use`)
+	var b bytes.Buffer
+	if err := Write(&b, nil, Merge(demo, n1, n2)); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := Read(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := map[string]float64{}
+	for _, r := range recs {
+		if _, ok := at[r.Source+" "+r.Msg]; !ok {
+			at[r.Source+" "+r.Msg] = r.At
+		}
+	}
+	want := map[string]float64{
+		"n2 ": 0, "demo demo: start node n2": 0, "n1 ": 0.7, "n1 configuration installed": 0.7, "demo demo: stopped": 1.5,
+	}
+	if !reflect.DeepEqual(at, want) {
+		t.Errorf("times:\n got %v\nwant %v\n%s", at, want, b.String())
+	}
+}
