@@ -42,8 +42,10 @@ func TestDemoFailures(t *testing.T) {
 	demo := exec.CommandContext(ctx, filepath.Join(dir, "demofailures"), "--short", "--bin", gavelBin,
 		"--out", logPath, "--figure", figure, "--dir", work)
 	// The demo and every process it starts share a process group: ending
-	// the group ends them all, whatever state the demo is in.
-	demo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// the group ends them all, whatever state the demo is in. Should the
+	// test binary die first, the kernel kills the demo, and the demo's
+	// processes die with it.
+	demo.SysProcAttr = groupLeaderAttr()
 	demo.Cancel = func() error { return syscall.Kill(-demo.Process.Pid, syscall.SIGKILL) }
 	demo.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
