@@ -2,6 +2,7 @@ package docs
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -13,7 +14,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // sections are the report's top-level sections, in order: the only ones.
@@ -37,7 +40,7 @@ var figureText = []string{"HeartbeatReply"}
 func TestReport(t *testing.T) {
 	requireTools(t)
 	out := filepath.Join(t.TempDir(), "report.pdf")
-	cmd := exec.Command(filepath.Join(repoRoot(t), "scripts", "report"), "--no-install", "--out", out)
+	cmd := command(t, 3*time.Minute, filepath.Join(repoRoot(t), "scripts", "report"), "--no-install", "--out", out)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Run(); err != nil {
@@ -262,7 +265,7 @@ func requireTools(t *testing.T) {
 func fitzPython(t *testing.T) string {
 	t.Helper()
 	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if err := exec.Command(py, "-c", "import fitz").Run(); err == nil {
+		if err := command(t, time.Minute, py, "-c", "import fitz").Run(); err == nil {
 			return py
 		}
 	}
@@ -275,12 +278,27 @@ func fitzPython(t *testing.T) string {
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(name, args...)
+	cmd := command(t, time.Minute, name, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("%s: %v\n%s", name, err, stderr.String())
 	}
 	return stdout.String()
+}
+
+// command is exec.Command bounded by timeout and by the test: it runs in
+// a process group of its own, which is SIGKILLed when either ends, so a
+// hung pandoc or weasyprint under scripts/report ends too; Wait then
+// returns within a few seconds, whatever still holds the output pipes.
+func command(t *testing.T, timeout time.Duration, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
 }
 
 // repoRoot is the repository's root: the parent of docs/, where go test
