@@ -139,15 +139,17 @@ func (d *demo) kill(id string) error {
 // stopAll stops every process the demo started: SIGTERM (gateways first,
 // masters last), then SIGKILL for any still running after 5 seconds.
 func (d *demo) stopAll() {
+	rank := map[string]int{"gateway": 0, "node": 1, "master": 2}
 	d.mu.Lock()
 	var ids []string
-	for id := range d.procs {
+	order := map[string]int{}
+	for id, p := range d.procs {
 		ids = append(ids, id)
+		order[id] = rank[p.kind]
 	}
 	d.mu.Unlock()
-	rank := map[string]int{"gateway": 0, "node": 1, "master": 2}
 	slices.SortFunc(ids, func(a, b string) int {
-		if r := rank[d.procs[a].kind] - rank[d.procs[b].kind]; r != 0 {
+		if r := order[a] - order[b]; r != 0 {
 			return r
 		}
 		return strings.Compare(a, b)
