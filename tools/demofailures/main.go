@@ -444,7 +444,11 @@ func (d *demo) result(ctx context.Context) (msg, error) {
 // against the last acknowledged bid, SIGKILLs the node, lets the bidders
 // bid again and waits until one of them is answered "unavailable".
 func (d *demo) lastKill(ctx context.Context, cfg *api.ChainConfig) error {
-	id := chainIDs(cfg)[0]
+	ids := chainIDs(cfg)
+	if len(ids) != 1 {
+		return fmt.Errorf("want one node left before the last kill, have %s", describe(cfg))
+	}
+	id := ids[0]
 	if err := d.gate.pause(ctx); err != nil {
 		return err
 	}
