@@ -107,6 +107,7 @@ func (w *wsConn) call(ctx context.Context, cmd map[string]any) (msg, error) {
 	err := w.conn.WriteMessage(websocket.TextMessage, line)
 	w.writeMu.Unlock()
 	if err != nil {
+		w.forget(id)
 		return msg{}, fmt.Errorf("%s: send: %w", w.name, err)
 	}
 	select {
@@ -118,8 +119,17 @@ func (w *wsConn) call(ctx context.Context, cmd map[string]any) (msg, error) {
 		w.mu.Unlock()
 		return msg{}, fmt.Errorf("%s: connection ended: %w", w.name, err)
 	case <-ctx.Done():
+		w.forget(id)
 		return msg{}, ctx.Err()
 	}
+}
+
+// forget drops the wait for a reply that will not be read (a late one is
+// then ignored).
+func (w *wsConn) forget(id string) {
+	w.mu.Lock()
+	delete(w.pending, id)
+	w.mu.Unlock()
 }
 
 // close closes the connection and waits (briefly) for the reader.
