@@ -80,9 +80,9 @@ type demo struct {
 	book        book
 	problems    []string // failed checks
 
-	obs      *wsConn // the auctioneer's connection: opens a1, watches it, checks results
-	reportMu sync.Mutex
-	report   lead // the newest highest push the auctioneer got
+	obs      *wsConn    // the auctioneer's connection: opens a1, watches it, checks results
+	reportMu sync.Mutex // guards report
+	report   lead       // the newest highest push the auctioneer got
 
 	mu    sync.Mutex // guards procs and conns
 	procs map[string]*proc
@@ -440,6 +440,25 @@ func (d *demo) result(ctx context.Context) (msg, error) {
 	return d.obs.result(ctx, auctionID)
 }
 
+// pushedAtLeast returns the auctioneer's newest highest push once it is
+// at or above amount, or, after within, whatever it is then. The push
+// comes from the gateway's watch of the tail, not in order with any
+// reply: it may still be on its way when the bid's answer is in.
+func (d *demo) pushedAtLeast(ctx context.Context, amount int64, within time.Duration) (lead, error) {
+	deadline := time.Now().Add(within)
+	for {
+		d.reportMu.Lock()
+		pushed := d.report
+		d.reportMu.Unlock()
+		if pushed.amount >= amount || time.Now().After(deadline) {
+			return pushed, nil
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return pushed, err
+		}
+	}
+}
+
 // lastKill pauses the bidders, reads the last node's result and checks it
 // against the last acknowledged bid, SIGKILLs the node, lets the bidders
 // bid again and waits until one of them is answered "unavailable".
@@ -458,9 +477,10 @@ func (d *demo) lastKill(ctx context.Context, cfg *api.ChainConfig) error {
 	if err != nil {
 		return fmt.Errorf("result before the last kill: %w", err)
 	}
-	d.reportMu.Lock()
-	pushed := d.report
-	d.reportMu.Unlock()
+	pushed, err := d.pushedAtLeast(ctx, best.amount, 2*time.Second)
+	if err != nil {
+		return err
+	}
 	ok := m.Highest == best.amount && m.Bidder == best.bidder && pushed.amount == best.amount
 	verdict := "the last acknowledged bid: none lost"
 	level := slog.LevelInfo
