@@ -22,6 +22,8 @@
 //
 //	go run ./tools/demofailures [--short] [--bin bin/gavel] [--out FILE] [--figure FILE] [--dir DIR] [--keep]
 //
+// A --dir must be new or empty.
+//
 // Exit status 0 when every step and check passed, 1 otherwise (the work
 // directory with each process's log is then kept).
 package main
@@ -95,7 +97,7 @@ func main() {
 	flag.BoolVar(&o.short, "short", false, "the fast form, for tests: about 1.5 s of bidding per step instead of 6 s, client.timeout 2s instead of 5s")
 	flag.StringVar(&o.out, "out", "docs/logs/failover.log", "the merged log to write")
 	flag.StringVar(&o.figure, "figure", "docs/figures/chain-over-time.svg", "the figure to draw from the log (empty: none)")
-	flag.StringVar(&o.dir, "dir", "", "work directory: config.yaml, each process's log, the masters' data (default: a temporary one, removed unless --keep or a failure)")
+	flag.StringVar(&o.dir, "dir", "", "work directory, new or empty: config.yaml, each process's log, the masters' data (default: a temporary one, removed unless --keep or a failure)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: demofailures [flags]\n\n"+
@@ -139,6 +141,12 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	} else if entries, err := os.ReadDir(dir); err != nil {
+		return err
+	} else if len(entries) > 0 {
+		// The processes' logs are appended to and the masters would
+		// restore the last run's Raft state, with its addresses.
+		return fmt.Errorf("--dir %s is not empty: give a new or empty directory", o.dir)
 	}
 	if dir, err = filepath.Abs(dir); err != nil {
 		return err
