@@ -29,10 +29,13 @@ const (
 	a4W, a4H = 595.276, 841.890
 )
 
-// figureText is text drawn inside the figures: finding it among the PDF's
-// text spans shows that the SVGs were embedded as text, so that their
-// font sizes were measured like the rest.
-var figureText = []string{"HeartbeatReply"}
+// figureText is text drawn inside the figures, one string of each:
+// finding it among the PDF's text spans shows that the SVGs were embedded
+// as text, so that their font sizes were measured like the rest.
+var figureText = []string{
+	"HeartbeatReply",                    // figures/message-flow.svg
+	"seconds from the start of the run", // figures/chain-over-time.svg (tools/runlog's axis title)
+}
 
 // TestReport builds the report with scripts/report into a temporary
 // directory, as CI does on every run, and checks the PDF. It fails, never
