@@ -202,7 +202,7 @@ func runBrowserScript(t *testing.T, node string, steps map[string]func([]string)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, append([]string{browserScript}, args...)...)
 	cmd.Dir = browserDir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = groupLeaderAttr()
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	pr, pw := io.Pipe()

@@ -405,6 +405,7 @@ func (lc *launchCluster) checkForeignNodeRefused() {
 	defer logf.Close()
 	n4 := exec.Command("ip", "netns", "exec", host.ns, gavelBin, "node", "--id", "n4", "--config", foreignCfg)
 	n4.Stdout, n4.Stderr = logf, logf
+	n4.SysProcAttr = groupLeaderAttr()
 	if err := n4.Start(); err != nil {
 		t.Fatal(err)
 	}

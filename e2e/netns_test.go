@@ -139,6 +139,7 @@ Subsystem sftp internal-sftp
 		}
 		host.sshd = exec.Command("ip", "netns", "exec", host.ns, "/usr/sbin/sshd", "-D", "-e", "-f", sshdConfig)
 		host.sshd.Stdout, host.sshd.Stderr = logf, logf
+		host.sshd.SysProcAttr = groupLeaderAttr()
 		if err := host.sshd.Start(); err != nil {
 			t.Fatalf("starting sshd in %s: %v", host.ns, err)
 		}

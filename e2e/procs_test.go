@@ -154,7 +154,7 @@ func (c *cluster) start(id string, args ...string) *proc {
 	}
 	cmd := exec.Command(gavelBin, append([]string{kind, "--id", id, "--config", c.cfgPath}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = groupLeaderAttr()
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}

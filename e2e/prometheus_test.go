@@ -54,7 +54,7 @@ func startPrometheus(t *testing.T, c *cluster) *promServer {
 	cmd := exec.Command(bin, "--config.file="+promCfg, "--storage.tsdb.path="+filepath.Join(c.dir, "prometheus-data"),
 		"--web.listen-address="+p.addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = groupLeaderAttr()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
