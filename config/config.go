@@ -11,6 +11,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -323,6 +324,59 @@ func Bind(addr, listen string) string {
 		return listen
 	}
 	return addr
+}
+
+// Process is one master, node or gateway of a configuration, with the
+// addresses it binds: what validation checks for clashes and what the
+// launcher probes before it starts the process.
+type Process struct {
+	Kind string // master, node or gateway
+	ID   string
+	Key  string // its element of the file: "masters[0]", "nodes[2]"
+	Host string // its hosts: entry; "" is the launching machine
+	Addr string // the address it is reached at
+	// Binds are the addresses it listens on, each with the key that sets
+	// it (listen_addr when given, else the address itself).
+	Binds []BindAddr
+}
+
+// BindAddr is one address a process listens on and the key that sets it.
+type BindAddr struct{ Addr, Key string }
+
+// Processes lists the processes of c in start order: masters, nodes,
+// gateways.
+func (c *Config) Processes() []Process {
+	var ps []Process
+	bind := func(key, field, addr, listen string) BindAddr {
+		if listen != "" {
+			return BindAddr{Addr: listen, Key: key + "." + strings.TrimSuffix(field, "addr") + "listen_addr"}
+		}
+		return BindAddr{Addr: addr, Key: key + "." + field}
+	}
+	for i, m := range c.Masters {
+		key := fmt.Sprintf("masters[%d]", i)
+		p := Process{Kind: "master", ID: m.ID, Key: key, Host: m.Host, Addr: m.Addr,
+			Binds: []BindAddr{bind(key, "addr", m.Addr, m.ListenAddr), bind(key, "raft_addr", m.RaftAddr, m.RaftListenAddr)}}
+		if m.HTTPAddr != "" {
+			p.Binds = append(p.Binds, bind(key, "http_addr", m.HTTPAddr, ""))
+		}
+		ps = append(ps, p)
+	}
+	for i, n := range c.Nodes {
+		key := fmt.Sprintf("nodes[%d]", i)
+		p := Process{Kind: "node", ID: n.ID, Key: key, Host: n.Host, Addr: n.Addr,
+			Binds: []BindAddr{bind(key, "addr", n.Addr, n.ListenAddr)}}
+		if n.HTTPAddr != "" {
+			p.Binds = append(p.Binds, bind(key, "http_addr", n.HTTPAddr, ""))
+		}
+		ps = append(ps, p)
+	}
+	for i, g := range c.Gateways {
+		key := fmt.Sprintf("gateways[%d]", i)
+		ps = append(ps, Process{Kind: "gateway", ID: g.ID, Key: key, Host: g.Host, Addr: g.Addr,
+			Binds: []BindAddr{bind(key, "addr", g.Addr, g.ListenAddr)}})
+	}
+	return ps
 }
 
 // HostByName returns the hosts: entry called name, and whether there is one.

@@ -56,8 +56,6 @@ func (c *Config) validateProcesses(p *problems) {
 		cl.host(key, n.Host, hosts)
 		cl.addr(key+".addr", n.Addr, false)
 		cl.addr(key+".http_addr", n.HTTPAddr, true)
-		cl.listen(n.Host, key, "addr", n.Addr, n.ListenAddr)
-		cl.listen(n.Host, key, "http_addr", n.HTTPAddr, "")
 	}
 	for i, m := range c.Masters {
 		key := fmt.Sprintf("masters[%d]", i)
@@ -66,16 +64,25 @@ func (c *Config) validateProcesses(p *problems) {
 		cl.addr(key+".addr", m.Addr, false)
 		cl.addr(key+".raft_addr", m.RaftAddr, false)
 		cl.addr(key+".http_addr", m.HTTPAddr, true)
-		cl.listen(m.Host, key, "addr", m.Addr, m.ListenAddr)
-		cl.listen(m.Host, key, "raft_addr", m.RaftAddr, m.RaftListenAddr)
-		cl.listen(m.Host, key, "http_addr", m.HTTPAddr, "")
 	}
 	for i, g := range c.Gateways {
 		key := fmt.Sprintf("gateways[%d]", i)
 		cl.id(key, "gateway", g.ID)
 		cl.host(key, g.Host, hosts)
 		cl.addr(key+".addr", g.Addr, false)
-		cl.listen(g.Host, key, "addr", g.Addr, g.ListenAddr)
+	}
+	// Nodes' binds are claimed first, then masters', then gateways', so
+	// that a clash is reported at the later process in that order.
+	procs := c.Processes()
+	for _, kind := range []string{"node", "master", "gateway"} {
+		for _, proc := range procs {
+			if proc.Kind != kind {
+				continue
+			}
+			for _, b := range proc.Binds {
+				cl.listen(proc.Host, b)
+			}
+		}
 	}
 }
 
@@ -138,35 +145,32 @@ func (cl *claims) host(key, host string, hosts map[string]bool) {
 	}
 }
 
-// listen checks the address a process binds on its host: listen when set
-// (at key.listen_addr / key.raft_listen_addr), else addr. Two processes on
-// one host may not bind the same port on the same IP, nor the same port
-// when either binds every IP (0.0.0.0, [::]).
-func (cl *claims) listen(host, key, field, addr, listen string) {
-	bindKey := key + "." + field
-	if listen != "" {
-		bindKey = key + "." + strings.TrimSuffix(field, "addr") + "listen_addr"
-		if err := checkAddr(listen); err != nil {
-			cl.p.add(bindKey, nil, "%v", err)
+// listen checks an address a process binds on its host and claims its
+// port. Two processes on one host may not bind the same port on the same
+// IP, nor the same port when either binds every IP (0.0.0.0, [::]).
+func (cl *claims) listen(host string, b BindAddr) {
+	if strings.HasSuffix(b.Key, "listen_addr") {
+		if err := checkAddr(b.Addr); err != nil {
+			cl.p.add(b.Key, nil, "%v", err)
 			return
 		}
 	}
-	ip, port, err := net.SplitHostPort(Bind(addr, listen))
+	ip, port, err := net.SplitHostPort(b.Addr)
 	if err != nil {
-		return // addr itself was reported
+		return // the address itself was reported
 	}
 	k := host + "/" + port
-	for _, b := range cl.ports[k] {
-		if b.ip == ip || wildcard(b.ip) || wildcard(ip) {
+	for _, other := range cl.ports[k] {
+		if other.ip == ip || wildcard(other.ip) || wildcard(ip) {
 			where := "the launching machine"
 			if host != "" {
 				where = "host " + host
 			}
-			cl.p.add(bindKey, nil, "port %s on %s is also bound by %s", port, where, b.key)
+			cl.p.add(b.Key, nil, "port %s on %s is also bound by %s", port, where, other.key)
 			return
 		}
 	}
-	cl.ports[k] = append(cl.ports[k], bound{ip: strings.ToLower(ip), key: bindKey})
+	cl.ports[k] = append(cl.ports[k], bound{ip: strings.ToLower(ip), key: b.Key})
 }
 
 // wildcard reports whether ip binds every address of its host.

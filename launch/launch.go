@@ -26,7 +26,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/gavel-auction/gavel/config"
@@ -119,58 +118,31 @@ type NodeView struct {
 	Err     string
 }
 
-// Proc is one process of the configuration.
+// Proc is one process of the configuration, with what the launcher needs
+// besides the config's own view of it.
 type Proc struct {
-	Kind string // master, node or gateway
-	ID   string
-	Key  string // its element of config.yaml: "masters[0]", "nodes[2]"
-	Addr string // the address it is reached at
-	// Host is its hosts: entry, "" for the launching machine.
-	Host string
-	// Binds are the addresses it listens on, each with its key.
-	Binds []Bind
+	config.Process
 	// DataDir is a master's Raft data dir, as the master uses it.
 	DataDir string
 	// RaftAddr and HTTPAddr are a master's (HTTPAddr also a node's).
 	RaftAddr, HTTPAddr string
 }
 
-// Bind is one address a process listens on and the key that sets it.
-type Bind struct{ Addr, Key string }
-
 // Procs lists the processes of cfg in start order: masters, nodes,
 // gateways.
 func Procs(cfg *config.Config) []Proc {
 	var ps []Proc
-	bind := func(key, field, addr, listen string) Bind {
-		if listen != "" {
-			return Bind{listen, key + "." + strings.TrimSuffix(field, "addr") + "listen_addr"}
+	for _, p := range cfg.Processes() {
+		proc := Proc{Process: p}
+		switch p.Kind {
+		case "master":
+			m, _ := cfg.MasterByID(p.ID)
+			proc.DataDir, proc.RaftAddr, proc.HTTPAddr = cfg.MasterDataDir(m), m.RaftAddr, m.HTTPAddr
+		case "node":
+			n, _ := cfg.Node(p.ID)
+			proc.HTTPAddr = n.HTTPAddr
 		}
-		return Bind{addr, key + "." + field}
-	}
-	for i, m := range cfg.Masters {
-		key := fmt.Sprintf("masters[%d]", i)
-		p := Proc{Kind: "master", ID: m.ID, Key: key, Addr: m.Addr, Host: m.Host, DataDir: cfg.MasterDataDir(m),
-			RaftAddr: m.RaftAddr, HTTPAddr: m.HTTPAddr,
-			Binds: []Bind{bind(key, "addr", m.Addr, m.ListenAddr), bind(key, "raft_addr", m.RaftAddr, m.RaftListenAddr)}}
-		if m.HTTPAddr != "" {
-			p.Binds = append(p.Binds, bind(key, "http_addr", m.HTTPAddr, ""))
-		}
-		ps = append(ps, p)
-	}
-	for i, n := range cfg.Nodes {
-		key := fmt.Sprintf("nodes[%d]", i)
-		p := Proc{Kind: "node", ID: n.ID, Key: key, Addr: n.Addr, Host: n.Host, HTTPAddr: n.HTTPAddr,
-			Binds: []Bind{bind(key, "addr", n.Addr, n.ListenAddr)}}
-		if n.HTTPAddr != "" {
-			p.Binds = append(p.Binds, bind(key, "http_addr", n.HTTPAddr, ""))
-		}
-		ps = append(ps, p)
-	}
-	for i, g := range cfg.Gateways {
-		key := fmt.Sprintf("gateways[%d]", i)
-		ps = append(ps, Proc{Kind: "gateway", ID: g.ID, Key: key, Addr: g.Addr, Host: g.Host,
-			Binds: []Bind{bind(key, "addr", g.Addr, g.ListenAddr)}})
+		ps = append(ps, proc)
 	}
 	return ps
 }

@@ -128,10 +128,10 @@ gateways:
 	if got := strings.Join(ids(ps), " "); got != "m1 n1 g1" {
 		t.Fatalf("procs %s, want m1 n1 g1", got)
 	}
-	want := [][]Bind{
-		{{"10.0.0.2:7201", "masters[0].addr"}, {"0.0.0.0:7301", "masters[0].raft_listen_addr"}, {"10.0.0.2:7211", "masters[0].http_addr"}},
-		{{"0.0.0.0:7101", "nodes[0].listen_addr"}},
-		{{"127.0.0.1:7401", "gateways[0].addr"}},
+	want := [][]config.BindAddr{
+		{{Addr: "10.0.0.2:7201", Key: "masters[0].addr"}, {Addr: "0.0.0.0:7301", Key: "masters[0].raft_listen_addr"}, {Addr: "10.0.0.2:7211", Key: "masters[0].http_addr"}},
+		{{Addr: "0.0.0.0:7101", Key: "nodes[0].listen_addr"}},
+		{{Addr: "127.0.0.1:7401", Key: "gateways[0].addr"}},
 	}
 	for i, p := range ps {
 		if !slices.Equal(p.Binds, want[i]) {

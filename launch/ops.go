@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
+
+	"github.com/gavel-auction/gavel/config"
 )
 
 // Down stops every process that has a pid file on any host of the
@@ -243,7 +245,7 @@ func (l *Launcher) idHost(id string) (Proc, Host, bool) {
 	if p, ok := l.proc(id); ok {
 		return p, l.hostOf(p), true
 	}
-	return Proc{ID: id}, l.local, false
+	return Proc{Process: config.Process{ID: id}}, l.local, false
 }
 
 // Kill sends SIGKILL to process id on its host (for fault demos).

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gavel-auction/gavel/config"
 	"github.com/gavel-auction/gavel/gateway"
 )
 
@@ -51,7 +52,7 @@ func (l *Launcher) running(ctx context.Context, ps []Proc) (map[string]int, erro
 func (l *Launcher) checkPorts(ctx context.Context, ps []Proc) error {
 	type owner struct {
 		p Proc
-		b Bind
+		b config.BindAddr
 	}
 	byHost := map[Host][]owner{}
 	for _, p := range ps {
