@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/tools/runlog"
 )
 
 // proc is one gavel process the demo started.
@@ -296,9 +297,5 @@ func describe(cfg *api.ChainConfig) string {
 	if cfg == nil {
 		return "unknown"
 	}
-	s := fmt.Sprintf("e%d [%s]", cfg.Epoch, strings.Join(chainIDs(cfg), " "))
-	if j := joiningIDs(cfg); len(j) > 0 {
-		s += fmt.Sprintf(" +[%s]", strings.Join(j, " "))
-	}
-	return s
+	return runlog.Config{Epoch: cfg.Epoch, Chain: chainIDs(cfg), Joining: joiningIDs(cfg)}.String()
 }
