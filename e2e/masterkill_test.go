@@ -212,7 +212,22 @@ func testLeaderKilledMidJoin(t *testing.T) {
 func finishMasterKill(t *testing.T, c *cluster, w *workload, s *successSampler, obs *epochObserver, killedMaster string, faultAt time.Time) {
 	t.Helper()
 	cfg := c.config()
-	c.checkStaleConfigRefused(t, chainIDs(cfg)[0])
+	// The head must have installed the leader's configuration first, or
+	// its own change of epoch during the check would look like the stale
+	// push taking effect.
+	head := chainIDs(cfg)[0]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := c.nodeStatus(head)
+		if err == nil && st.Config.GetEpoch() >= cfg.Epoch {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has not installed epoch %d after 5s (status %v, %v)", head, cfg.Epoch, st, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.checkStaleConfigRefused(t, head)
 
 	n0 := w.successes()
 	time.Sleep(time.Second)
