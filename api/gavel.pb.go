@@ -638,8 +638,13 @@ type Update struct {
 	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// time_ms is the head's clock when it sequenced the update (unix ms),
 	// never smaller than the previous update's.
-	TimeMs        int64    `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
-	Command       *Command `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	TimeMs  int64    `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	Command *Command `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	// epoch is the configuration epoch in which the head sequenced the
+	// update. (seq, epoch) names one update across the whole history: only
+	// the head of an epoch sequences in it, so two logs that hold the same
+	// (seq, epoch) agree on every update up to seq.
+	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -693,6 +698,13 @@ func (x *Update) GetCommand() *Command {
 		return x.Command
 	}
 	return nil
+}
+
+func (x *Update) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 // AuctionInfo is the public view of one auction.
@@ -1030,11 +1042,13 @@ func (x *AuctionRecord) GetBidders() []string {
 
 // StateSnapshot is the whole auction state at one sequence number.
 type StateSnapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	TimeMs        int64                  `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
-	Auctions      []*AuctionRecord       `protobuf:"bytes,3,rep,name=auctions,proto3" json:"auctions,omitempty"`
-	Sessions      []*Session             `protobuf:"bytes,4,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Seq      uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	TimeMs   int64                  `protobuf:"varint,2,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	Auctions []*AuctionRecord       `protobuf:"bytes,3,rep,name=auctions,proto3" json:"auctions,omitempty"`
+	Sessions []*Session             `protobuf:"bytes,4,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	// last_epoch is the epoch of the update at seq (0 when seq is 0).
+	LastEpoch     uint64 `protobuf:"varint,5,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1095,6 +1109,13 @@ func (x *StateSnapshot) GetSessions() []*Session {
 		return x.Sessions
 	}
 	return nil
+}
+
+func (x *StateSnapshot) GetLastEpoch() uint64 {
+	if x != nil {
+		return x.LastEpoch
+	}
+	return 0
 }
 
 type BidRequest struct {
@@ -1973,9 +1994,13 @@ type NodeStatus struct {
 	// state_digest is a hash of the node's whole auction state at applied:
 	// nodes that applied the same updates show the same digest.
 	StateDigest   string `protobuf:"bytes,11,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
-	Incarnation   uint64 `protobuf:"varint,12,opt,name=incarnation,proto3" json:"incarnation,omitempty"`           // this run of the node's process
-	LeaseMs       int64  `protobuf:"varint,13,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`    // lease time left (ms); -1 when no master is configured
-	CaughtUp      bool   `protobuf:"varint,14,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"` // holds every committed update
+	Incarnation   uint64 `protobuf:"varint,12,opt,name=incarnation,proto3" json:"incarnation,omitempty"`              // this run of the node's process
+	LeaseMs       int64  `protobuf:"varint,13,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`       // lease time left (ms); -1 when no master is configured
+	CaughtUp      bool   `protobuf:"varint,14,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`    // holds every committed update
+	Durable       uint64 `protobuf:"varint,15,opt,name=durable,proto3" json:"durable,omitempty"`                      // last sequence number on stable storage (fsync'd)
+	DataDir       string `protobuf:"bytes,16,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`        // the node's data dir; empty: memory only
+	DataBytes     uint64 `protobuf:"varint,17,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"` // size of the data dir
+	Sync          string `protobuf:"bytes,18,opt,name=sync,proto3" json:"sync,omitempty"`                             // "always" or "none"
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2106,6 +2131,34 @@ func (x *NodeStatus) GetCaughtUp() bool {
 		return x.CaughtUp
 	}
 	return false
+}
+
+func (x *NodeStatus) GetDurable() uint64 {
+	if x != nil {
+		return x.Durable
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetDataDir() string {
+	if x != nil {
+		return x.DataDir
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetDataBytes() uint64 {
+	if x != nil {
+		return x.DataBytes
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetSync() string {
+	if x != nil {
+		return x.Sync
+	}
+	return ""
 }
 
 type SetConfigReply struct {
@@ -2287,9 +2340,13 @@ func (x *Ack) GetSeq() uint64 {
 // number it holds; the predecessor resends its Sent entries after it, or a
 // snapshot first when it no longer has them.
 type Hello struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LastSeq       uint64                 `protobuf:"varint,1,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
-	Committed     uint64                 `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	LastSeq   uint64                 `protobuf:"varint,1,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	Committed uint64                 `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
+	// last_epoch is the epoch of the sender's update at last_seq: the
+	// predecessor resends after last_seq only when it holds that same
+	// update, and sends a snapshot to a joining node that does not.
+	LastEpoch     uint64 `protobuf:"varint,3,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2334,6 +2391,13 @@ func (x *Hello) GetLastSeq() uint64 {
 func (x *Hello) GetCommitted() uint64 {
 	if x != nil {
 		return x.Committed
+	}
+	return 0
+}
+
+func (x *Hello) GetLastEpoch() uint64 {
+	if x != nil {
+		return x.LastEpoch
 	}
 	return 0
 }
@@ -2545,16 +2609,24 @@ func (*StreamClosed) Descriptor() ([]byte, []int) {
 // HeartbeatRequest is a node's periodic report to the master leader. A
 // heartbeat from a node that is not in the configuration asks to join.
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"` // the node's installed epoch
-	Role          Role                   `protobuf:"varint,5,opt,name=role,proto3,enum=gavel.v1.Role" json:"role,omitempty"`
-	Applied       uint64                 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
-	Committed     uint64                 `protobuf:"varint,7,opt,name=committed,proto3" json:"committed,omitempty"`
-	CaughtUp      bool                   `protobuf:"varint,8,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"` // holds every committed update
-	Linked        bool                   `protobuf:"varint,9,opt,name=linked,proto3" json:"linked,omitempty"`                     // its predecessor answered its Hello this epoch
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr        string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"` // the node's installed epoch
+	Role        Role                   `protobuf:"varint,5,opt,name=role,proto3,enum=gavel.v1.Role" json:"role,omitempty"`
+	Applied     uint64                 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
+	Committed   uint64                 `protobuf:"varint,7,opt,name=committed,proto3" json:"committed,omitempty"`
+	CaughtUp    bool                   `protobuf:"varint,8,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"` // holds every committed update
+	Linked      bool                   `protobuf:"varint,9,opt,name=linked,proto3" json:"linked,omitempty"`                     // its predecessor answered its Hello this epoch
+	// durable is the last sequence number on the node's stable storage (its
+	// write-ahead log), data_bytes the size of its data dir; a node without
+	// a data dir reports its applied sequence number and 0.
+	Durable   uint64 `protobuf:"varint,10,opt,name=durable,proto3" json:"durable,omitempty"`
+	DataBytes uint64 `protobuf:"varint,11,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"`
+	// recovered: the node restarted from its data dir and holds the history
+	// it had before (applied > 0 before any configuration).
+	Recovered     bool `protobuf:"varint,12,opt,name=recovered,proto3" json:"recovered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2648,6 +2720,27 @@ func (x *HeartbeatRequest) GetCaughtUp() bool {
 func (x *HeartbeatRequest) GetLinked() bool {
 	if x != nil {
 		return x.Linked
+	}
+	return false
+}
+
+func (x *HeartbeatRequest) GetDurable() uint64 {
+	if x != nil {
+		return x.Durable
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetDataBytes() uint64 {
+	if x != nil {
+		return x.DataBytes
+	}
+	return 0
+}
+
+func (x *HeartbeatRequest) GetRecovered() bool {
+	if x != nil {
+		return x.Recovered
 	}
 	return false
 }
@@ -2836,6 +2929,8 @@ type NodeHealth struct {
 	LastHeartbeatMs int64                  `protobuf:"varint,8,opt,name=last_heartbeat_ms,json=lastHeartbeatMs,proto3" json:"last_heartbeat_ms,omitempty"` // milliseconds since its last heartbeat
 	Leased          bool                   `protobuf:"varint,9,opt,name=leased,proto3" json:"leased,omitempty"`                                            // holds a lease from this leader
 	CaughtUp        bool                   `protobuf:"varint,10,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	Durable         uint64                 `protobuf:"varint,11,opt,name=durable,proto3" json:"durable,omitempty"`                      // last sequence number on its stable storage
+	DataBytes       uint64                 `protobuf:"varint,12,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"` // size of its data dir
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -2938,6 +3033,20 @@ func (x *NodeHealth) GetCaughtUp() bool {
 		return x.CaughtUp
 	}
 	return false
+}
+
+func (x *NodeHealth) GetDurable() uint64 {
+	if x != nil {
+		return x.Durable
+	}
+	return 0
+}
+
+func (x *NodeHealth) GetDataBytes() uint64 {
+	if x != nil {
+		return x.DataBytes
+	}
+	return 0
 }
 
 // MasterStatus is one master's view: its Raft state and the configuration.
@@ -3094,11 +3203,12 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x04open\x18\x01 \x01(\v2\x15.gavel.v1.OpenAuctionH\x00R\x04open\x12&\n" +
 	"\x03bid\x18\x02 \x01(\v2\x12.gavel.v1.PlaceBidH\x00R\x03bid\x12.\n" +
 	"\x05close\x18\x03 \x01(\v2\x16.gavel.v1.CloseAuctionH\x00R\x05closeB\x04\n" +
-	"\x02op\"`\n" +
+	"\x02op\"v\n" +
 	"\x06Update\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12+\n" +
-	"\acommand\x18\x03 \x01(\v2\x11.gavel.v1.CommandR\acommand\"\x97\x03\n" +
+	"\acommand\x18\x03 \x01(\v2\x11.gavel.v1.CommandR\acommand\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\x97\x03\n" +
 	"\vAuctionInfo\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\tR\x04item\x12,\n" +
@@ -3130,12 +3240,14 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\aentries\x18\x02 \x03(\v2\x14.gavel.v1.DedupEntryR\aentries\"T\n" +
 	"\rAuctionRecord\x12)\n" +
 	"\x04info\x18\x01 \x01(\v2\x15.gavel.v1.AuctionInfoR\x04info\x12\x18\n" +
-	"\abidders\x18\x02 \x03(\tR\abidders\"\x9e\x01\n" +
+	"\abidders\x18\x02 \x03(\tR\abidders\"\xbd\x01\n" +
 	"\rStateSnapshot\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x123\n" +
 	"\bauctions\x18\x03 \x03(\v2\x17.gavel.v1.AuctionRecordR\bauctions\x12-\n" +
-	"\bsessions\x18\x04 \x03(\v2\x11.gavel.v1.SessionR\bsessions\"u\n" +
+	"\bsessions\x18\x04 \x03(\v2\x11.gavel.v1.SessionR\bsessions\x12\x1d\n" +
+	"\n" +
+	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\"u\n" +
 	"\n" +
 	"BidRequest\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x16\n" +
@@ -3198,7 +3310,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12&\n" +
 	"\x05chain\x18\x02 \x03(\v2\x10.gavel.v1.MemberR\x05chain\x12*\n" +
 	"\ajoining\x18\x03 \x03(\v2\x10.gavel.v1.MemberR\ajoining\"\x0f\n" +
-	"\rStatusRequest\"\xa1\x03\n" +
+	"\rStatusRequest\"\x89\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3215,7 +3327,12 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\fstate_digest\x18\v \x01(\tR\vstateDigest\x12 \n" +
 	"\vincarnation\x18\f \x01(\x04R\vincarnation\x12\x19\n" +
 	"\blease_ms\x18\r \x01(\x03R\aleaseMs\x12\x1b\n" +
-	"\tcaught_up\x18\x0e \x01(\bR\bcaughtUp\"&\n" +
+	"\tcaught_up\x18\x0e \x01(\bR\bcaughtUp\x12\x18\n" +
+	"\adurable\x18\x0f \x01(\x04R\adurable\x12\x19\n" +
+	"\bdata_dir\x18\x10 \x01(\tR\adataDir\x12\x1d\n" +
+	"\n" +
+	"data_bytes\x18\x11 \x01(\x04R\tdataBytes\x12\x12\n" +
+	"\x04sync\x18\x12 \x01(\tR\x04sync\"&\n" +
 	"\x0eSetConfigReply\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xd5\x01\n" +
 	"\aForward\x12*\n" +
@@ -3225,10 +3342,12 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\bsnapshot\x18\x04 \x01(\v2\x17.gavel.v1.StateSnapshotR\bsnapshot\x12$\n" +
 	"\x0epred_caught_up\x18\x05 \x01(\bR\fpredCaughtUp\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"@\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"_\n" +
 	"\x05Hello\x12\x19\n" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12\x1c\n" +
-	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\"\xcb\x01\n" +
+	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\x12\x1d\n" +
+	"\n" +
+	"last_epoch\x18\x03 \x01(\x04R\tlastEpoch\"\xcb\x01\n" +
 	"\fChainMessage\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
@@ -3239,7 +3358,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x04body\">\n" +
 	"\bEnvelope\x122\n" +
 	"\bmessages\x18\x01 \x03(\v2\x16.gavel.v1.ChainMessageR\bmessages\"\x0e\n" +
-	"\fStreamClosed\"\xff\x01\n" +
+	"\fStreamClosed\"\xd6\x02\n" +
 	"\x10HeartbeatRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12 \n" +
@@ -3249,7 +3368,12 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\aapplied\x18\x06 \x01(\x04R\aapplied\x12\x1c\n" +
 	"\tcommitted\x18\a \x01(\x04R\tcommitted\x12\x1b\n" +
 	"\tcaught_up\x18\b \x01(\bR\bcaughtUp\x12\x16\n" +
-	"\x06linked\x18\t \x01(\bR\x06linked\"\xb0\x01\n" +
+	"\x06linked\x18\t \x01(\bR\x06linked\x12\x18\n" +
+	"\adurable\x18\n" +
+	" \x01(\x04R\adurable\x12\x1d\n" +
+	"\n" +
+	"data_bytes\x18\v \x01(\x04R\tdataBytes\x12\x1c\n" +
+	"\trecovered\x18\f \x01(\bR\trecovered\"\xb0\x01\n" +
 	"\x0eHeartbeatReply\x12-\n" +
 	"\x06config\x18\x01 \x01(\v2\x15.gavel.v1.ChainConfigR\x06config\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\x03R\aleaseMs\x12\x1b\n" +
@@ -3261,7 +3385,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\vafter_epoch\x18\x01 \x01(\x04R\n" +
 	"afterEpoch\x12\x18\n" +
 	"\awatcher\x18\x02 \x01(\tR\awatcher\"\x15\n" +
-	"\x13MasterStatusRequest\"\xa5\x02\n" +
+	"\x13MasterStatusRequest\"\xde\x02\n" +
 	"\n" +
 	"NodeHealth\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3274,7 +3398,10 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x11last_heartbeat_ms\x18\b \x01(\x03R\x0flastHeartbeatMs\x12\x16\n" +
 	"\x06leased\x18\t \x01(\bR\x06leased\x12\x1b\n" +
 	"\tcaught_up\x18\n" +
-	" \x01(\bR\bcaughtUp\"\xdf\x02\n" +
+	" \x01(\bR\bcaughtUp\x12\x18\n" +
+	"\adurable\x18\v \x01(\x04R\adurable\x12\x1d\n" +
+	"\n" +
+	"data_bytes\x18\f \x01(\x04R\tdataBytes\"\xdf\x02\n" +
 	"\fMasterStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1d\n" +

@@ -128,8 +128,10 @@ type session struct {
 
 // State is the whole replicated auction state.
 type State struct {
-	seq      uint64
-	timeMs   int64
+	seq uint64
+	// lastEpoch is the epoch of the update at seq (Update.Epoch).
+	lastEpoch uint64
+	timeMs    int64
 	auctions map[string]*Auction
 	open     map[string]*Auction // the subset still open, for Due
 	sessions map[string]*session
@@ -152,6 +154,10 @@ func New(dedupWindow int) *State {
 
 // Seq is the sequence number of the last applied update.
 func (s *State) Seq() uint64 { return s.seq }
+
+// LastEpoch is the epoch in which the update at Seq was sequenced (0 for
+// an empty state).
+func (s *State) LastEpoch() uint64 { return s.lastEpoch }
 
 // TimeMs is the time stamped on the last applied update.
 func (s *State) TimeMs() int64 { return s.timeMs }
@@ -300,7 +306,7 @@ func (s *State) Apply(u *api.Update) (Result, error) {
 	if u.GetSeq() != s.seq+1 {
 		return Result{}, fmt.Errorf("%w: have %d, got %d", ErrBadSequence, s.seq, u.GetSeq())
 	}
-	s.seq = u.Seq
+	s.seq, s.lastEpoch = u.Seq, u.GetEpoch()
 	s.timeMs = max(s.timeMs, u.TimeMs)
 	switch op := u.GetCommand().GetOp().(type) {
 	case *api.Command_Bid:
@@ -401,7 +407,7 @@ func (s *State) applyClose(seq uint64, id string) Result {
 
 // Snapshot returns the whole state, in a deterministic order.
 func (s *State) Snapshot() *api.StateSnapshot {
-	snap := &api.StateSnapshot{Seq: s.seq, TimeMs: s.timeMs}
+	snap := &api.StateSnapshot{Seq: s.seq, TimeMs: s.timeMs, LastEpoch: s.lastEpoch}
 	ids := make([]string, 0, len(s.auctions))
 	for id := range s.auctions {
 		ids = append(ids, id)
@@ -435,7 +441,7 @@ func (s *State) Snapshot() *api.StateSnapshot {
 // Restore builds a state from a snapshot.
 func Restore(snap *api.StateSnapshot, dedupWindow int) (*State, error) {
 	s := New(dedupWindow)
-	s.seq, s.timeMs = snap.GetSeq(), snap.GetTimeMs()
+	s.seq, s.timeMs, s.lastEpoch = snap.GetSeq(), snap.GetTimeMs(), snap.GetLastEpoch()
 	for _, rec := range snap.GetAuctions() {
 		in := rec.GetInfo()
 		if in == nil || !validName(in.Auction) || s.auctions[in.Auction] != nil {

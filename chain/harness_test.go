@@ -73,6 +73,10 @@ type simOptions struct {
 	// ClockSkew is the range of each node's clock offset, in ms: the head
 	// decides closes by its own clock.
 	ClockSkew [2]int64
+	// CompactEvery makes every node compact its log as the edge does
+	// after each snapshot: every CompactEvery updates, to the previous
+	// snapshot's seq (0: never).
+	CompactEvery int
 	// WaitCloses makes finish wait until every auction has closed.
 	WaitCloses bool
 	// Log writes replica and harness logs to stderr (-simlog); Trace adds
@@ -91,6 +95,7 @@ func defaultOptions() simOptions {
 		PeerDownDelay: 2 * ms,
 		ClientTimeout: 40 * ms,
 		GiveUpAfter:   0,
+		CompactEvery:  16,
 		Log:           *flagSimLog || *flagSimTrace,
 		Trace:         *flagSimTrace,
 	}
@@ -130,6 +135,7 @@ type simNode struct {
 	crashed bool
 	skewMs  int64 // this node's clock offset
 	rec     nodeRecord
+	snapAt  uint64 // applied at the last simulated snapshot (CompactEvery)
 }
 
 // nodeRecord is the sequence of updates a node applied, from Ready().Applied.
@@ -441,6 +447,14 @@ func (c *simCluster) drain(n *simNode) {
 	if n.r.HasReady() {
 		c.violation("%s: HasReady() still true right after Ready()", n.id)
 	}
+	if rd.StateReplaced {
+		// A snapshot replaced the state: the record starts over at it.
+		base := n.r.Applied()
+		if len(rd.Applied) > 0 {
+			base = rd.Applied[0].Update.GetSeq() - 1
+		}
+		n.rec = nodeRecord{base: base, snapshots: n.rec.snapshots + 1}
+	}
 	for _, a := range rd.Applied {
 		seq := a.Update.GetSeq()
 		if seq != n.rec.last()+1 {
@@ -459,6 +473,12 @@ func (c *simCluster) drain(n *simNode) {
 	}
 	if n.r.Committed() > n.r.Applied() {
 		c.violation("%s: committed %d > applied %d", n.id, n.r.Committed(), n.r.Applied())
+	}
+	// Compaction as the edge does it: after every CompactEvery updates a
+	// "snapshot" is taken and the log is kept from the previous one on.
+	if every := uint64(c.opts.CompactEvery); every > 0 && n.r.Applied() >= n.snapAt+every {
+		n.r.Compact(n.snapAt)
+		n.snapAt = n.r.Applied()
 	}
 	if n.r.Committed() > c.maxCommitted {
 		c.maxCommitted, c.maxCommittedAt = n.r.Committed(), n.id

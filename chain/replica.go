@@ -67,10 +67,18 @@ type Applied struct {
 }
 
 // Ready is what a replica has produced since the previous call to Ready.
+//
+// The edge must make Applied durable before it sends Messages or
+// delivers Replies: a forward, an ack or a reply then only ever speaks of
+// updates on this node's stable storage. When StateReplaced is set the
+// state was replaced wholesale (a snapshot installed) since the last
+// Ready: the edge then persists the whole current state instead of
+// Applied.
 type Ready struct {
-	Messages []*api.ChainMessage
-	Replies  []Reply
-	Applied  []Applied
+	Messages      []*api.ChainMessage
+	Replies       []Reply
+	Applied       []Applied
+	StateReplaced bool
 }
 
 // Options configure a Replica.
@@ -84,6 +92,22 @@ type Options struct {
 	// unanswered Hello.
 	HelloRetryTicks int
 	Logger          *slog.Logger
+}
+
+// Recovered is the durable history a replica restarts from: a state
+// (from the last snapshot, with the write-ahead log replayed on it) and
+// the log entries it retains, which end at the state's sequence number.
+type Recovered struct {
+	State *auction.State
+	// Log holds the retained updates, contiguous, ending at State.Seq();
+	// it may start before the snapshot the state was built from.
+	Log []*api.Update
+	// Complete is set when the history is known to hold everything this
+	// node ever forwarded, acknowledged or answered: it was written with
+	// sync always and its log ended in a whole record. Only a complete
+	// history lets the node serve as head or tail of its old
+	// configuration before it has linked to a predecessor.
+	Complete bool
 }
 
 // link is the predecessor's view of one downstream peer: the successor, or
@@ -122,8 +146,20 @@ type Replica struct {
 	committed uint64 // highest sequence number known applied by the tail
 
 	// sent holds updates applied here that some downstream peer may still
-	// need, contiguous and in order; sent[0].Seq == sentStart().
+	// need, or that the retention rule keeps (everything after retainAfter),
+	// contiguous and in order; sent[0].Seq == sentStart(). It is this
+	// node's in-memory log: a peer whose Hello reports a position in it
+	// gets only what it lacks.
 	sent []*api.Update
+	// retainAfter: updates after it stay in sent (Compact raises it).
+	retainAfter uint64
+	// baseEpoch is the epoch of the update at sentStart()-1, when known
+	// (baseKnown).
+	baseEpoch uint64
+	baseKnown bool
+	// incomplete is set by Restore for a history that may lack updates
+	// this node forwarded or acknowledged (see Recovered.Complete).
+	incomplete bool
 
 	upstream      string // predecessor (or, when joining, the tail); "" for the head
 	upEstablished bool   // upstream answered our Hello in this epoch
@@ -147,9 +183,10 @@ type Replica struct {
 	stateBase uint64
 
 	// Outputs, drained by Ready.
-	msgs    []*api.ChainMessage
-	replies []Reply
-	out     []Applied
+	msgs     []*api.ChainMessage
+	replies  []Reply
+	out      []Applied
+	replaced bool
 }
 
 // NewReplica returns a replica with empty state and no configuration.
@@ -164,11 +201,70 @@ func NewReplica(opts Options) *Replica {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Replica{
-		id:    opts.ID,
-		opts:  opts,
-		log:   opts.Logger,
-		state: auction.New(opts.DedupWindow),
+		id:        opts.ID,
+		opts:      opts,
+		log:       opts.Logger,
+		state:     auction.New(opts.DedupWindow),
+		baseKnown: true,
 	}
+}
+
+// Restore gives a replica that has no configuration yet the history it
+// recovered from its data dir. Its first configuration then decides: a
+// chain member says Hello with the last update it holds and gets only
+// what it lacks; the head of a rebuilt chain sequences on it.
+func (r *Replica) Restore(rec Recovered) error {
+	if r.cfg != nil {
+		return fmt.Errorf("chain %s: restore after the first configuration", r.id)
+	}
+	seq := rec.State.Seq()
+	if n := len(rec.Log); n > 0 {
+		if rec.Log[n-1].GetSeq() != seq || rec.Log[0].GetSeq()+uint64(n-1) != seq {
+			return fmt.Errorf("chain %s: recovered log %d..%d does not end at the state's seq %d",
+				r.id, rec.Log[0].GetSeq(), rec.Log[n-1].GetSeq(), seq)
+		}
+	}
+	r.state, r.applied, r.sent = rec.State, seq, rec.Log
+	r.stateGen, r.stateBase = r.stateGen+1, seq
+	if len(rec.Log) > 0 {
+		r.stateBase = rec.Log[0].GetSeq() - 1
+	}
+	r.retainAfter = r.sentStart() - 1
+	r.baseKnown = len(rec.Log) == 0
+	r.baseEpoch = rec.State.LastEpoch()
+	r.incomplete = !rec.Complete
+	return nil
+}
+
+// Compact lets the replica forget retained updates up to seq (the edge
+// calls it once a snapshot covering them is durable). Updates a
+// downstream peer still needs stay.
+func (r *Replica) Compact(seq uint64) {
+	if seq > r.retainAfter {
+		r.retainAfter = min(seq, r.applied)
+		r.trimSent()
+	}
+}
+
+// Log returns the retained updates (tests and status only; callers must
+// not modify them).
+func (r *Replica) Log() []*api.Update { return r.sent }
+
+// epochAt returns the epoch of the update at seq, if this replica knows
+// it: seq 0, an update in its log, the one just before it, or its last.
+func (r *Replica) epochAt(seq uint64) (uint64, bool) {
+	start := r.sentStart()
+	switch {
+	case seq == 0:
+		return 0, true
+	case seq == r.applied:
+		return r.state.LastEpoch(), true
+	case seq >= start && seq <= r.applied:
+		return r.sent[seq-start].GetEpoch(), true
+	case seq == start-1 && r.baseKnown:
+		return r.baseEpoch, true
+	}
+	return 0, false
 }
 
 // ID is the replica's node id.
@@ -301,7 +397,7 @@ func (r *Replica) rejectInvalid(h Handle, auctionID string, amount int64, err er
 
 // sequence stamps, applies and queues a new update at the head.
 func (r *Replica) sequence(cmd *api.Command, nowMs int64) auction.Result {
-	u := &api.Update{Seq: r.applied + 1, TimeMs: max(nowMs, r.state.TimeMs()), Command: cmd}
+	u := &api.Update{Seq: r.applied + 1, Epoch: r.Epoch(), TimeMs: max(nowMs, r.state.TimeMs()), Command: cmd}
 	return r.apply(u)
 }
 
@@ -399,9 +495,7 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 		panic(fmt.Sprintf("chain %s: %v", r.id, err))
 	}
 	r.applied = u.Seq
-	if len(r.down) > 0 {
-		r.sent = append(r.sent, u)
-	}
+	r.sent = append(r.sent, u)
 	ap := Applied{Update: u, Result: res}
 	if res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate) {
 		if a, ok := r.state.Get(res.Auction); ok {
@@ -440,7 +534,7 @@ func (r *Replica) sentStart() uint64 {
 // trimSent drops Sent entries that no downstream peer can still need: the
 // successor needs nothing committed; a learner needs what it has not acked.
 func (r *Replica) trimSent() {
-	keepAfter := r.applied
+	keepAfter := min(r.applied, r.retainAfter)
 	for _, l := range r.down {
 		switch {
 		case !l.learner:
@@ -455,6 +549,9 @@ func (r *Replica) trimSent() {
 	n := 0
 	for n < len(r.sent) && r.sent[n].Seq <= keepAfter {
 		n++
+	}
+	if n > 0 {
+		r.baseEpoch, r.baseKnown = r.sent[n-1].GetEpoch(), true
 	}
 	if n == len(r.sent) {
 		// IMPORTANT: never reuse the array: messages in flight alias it.
@@ -560,8 +657,14 @@ func (r *Replica) stepForward(f *api.Forward) {
 
 func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 	if snap.GetSeq() < r.applied {
-		r.logger().Error("refusing snapshot older than own state", "snapshot_seq", snap.GetSeq(), "applied", r.applied)
-		return false
+		if r.role != api.Role_JOINING {
+			r.logger().Error("refusing snapshot older than own state", "snapshot_seq", snap.GetSeq(), "applied", r.applied)
+			return false
+		}
+		// A joining node's own history is no authority: the tail sends a
+		// snapshot when that history is not a prefix of the chain's.
+		r.logger().Warn("discarding own history: it is not the chain's", "applied", r.applied,
+			"snapshot_seq", snap.GetSeq(), "from", r.upstream)
 	}
 	st, err := auction.Restore(snap, r.opts.DedupWindow)
 	if err != nil {
@@ -570,7 +673,12 @@ func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 	}
 	r.state, r.applied = st, st.Seq()
 	r.stateGen, r.stateBase = r.stateGen+1, st.Seq()
-	r.sent = nil
+	r.sent, r.retainAfter = nil, st.Seq()
+	r.baseEpoch, r.baseKnown = st.LastEpoch(), true
+	r.committed = min(r.committed, r.applied)
+	// Updates applied before the snapshot, in this Ready, belong to the
+	// history it replaces.
+	r.out, r.replaced = nil, true
 	r.logger().Info("snapshot installed", "seq", r.applied, "auctions", st.Len(), "from", r.upstream)
 	return true
 }
@@ -588,9 +696,11 @@ func (r *Replica) stepAck(l *link, seq uint64) {
 // stepHello answers a downstream peer's Hello: the generic link handshake.
 func (r *Replica) stepHello(l *link, h *api.Hello) {
 	last := h.GetLastSeq()
-	if last > r.applied {
-		r.logger().Error("successor claims updates this node never applied; link refused",
-			"peer", l.id, "peer_last", last, "applied", r.applied)
+	epoch, known := r.epochAt(last)
+	diverged := last > r.applied || (known && epoch != h.GetLastEpoch())
+	if diverged && !l.learner {
+		r.logger().Error("successor's history is not a prefix of this node's; link refused",
+			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.applied)
 		return
 	}
 	if !l.learner {
@@ -600,7 +710,17 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 	l.ready = true
 	l.next = last + 1
 	fwd := &api.Forward{Handshake: true}
-	snapshot := l.next < r.sentStart()
+	// A joining node whose last update is not the one this node holds at
+	// that seq (a removed head's unforwarded bids, say) starts over from
+	// a snapshot; so does one that needs updates no longer retained.
+	snapshot := l.next < r.sentStart() || (l.learner && (diverged || !known))
+	if snapshot {
+		l.holds = 0
+	}
+	if diverged {
+		r.logger().Warn("joining node's history diverges from the chain's; it gets a snapshot",
+			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.applied)
+	}
 	if snapshot {
 		fwd.Snapshot = r.state.Snapshot()
 		l.next, l.holds = r.applied+1, r.applied
@@ -644,7 +764,7 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 func (r *Replica) sendHello() {
 	r.lastHelloTick = r.ticks
 	r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Hello{Hello: &api.Hello{
-		LastSeq: r.applied, Committed: r.committed}}})
+		LastSeq: r.applied, Committed: r.committed, LastEpoch: r.state.LastEpoch()}}})
 }
 
 // PeerDown tells the replica that the link to a peer broke, so messages in
@@ -711,8 +831,8 @@ func (r *Replica) Ready() Ready {
 	for i := range r.replies {
 		r.replies[i].Epoch = r.Epoch()
 	}
-	rd := Ready{Messages: r.msgs, Replies: r.replies, Applied: r.out}
-	r.msgs, r.replies, r.out = nil, nil, nil
+	rd := Ready{Messages: r.msgs, Replies: r.replies, Applied: r.out, StateReplaced: r.replaced}
+	r.msgs, r.replies, r.out, r.replaced = nil, nil, nil, false
 	return rd
 }
 
@@ -736,11 +856,11 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		r.cfg = cfg
 		return ErrRemoved
 	case joining && oldRole != api.Role_JOINING:
-		// A (re)joining node always starts from nothing: it may hold a
-		// history that diverged from the chain's when it was removed.
-		r.state = auction.New(r.opts.DedupWindow)
-		r.stateGen, r.stateBase = r.stateGen+1, 0
-		r.applied, r.committed, r.sent, r.removed = 0, 0, nil, false
+		// A (re)joining node keeps its history: its Hello tells the tail
+		// the last update it holds, and the tail resends what follows or,
+		// when that history diverged from the chain's (it was the head
+		// and sequenced bids it never forwarded), sends a snapshot.
+		r.committed, r.removed = 0, false
 	}
 	switch {
 	case joining || oldRole == api.Role_JOINING:
@@ -749,7 +869,13 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 	case oldRole == api.Role_ROLE_UNSPECIFIED:
 		// A first configuration: the head defines the history; every other
 		// member catches up from its predecessor, even when all are empty.
-		r.caughtUp = pos == 0
+		// A head restarted with an incomplete history (a torn log, or one
+		// written without sync) may lack what it forwarded: it refuses to
+		// sequence until reconfigured.
+		r.caughtUp = pos == 0 && !r.incomplete
+		if pos == 0 && r.incomplete {
+			r.logger().Warn("restarted head with an incomplete history: refusing to sequence", "applied", r.applied)
+		}
 	}
 	oldCfg, oldDown := r.cfg, r.down
 	r.cfg = cfg
