@@ -132,10 +132,10 @@ type State struct {
 	// lastEpoch is the epoch of the update at seq (Update.Epoch).
 	lastEpoch uint64
 	timeMs    int64
-	auctions map[string]*Auction
-	open     map[string]*Auction // the subset still open, for Due
-	sessions map[string]*session
-	window   int
+	auctions  map[string]*Auction
+	open      map[string]*Auction // the subset still open, for Due
+	sessions  map[string]*session
+	window    int
 }
 
 // New returns an empty state that remembers dedupWindow request outcomes
