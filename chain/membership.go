@@ -206,7 +206,8 @@ func (ms *membership) watchLoop(ctx context.Context) {
 func (n *Node) report(r *Replica) *api.HeartbeatRequest {
 	return &api.HeartbeatRequest{Id: n.opts.ID, Addr: n.opts.Addr, Incarnation: n.incarnation,
 		Epoch: r.Epoch(), Role: r.Role(), Applied: r.Applied(), Committed: r.Committed(),
-		CaughtUp: r.CaughtUp(), Linked: r.Linked()}
+		CaughtUp: r.CaughtUp(), Linked: r.Linked(), Durable: n.durable(r),
+		DataBytes: uint64(max(0, n.dataBytes.Load())), Recovered: n.recovered}
 }
 
 // installFromMaster installs a configuration from the master if it is newer
@@ -228,6 +229,7 @@ func (n *Node) installFromMaster(r *Replica, cfg *api.ChainConfig) {
 	if err == nil || err == ErrRemoved {
 		n.transport.setAddrs(cfg)
 		n.metrics.reconfigs.Inc()
+		n.saveConfig(cfg)
 	}
 	if err != nil && err != ErrRemoved {
 		n.log.Warn("configuration from the master refused", "node", n.opts.ID, "epoch", cfg.Epoch, "err", err)
@@ -271,6 +273,7 @@ func (n *Node) leaseLeftMs() int64 {
 
 // read serves a read at the tail under the lease rule; driver only.
 func (n *Node) read(r *Replica, auctionID string) (*api.AuctionInfo, error) {
+	n.flushForRead(r)
 	if r.Readable() {
 		if err := n.leaseErr(); err != nil {
 			return nil, err
@@ -281,6 +284,7 @@ func (n *Node) read(r *Replica, auctionID string) (*api.AuctionInfo, error) {
 
 // list serves a listing at the tail under the lease rule; driver only.
 func (n *Node) list(r *Replica) ([]*api.AuctionInfo, error) {
+	n.flushForRead(r)
 	if r.Readable() {
 		if err := n.leaseErr(); err != nil {
 			return nil, err

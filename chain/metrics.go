@@ -35,6 +35,9 @@ type nodeMetrics struct {
 	errDur    prometheus.Observer
 	errBids   prometheus.Counter
 	reconfigs prometheus.Counter
+	// durable is the last seq on stable storage; fsync times each append.
+	durable prometheus.Gauge
+	fsync   prometheus.Observer
 }
 
 func newNodeMetrics(n *Node) *nodeMetrics {
@@ -61,7 +64,21 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 		Namespace: "gavel", Name: "reconfigurations_total",
 		Help: "Chain configurations this node installed.",
 	})
-	m.reg.MustRegister(dur, bids, m.reconfigs, &stateCollector{n: n},
+	m.durable = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "gavel", Name: "node_durable_seq",
+		Help: "Sequence number of the last update on this node's stable storage (its write-ahead log).",
+	})
+	dataBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "gavel", Name: "node_data_dir_bytes",
+		Help: "Size of this node's data dir (write-ahead log, snapshot, metadata).",
+	}, func() float64 { return float64(n.dataBytes.Load()) })
+	fsync := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "gavel", Name: "node_log_append_seconds",
+		Help:    "Time to append one group commit to the write-ahead log, fsync included with chain.sync: always.",
+		Buckets: BidDurationBuckets,
+	})
+	m.fsync = fsync
+	m.reg.MustRegister(dur, bids, m.reconfigs, m.durable, dataBytes, fsync, &stateCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/pki"
+	"github.com/gavel-auction/gavel/storage"
 )
 
 // NodeOptions configure a Node.
@@ -54,7 +56,22 @@ type NodeOptions struct {
 	// Incarnation tells this run of the node from earlier ones; 0 draws a
 	// random one (the normal case).
 	Incarnation uint64
+	// DataDir is where the node keeps its write-ahead log and snapshots
+	// (package storage); empty keeps everything in memory. Cluster names
+	// the cluster the data dir belongs to.
+	DataDir, Cluster string
+	// Sync makes the node fsync its log before it forwards, acknowledges
+	// or answers anything (chain.sync: always); without it, writes reach
+	// the page cache only and a whole-machine crash loses them.
+	Sync bool
+	// SnapshotEvery is how many updates pass between two snapshots of the
+	// state; the log keeps the updates since the one before the last, so
+	// a node that missed less than that gets only what it lacks.
+	SnapshotEvery int
 }
+
+// DefaultSnapshotEvery is NodeOptions.SnapshotEvery's default.
+const DefaultSnapshotEvery = 50_000
 
 // replyTo receives the reply to a proposal. deliver runs on the goroutine
 // driving the replica: it must not block.
@@ -151,6 +168,24 @@ type Node struct {
 	// watches are the Auctions.Watch streams this node serves as tail.
 	watches *watchHub
 
+	// store is the node's data dir (nil: memory only). Driver only, but
+	// for the snapshot goroutine (see takeSnapshot).
+	store *storage.Store
+	// snapSeq is the seq of the last snapshot (durable with a store),
+	// prevSnapSeq the one before: the log is kept from it on.
+	snapSeq, prevSnapSeq uint64
+	// snapshotting is set while a snapshot is being written.
+	snapshotting bool
+	// storageErr is set once writing the data dir failed: the node then
+	// answers nothing and stops heartbeating, so the master removes it.
+	storageErr error
+	// upBuf is reused to hand applied updates to the store.
+	upBuf []*api.Update
+	// dataBytes is the data dir's size as of the last tick that measured it.
+	dataBytes atomic.Int64
+	// recovered: the node started from a data dir that held updates.
+	recovered bool
+
 	metrics *nodeMetrics // safe for concurrent use
 }
 
@@ -197,13 +232,30 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	}
 	n.tick = func(r *Replica) {
 		r.Tick(n.opts.Now().UnixMilli())
-		if n.membership != nil {
+		if n.store != nil && r.ticks%100 == 0 {
+			n.dataBytes.Store(n.store.Size())
+		}
+		if n.membership != nil && n.storageErr == nil {
 			n.membership.publish(n.report(r))
 		}
 		n.checkWatchers(r)
 	}
 	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
+	if n.opts.SnapshotEvery <= 0 {
+		n.opts.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if opts.DataDir != "" {
+		saved, err := n.recover()
+		if err != nil {
+			return nil, err
+		}
+		if saved != nil && opts.Initial != nil && saved.GetEpoch() >= opts.Initial.GetEpoch() {
+			// Without masters, the last configuration this node installed
+			// (from gavel reconfigure) wins over the file's epoch 1.
+			opts.Initial = saved
+		}
+	}
 	if opts.TLS != nil {
 		n.opts.DialOptions = append([]grpc.DialOption{opts.TLS.DialOption()}, opts.DialOptions...)
 	}
@@ -225,6 +277,9 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		serverOpts = append(serverOpts, opts.TLS.ServerOption(opts.Logger.With("node", opts.ID)))
 	}
 	n.server = grpc.NewServer(serverOpts...)
+	if n.store != nil {
+		n.dataBytes.Store(n.store.Size())
+	}
 	api.RegisterAuctionsServer(n.server, &auctionsServer{n: n})
 	api.RegisterAdminServer(n.server, &adminServer{n: n})
 	api.RegisterChainServer(n.server, &chainServer{n: n})
@@ -281,6 +336,9 @@ func (n *Node) Stop() {
 		n.transport.close()
 		n.server.Stop()
 		n.forwarder.close()
+		if n.store != nil {
+			n.store.Close()
+		}
 		n.log.Info("node stopped", "node", n.opts.ID)
 	})
 }
@@ -413,7 +471,7 @@ func (n *Node) process(batch []input) {
 
 // sequence gives a proposal to the replica; driver only.
 func (n *Node) sequence(p proposal) {
-	if n.stopped {
+	if n.stopped || n.storageErr != nil {
 		p.to.deliver(p.cmd, Reply{Err: ErrUnavailable})
 		return
 	}
@@ -431,6 +489,9 @@ func (n *Node) sequence(p proposal) {
 // dispatch hands a Ready's messages to the transport and its replies to
 // their clients; driver only.
 func (n *Node) dispatch(rd Ready) {
+	if !n.persist(rd) {
+		return
+	}
 	if len(rd.Messages) > 0 {
 		n.transport.send(rd.Messages)
 	}
@@ -509,9 +570,8 @@ func (n *Node) setConfig(ctx context.Context, cfg *api.ChainConfig) (uint64, err
 		epoch = r.Epoch()
 		if err == nil || errors.Is(err, ErrRemoved) {
 			n.metrics.reconfigs.Inc()
-		}
-		if err == nil || errors.Is(err, ErrRemoved) {
 			n.transport.setAddrs(cfg)
+			n.saveConfig(cfg)
 		}
 	}); derr != nil {
 		return 0, derr
@@ -525,12 +585,20 @@ func (n *Node) status(ctx context.Context) (*api.NodeStatus, error) {
 	if err := n.do(ctx, func(r *Replica) {
 		st = r.Status()
 		st.Incarnation, st.LeaseMs = n.incarnation, n.leaseLeftMs()
+		st.Durable = n.durable(r)
 		d := r.State().Digest()
 		st.StateDigest = hex.EncodeToString(d[:8])
 	}); err != nil {
 		return nil, err
 	}
 	st.Addr = n.opts.Addr
+	st.DataDir, st.Sync = n.opts.DataDir, "none"
+	if n.opts.Sync {
+		st.Sync = "always"
+	}
+	if n.store != nil {
+		st.DataBytes = uint64(n.store.Size())
+	}
 	st.UptimeMs = time.Since(n.start).Milliseconds()
 	return st, nil
 }

@@ -105,6 +105,9 @@ type NodeConfig struct {
 	// address it is reached at, addr (for example 0.0.0.0:7101 behind NAT);
 	// empty binds addr.
 	ListenAddr string `mapstructure:"listen_addr"`
+	// DataDir holds the node's write-ahead log and snapshots (default
+	// chain.data_dir/ID).
+	DataDir string `mapstructure:"data_dir"`
 }
 
 // MasterConfig is one element of the masters: list, a replica of the
@@ -187,7 +190,21 @@ type ChainConfig struct {
 	// DedupWindow is how many request ids are remembered per bidder for
 	// exactly-once retries (default 256).
 	DedupWindow int `mapstructure:"dedup_window"`
+	// DataDir is where each node keeps its data, in a directory named
+	// after its id, unless the node sets its own (default ".run/data").
+	DataDir string `mapstructure:"data_dir"`
+	// Sync is "always" (default): every update is fsync'd at every chain
+	// member before a client hears of it; or "none": writes reach the
+	// operating system only, at memory speed, and a whole-cluster power
+	// loss loses what the disks had not written yet.
+	Sync string `mapstructure:"sync"`
+	// SnapshotEvery is how many updates pass between two snapshots of a
+	// node's state; the log is compacted after each (default 50000).
+	SnapshotEvery int `mapstructure:"snapshot_every"`
 }
+
+// SyncAlways reports whether chain.sync is "always".
+func (s ChainConfig) SyncAlways() bool { return strings.ToLower(s.Sync) != "none" }
 
 // ClientConfig is the client: section, used by the command-line client.
 type ClientConfig struct {
@@ -298,8 +315,11 @@ func Default() *Config {
 		Chain: ChainConfig{
 			Tick:        10 * time.Millisecond,
 			HelloRetry:  50 * time.Millisecond,
-			MaxBatch:    1024,
-			DedupWindow: 256,
+			MaxBatch:      1024,
+			DedupWindow:   256,
+			DataDir:       ".run/data",
+			Sync:          "always",
+			SnapshotEvery: 50_000,
 		},
 		Client:   ClientConfig{Timeout: 5 * time.Second},
 		Gateways: []GatewayConfig{{ID: "g1", Addr: "127.0.0.1:7401"}},
@@ -434,6 +454,14 @@ func (c *Config) MasterAddrs() []string {
 		addrs[i] = m.Addr
 	}
 	return addrs
+}
+
+// NodeDataDir returns the data directory of node n.
+func (c *Config) NodeDataDir(n NodeConfig) string {
+	if n.DataDir != "" {
+		return n.DataDir
+	}
+	return filepath.Join(c.Chain.DataDir, n.ID)
 }
 
 // MasterDataDir returns the Raft data directory of master m.

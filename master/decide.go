@@ -1,6 +1,8 @@
 package master
 
 import (
+	"cmp"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -19,8 +21,17 @@ type Report struct {
 	// Linked: the node's predecessor (for a joining node, the tail)
 	// answered its Hello in its epoch, so it holds a snapshot or the stream.
 	Linked bool
-	At     time.Time // when the leader received it
+	// Durable is the last seq on the node's stable storage.
+	Durable uint64
+	At      time.Time // when the leader received it
+	// Since is when the leader first heard from this incarnation.
+	Since time.Time
 }
+
+// RebuildWait is how long, in failure timeouts, the leader waits for every
+// member of a chain that went down whole to come back before it rebuilds
+// the chain from the members that did.
+const RebuildWait = 10
 
 // Decide is the leader's policy: the next command to propose, given the
 // configuration, each node's latest heartbeat (by node id), the time, and
@@ -36,6 +47,14 @@ type Report struct {
 //     restarted member's old entry leaves the chain in the same step;
 //  3. append a joining node whose link to the tail is established in the
 //     current epoch, making it the new tail.
+//
+// Before these, a whole-chain outage: when every member of the chain is
+// down (silent for failureTimeout, or restarted), nobody is removed; the
+// leader waits until every member's restarted run heartbeats (or, after
+// RebuildWait failure timeouts, until at least one does) and rebuilds the
+// chain from them in one new epoch, the longest durable history first (the
+// head), the others in decreasing order, each catching up from its
+// predecessor. See rebuild.
 //
 // It proposes only what Apply would accept, so a stuck condition (the last
 // member dead) does not fill the log.
@@ -54,8 +73,14 @@ func Decide(c Config, reports map[string]Report, now, leaderSince time.Time, fai
 		r, ok := reports[m.ID]
 		return ok && r.Incarnation != m.Incarnation && r.Addr == m.Addr && now.Sub(r.At) <= failureTimeout
 	}
+	outage := len(c.Chain) > 0 && !slices.ContainsFunc(c.Chain, func(m Member) bool { return alive(m) && !replaced(m) })
+	if outage {
+		if cmd, ok := rebuild(c, reports, now, failureTimeout); ok {
+			return cmd, true
+		}
+	}
 	for _, m := range c.Chain {
-		if !alive(m) && !replaced(m) && len(c.Chain) > 1 {
+		if !outage && !alive(m) && !replaced(m) && len(c.Chain) > 1 {
 			return Command{Op: OpRemove, Member: m, Epoch: c.Epoch, Reason: "heartbeat lost"}, true
 		}
 	}
@@ -71,8 +96,8 @@ func Decide(c Config, reports map[string]Report, now, leaderSince time.Time, fai
 		}
 		reason := "new node"
 		if i, _ := c.find(r.ID); i >= 0 {
-			if len(c.Chain) == 1 {
-				continue // the last copy restarted empty: nothing to rejoin
+			if outage {
+				continue // it will be part of the rebuilt chain
 			}
 			reason = "restarted"
 		} else if r.Role == api.Role_REMOVED {
@@ -89,4 +114,40 @@ func Decide(c Config, reports map[string]Report, now, leaderSince time.Time, fai
 		}
 	}
 	return Command{}, false
+}
+
+// rebuild is Decide in a whole-chain outage. Every member of the chain
+// held every committed update on stable storage (a reply leaves only once
+// the update is on the disk of every member), and each member's history
+// is a prefix of its predecessor's, so the members' durable histories are
+// prefixes of one another: the longest holds everything any of them
+// holds, every acknowledged update included. It becomes the head; the
+// others follow in decreasing order, so each one's history is again a
+// prefix of its predecessor's, and each catches up by the link handshake.
+// Updates past the longest history's end were never acknowledged.
+func rebuild(c Config, reports map[string]Report, now time.Time, failureTimeout time.Duration) (Command, bool) {
+	var back []Report
+	var earliest time.Time
+	for _, m := range c.Chain {
+		r, ok := reports[m.ID]
+		if !ok || r.Incarnation == m.Incarnation || now.Sub(r.At) > failureTimeout {
+			continue
+		}
+		back = append(back, r)
+		if earliest.IsZero() || r.Since.Before(earliest) {
+			earliest = r.Since
+		}
+	}
+	if len(back) == 0 || (len(back) < len(c.Chain) && now.Sub(earliest) < RebuildWait*failureTimeout) {
+		return Command{}, false
+	}
+	// Stable: among equal histories the old chain order stands.
+	slices.SortStableFunc(back, func(a, b Report) int { return cmp.Compare(b.Durable, a.Durable) })
+	chain := make([]Member, len(back))
+	for i, r := range back {
+		chain[i] = r.Member
+	}
+	reason := fmt.Sprintf("every member was down: rebuilt from %d of %d, head %s with the longest durable history (seq %d)",
+		len(back), len(c.Chain), back[0].ID, back[0].Durable)
+	return Command{Op: OpRebuild, Member: chain[0], Chain: chain, Epoch: c.Epoch, Reason: reason}, true
 }

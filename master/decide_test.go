@@ -21,7 +21,7 @@ func at(d time.Duration) time.Time { return t0.Add(d) }
 
 // rep is a heartbeat report of m received at when; opts adjust it.
 func rep(m Member, when time.Time, opts ...func(*Report)) Report {
-	r := Report{Member: m, At: when, Role: api.Role_MIDDLE}
+	r := Report{Member: m, At: when, Since: when, Role: api.Role_MIDDLE}
 	for _, o := range opts {
 		o(&r)
 	}
@@ -35,6 +35,12 @@ func linkedIn(e uint64) func(*Report) {
 
 // inEpoch sets the report's installed epoch.
 func inEpoch(e uint64) func(*Report) { return func(r *Report) { r.Epoch = e } }
+
+// durable sets the report's durable seq.
+func durable(seq uint64) func(*Report) { return func(r *Report) { r.Durable = seq } }
+
+// firstHeard sets when the leader first heard from the report's incarnation.
+func firstHeard(t time.Time) func(*Report) { return func(r *Report) { r.Since = t } }
 
 // withRole sets the report's role.
 func withRole(role api.Role) func(*Report) { return func(r *Report) { r.Role = role } }
@@ -59,7 +65,7 @@ func decideChecked(t *testing.T, c Config, rs map[string]Report, now, since time
 		t.Errorf("Decide mutated its inputs")
 	}
 	for range 10 {
-		if cmd2, ok2 := Decide(c, rs, now, since, ft); cmd2 != cmd || ok2 != ok {
+		if cmd2, ok2 := Decide(c, rs, now, since, ft); !reflect.DeepEqual(cmd2, cmd) || ok2 != ok {
 			t.Fatalf("Decide not deterministic: %+v %v, then %+v %v", cmd, ok, cmd2, ok2)
 		}
 	}
@@ -73,7 +79,7 @@ func decideChecked(t *testing.T, c Config, rs map[string]Report, now, since time
 		if _, err := Apply(c, cmd); err != nil {
 			t.Errorf("Decide(%v) proposed %+v, which Apply refuses: %v", c, cmd, err)
 		}
-	} else if cmd != (Command{}) {
+	} else if !reflect.DeepEqual(cmd, Command{}) {
 		t.Errorf("Decide returned no command but a non-zero %+v", cmd)
 	}
 	return cmd, ok
@@ -82,7 +88,7 @@ func decideChecked(t *testing.T, c Config, rs map[string]Report, now, since time
 // TestDecide checks each rule of the leader's policy.
 func TestDecide(t *testing.T) {
 	a1, b1, c1, d1, e1 := mem("a", 1), mem("b", 1), mem("c", 1), mem("d", 1), mem("e", 1)
-	a2, b2 := mem("a", 2), mem("b", 2)
+	a2, b2, c2 := mem("a", 2), mem("b", 2), mem("c", 2)
 	long := at(-time.Hour) // a leader that took office long ago
 	// alive are fresh reports of every member of an [a b c] +[d] chain.
 	alive := func(now time.Time) []Report {
@@ -112,9 +118,8 @@ func TestDecide(t *testing.T) {
 			now:     at(0), since: long},
 		{name: "new leader with no reports removes nobody within the failure timeout",
 			cfg: conf(5, ms(a1, b1, c1), ms(d1)), now: at(ft), since: at(0)},
-		{name: "new leader with no reports removes the head once the failure timeout passed",
-			cfg: conf(5, ms(a1, b1, c1), ms(d1)), now: at(ft + time.Millisecond), since: at(0),
-			want: Command{Op: OpRemove, Member: a1, Epoch: 5}, wantOK: true},
+		{name: "new leader with no reports: every member down, nobody is removed",
+			cfg: conf(5, ms(a1, b1, c1), nil), now: at(ft + time.Millisecond), since: at(0)},
 		{name: "report older than leaderSince counts from leaderSince",
 			cfg:     conf(5, ms(a1, b1), nil),
 			reports: []Report{rep(a1, at(-time.Hour)), rep(b1, at(-time.Hour))},
@@ -129,9 +134,29 @@ func TestDecide(t *testing.T) {
 		{name: "last chain member is never removed, even with joiners alive",
 			cfg: conf(9, ms(a1), ms(b1)), reports: []Report{rep(b1, at(time.Hour))},
 			now: at(time.Hour), since: at(0)},
-		{name: "all chain members silent: the first goes (one command at a time)",
-			cfg: conf(5, ms(a1, b1, c1), nil), now: at(time.Hour), since: at(0),
-			want: Command{Op: OpRemove, Member: a1, Epoch: 5}, wantOK: true},
+		{name: "all chain members silent: nobody is removed (a whole-chain outage)",
+			cfg: conf(5, ms(a1, b1, c1), nil), now: at(time.Hour), since: at(0)},
+
+		// Whole-chain outages: the chain is rebuilt from the restarted members.
+		{name: "outage: the rebuild waits for every member to come back",
+			cfg:     conf(5, ms(a1, b1, c1), nil),
+			reports: []Report{rep(a2, at(0), durable(90)), rep(b2, at(0), durable(80))},
+			now:     at(0), since: long},
+		{name: "outage: every member back, the longest durable history heads the rebuilt chain",
+			cfg:     conf(5, ms(a1, b1, c1), nil),
+			reports: []Report{rep(a2, at(0), durable(80)), rep(b2, at(0), durable(95)), rep(c2, at(0), durable(80))},
+			now:     at(0), since: long,
+			want: Command{Op: OpRebuild, Member: b2, Chain: ms(b2, a2, c2), Epoch: 5}, wantOK: true},
+		{name: "outage: after RebuildWait failure timeouts, the members that came back are enough",
+			cfg:     conf(5, ms(a1, b1, c1), nil),
+			reports: []Report{rep(a2, at(0), durable(70), firstHeard(at(-RebuildWait*ft))), rep(c2, at(0), durable(75))},
+			now:     at(0), since: long,
+			want: Command{Op: OpRebuild, Member: c2, Chain: ms(c2, a2), Epoch: 5}, wantOK: true},
+		{name: "outage: a new node does not wait for the rebuild to join",
+			cfg:     conf(5, ms(a1, b1), nil),
+			reports: []Report{rep(a2, at(0)), rep(e1, at(0))},
+			now:     at(0), since: long,
+			want: Command{Op: OpJoin, Member: e1, Epoch: 5, Reason: "new node"}, wantOK: true},
 		{name: "silent joiner is removed",
 			cfg:     conf(5, ms(a1), ms(b1, d1)),
 			reports: []Report{rep(a1, at(0)), rep(b1, at(0)), rep(d1, at(-ft-1))},
@@ -202,9 +227,10 @@ func TestDecide(t *testing.T) {
 			reports: []Report{rep(a1, at(0)), rep(b2, at(0))},
 			now:     at(0), since: at(-ft / 2),
 			want: Command{Op: OpJoin, Member: b2, Epoch: 5}, wantOK: true},
-		{name: "restarted last chain member is not joined: it holds nothing",
-			cfg: conf(5, ms(a1), nil), reports: []Report{rep(a2, at(0))},
-			now: at(0), since: at(-ft / 2)},
+		{name: "restarted last chain member: the chain is rebuilt from its durable history",
+			cfg: conf(5, ms(a1), nil), reports: []Report{rep(a2, at(0), durable(7))},
+			now: at(0), since: at(-ft / 2),
+			want: Command{Op: OpRebuild, Member: a2, Chain: ms(a2), Epoch: 5}, wantOK: true},
 		{name: "several new nodes: the smallest id joins first",
 			cfg:     conf(5, ms(a1), nil),
 			reports: []Report{rep(a1, at(0)), rep(e1, at(0)), rep(c1, at(0)), rep(d1, at(0))},
@@ -239,10 +265,11 @@ func TestDecide(t *testing.T) {
 			cfg:     conf(5, ms(a1), ms(d1)),
 			reports: []Report{rep(a1, at(-ft-time.Millisecond)), rep(d1, at(0), linkedIn(5))},
 			now:     at(0), since: long},
-		{name: "joiner linked but the tail's report is another incarnation: not appended",
+		{name: "joiner linked but the tail restarted: not appended, the chain is rebuilt",
 			cfg:     conf(5, ms(a1), ms(d1)),
 			reports: []Report{rep(d1, at(0), linkedIn(5)), rep(a2, at(0))},
-			now:     at(0), since: at(-ft - time.Millisecond)},
+			now:     at(0), since: at(-ft - time.Millisecond),
+			want: Command{Op: OpRebuild, Member: a2, Chain: ms(a2), Epoch: 5}, wantOK: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -257,7 +284,7 @@ func TestDecide(t *testing.T) {
 			if want.Reason == "" {
 				want.Reason = got.Reason
 			}
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("Decide(%v) = %+v, want %+v", tt.cfg, got, want)
 			}
 		})
@@ -292,8 +319,10 @@ func TestDecideNewLeaderWaitsFailureTimeout(t *testing.T) {
 		}
 		removed, c = append(removed, cmd.Member.ID), next
 	}
-	if fmt.Sprint(removed) != "[a b]" || c.String() != "e5 [c]" {
-		t.Errorf("removed %v leaving %v; want [a b] leaving e5 [c]", removed, c)
+	// Every member is silent: a whole-chain outage, in which nobody is
+	// removed (the chain waits for its members to come back).
+	if len(removed) != 0 || c.String() != "e3 [a b c]" {
+		t.Errorf("removed %v leaving %v; want nobody removed from e3 [a b c]", removed, c)
 	}
 }
 
@@ -382,7 +411,7 @@ func TestDecideDeterministic(t *testing.T) {
 					rs2[id] = r
 				}
 			}
-			if got, ok := Decide(c, rs2, at(0), since, ft); got != want || ok != wantOK {
+			if got, ok := Decide(c, rs2, at(0), since, ft); !reflect.DeepEqual(got, want) || ok != wantOK {
 				t.Fatalf("run %d: Decide(%v) gave %+v %v, then %+v %v", run, c, want, wantOK, got, ok)
 			}
 		}
@@ -445,7 +474,7 @@ func TestDecideRestartedMemberReplacedInOneStep(t *testing.T) {
 	rs := reports(rep(a1, at(0)), rep(b2, at(0)))
 	got, ok := decideChecked(t, c, rs, at(0), at(-time.Hour))
 	want := Command{Op: OpJoin, Member: b2, Epoch: 5, Reason: "restarted"}
-	if !ok || got != want {
+	if !ok || !reflect.DeepEqual(got, want) {
 		t.Errorf("Decide(%v) = %+v, %v; want %+v", c, got, ok, want)
 	}
 }

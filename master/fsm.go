@@ -57,6 +57,10 @@ const (
 	OpRemove Op = "remove"
 	// OpAppend moves a joining node to the end of the chain: the new tail.
 	OpAppend Op = "append"
+	// OpRebuild replaces a chain whose members all went down with the
+	// restarted runs of (some of) them, in the order of Command.Chain:
+	// the longest durable history first.
+	OpRebuild Op = "rebuild"
 )
 
 // Command is one entry of the master's Raft log.
@@ -68,6 +72,8 @@ type Command struct {
 	Epoch uint64 `json:"epoch,omitempty"`
 	// Reason says why, for the logs ("heartbeat lost", "restarted", ...).
 	Reason string `json:"reason,omitempty"`
+	// Chain is a rebuilt chain, head first (OpRebuild only).
+	Chain []Member `json:"chain,omitempty"`
 }
 
 // Encode returns the command's log entry.
@@ -83,7 +89,7 @@ func DecodeCommand(b []byte) (Command, error) {
 		return c, fmt.Errorf("%w: %v", ErrBadCommand, err)
 	}
 	switch c.Op {
-	case OpJoin, OpRemove, OpAppend:
+	case OpJoin, OpRemove, OpAppend, OpRebuild:
 	default:
 		return c, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 	}
@@ -174,6 +180,25 @@ func Apply(c Config, cmd Command) (Config, error) {
 		}
 		next.Chain = append(next.Chain, c.Joining[j])
 		next.Joining = slices.Delete(next.Joining, j, j+1)
+	case OpRebuild:
+		if cmd.Epoch != c.Epoch {
+			return c, fmt.Errorf("%w: decided in epoch %d, now %d", ErrStaleEpoch, cmd.Epoch, c.Epoch)
+		}
+		if len(cmd.Chain) == 0 {
+			return c, fmt.Errorf("%w: rebuild with no member", ErrBadCommand)
+		}
+		seen := map[string]bool{}
+		for _, nm := range cmd.Chain {
+			k, _ := c.find(nm.ID)
+			switch {
+			case k < 0 || seen[nm.ID]:
+				return c, fmt.Errorf("%w: %s was not a member of the chain, or is named twice", ErrBadCommand, nm.ID)
+			case c.Chain[k].Incarnation == nm.Incarnation:
+				return c, fmt.Errorf("%w: %s (incarnation %d) never went down", ErrNoChange, nm.ID, nm.Incarnation)
+			}
+			seen[nm.ID] = true
+		}
+		next.Chain, next.Joining = slices.Clone(cmd.Chain), nil
 	default:
 		return c, fmt.Errorf("%w: unknown op %q", ErrBadCommand, cmd.Op)
 	}

@@ -327,7 +327,7 @@ func TestDecodeCommand(t *testing.T) {
 		{Op: OpAppend, Member: mem("c", 1<<60), Epoch: 1},
 	} {
 		got, err := DecodeCommand(cmd.Encode())
-		if err != nil || got != cmd {
+		if err != nil || !reflect.DeepEqual(got, cmd) {
 			t.Errorf("DecodeCommand(Encode(%+v)) = %+v, %v", cmd, got, err)
 		}
 	}

@@ -457,10 +457,14 @@ func (m *Master) heartbeat(req *api.HeartbeatRequest) (*api.HeartbeatReply, erro
 	}
 	prev, known := m.reports[req.Id]
 	if !doomed {
+		since := now
+		if known && prev.Incarnation == req.Incarnation {
+			since = prev.Since
+		}
 		m.reports[req.Id] = Report{
 			Member: Member{ID: req.Id, Addr: req.Addr, Incarnation: req.Incarnation},
 			Role:   req.Role, Epoch: req.Epoch, Applied: req.Applied, Committed: req.Committed,
-			CaughtUp: req.CaughtUp, Linked: req.Linked, At: now,
+			CaughtUp: req.CaughtUp, Linked: req.Linked, Durable: req.Durable, At: now, Since: since,
 		}
 		if inc, logged := m.silent[req.Id]; logged && inc == req.Incarnation {
 			delete(m.silent, req.Id)

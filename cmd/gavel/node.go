@@ -35,7 +35,9 @@ func nodeOptions(cfg *config.Config, id string, join bool) (chain.NodeOptions, e
 		return chain.NodeOptions{}, err
 	}
 	opts := chain.NodeOptions{ID: n.ID, Addr: n.Addr, Tick: cfg.Chain.Tick, HelloRetry: cfg.Chain.HelloRetry,
-		MaxBatch: cfg.Chain.MaxBatch, DedupWindow: cfg.Chain.DedupWindow, TLS: ident}
+		MaxBatch: cfg.Chain.MaxBatch, DedupWindow: cfg.Chain.DedupWindow, TLS: ident,
+		DataDir: cfg.NodeDataDir(n), Cluster: cfg.Cluster.Name, Sync: cfg.Chain.SyncAlways(),
+		SnapshotEvery: cfg.Chain.SnapshotEvery}
 	switch {
 	case len(cfg.Masters) > 0:
 		// The master owns the configuration: every start is a join.
@@ -53,9 +55,12 @@ replication APIs on its addr until SIGINT or SIGTERM, then stop gracefully.
 
 With masters in the config, the node heartbeats to the master leader and
 joins the chain through it: the first node to join starts the chain, later
-ones catch up from the tail and are appended as the new tail. A restarted
-node always joins as a new member. It serves reads as tail and bids as head
-only while it holds the master's lease.
+ones catch up from the tail and are appended as the new tail. The node keeps
+its updates in its data dir (chain.data_dir/ID): a restarted node recovers
+them, joins as a new member and gets from the tail only what it lacks; after
+a whole-chain crash the master rebuilds the chain from the restarted nodes'
+durable histories. It serves reads as tail and bids as head only while it
+holds the master's lease.
 
 Without masters, the node starts in epoch 1 with every node of the config in
 file order (the first is the head); with --join it starts with no
