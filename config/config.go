@@ -313,8 +313,8 @@ func Default() *Config {
 			},
 		},
 		Chain: ChainConfig{
-			Tick:        10 * time.Millisecond,
-			HelloRetry:  50 * time.Millisecond,
+			Tick:          10 * time.Millisecond,
+			HelloRetry:    50 * time.Millisecond,
 			MaxBatch:      1024,
 			DedupWindow:   256,
 			DataDir:       ".run/data",
