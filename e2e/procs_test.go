@@ -154,6 +154,9 @@ func (c *cluster) start(id string, args ...string) *proc {
 	}
 	cmd := exec.Command(gavelBin, append([]string{kind, "--id", id, "--config", c.cfgPath}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
+	// Relative paths of the config (the nodes' data dirs) are under the
+	// test's own directory, as they are under a host's dir in a launch.
+	cmd.Dir = c.dir
 	cmd.SysProcAttr = groupLeaderAttr()
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -169,6 +169,7 @@ func TestCertsInitAndTLSCluster(t *testing.T) {
 			t.Fatalf("node options of %s without its certificate", id)
 		}
 		opts.Logger = cfg.NewLogger(logs)
+		opts.DataDir = filepath.Join(t.TempDir(), id)
 		node, err := chain.NewNode(opts)
 		if err != nil {
 			t.Fatal(err)

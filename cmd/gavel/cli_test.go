@@ -34,12 +34,14 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 func writeConfig(t *testing.T, extra string, addrs ...string) string {
 	t.Helper()
 	var b strings.Builder
+	dir := t.TempDir()
 	b.WriteString("nodes:\n")
 	for i, a := range addrs {
-		b.WriteString("  - id: n" + string(rune('1'+i)) + "\n    addr: " + a + "\n")
+		id := "n" + string(rune('1'+i))
+		b.WriteString("  - id: " + id + "\n    addr: " + a + "\n    data_dir: " + filepath.Join(dir, "data", id) + "\n")
 	}
 	b.WriteString(extra)
-	path := filepath.Join(t.TempDir(), "config.yaml")
+	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
