@@ -99,6 +99,12 @@ func Decide(c Config, reports map[string]Report, now, leaderSince time.Time, fai
 			if outage {
 				continue // it will be part of the rebuilt chain
 			}
+			if !othersHeardSince(c, reports, r) {
+				// Every member may have restarted at once (a power cut):
+				// replace this one only once each other member's old run
+				// has heartbeated since, else the chain goes down whole.
+				continue
+			}
 			reason = "restarted"
 		} else if r.Role == api.Role_REMOVED {
 			reason = "removed earlier, back"
@@ -150,4 +156,19 @@ func rebuild(c Config, reports map[string]Report, now time.Time, failureTimeout 
 	reason := fmt.Sprintf("every member was down: rebuilt from %d of %d, head %s with the longest durable history (seq %d)",
 		len(back), len(c.Chain), back[0].ID, back[0].Durable)
 	return Command{Op: OpRebuild, Member: chain[0], Chain: chain, Epoch: c.Epoch, Reason: reason}, true
+}
+
+// othersHeardSince reports whether every chain member other than r's node
+// heartbeated, as the incarnation in c, after r's incarnation first did.
+func othersHeardSince(c Config, reports map[string]Report, r Report) bool {
+	for _, m := range c.Chain {
+		if m.ID == r.ID {
+			continue
+		}
+		o, ok := reports[m.ID]
+		if !ok || o.Incarnation != m.Incarnation || !o.At.After(r.Since) {
+			return false
+		}
+	}
+	return true
 }

@@ -152,6 +152,15 @@ func TestDecide(t *testing.T) {
 			reports: []Report{rep(a2, at(0), durable(70), firstHeard(at(-RebuildWait*ft))), rep(c2, at(0), durable(75))},
 			now:     at(0), since: long,
 			want: Command{Op: OpRebuild, Member: c2, Chain: ms(c2, a2), Epoch: 5}, wantOK: true},
+		{name: "a restarted member waits until the others are heard from after its restart",
+			cfg:     conf(5, ms(a1, b1, c1), nil),
+			reports: []Report{rep(a1, at(-10*time.Millisecond)), rep(b2, at(0)), rep(c1, at(-10*time.Millisecond))},
+			now:     at(0), since: long},
+		{name: "every member restarted at once: the chain is rebuilt, not replaced member by member",
+			cfg:     conf(5, ms(a1, b1, c1), nil),
+			reports: []Report{rep(a2, at(0), durable(9)), rep(b2, at(0), durable(9)), rep(c2, at(0), durable(8))},
+			now:     at(0), since: long,
+			want: Command{Op: OpRebuild, Member: a2, Chain: ms(a2, b2, c2), Epoch: 5}, wantOK: true},
 		{name: "outage: a new node does not wait for the rebuild to join",
 			cfg:     conf(5, ms(a1, b1), nil),
 			reports: []Report{rep(a2, at(0)), rep(e1, at(0))},
@@ -182,12 +191,12 @@ func TestDecide(t *testing.T) {
 			want: Command{Op: OpRemove, Member: b1, Epoch: 5}, wantOK: true},
 		{name: "a member restarted at its address is replaced in one step, not removed as silent",
 			cfg:     conf(5, ms(a1, b1), nil),
-			reports: []Report{rep(a2, at(0)), rep(b1, at(0))},
+			reports: []Report{rep(a2, at(0), firstHeard(at(-time.Millisecond))), rep(b1, at(0))},
 			now:     at(0), since: long,
 			want: Command{Op: OpJoin, Member: a2, Epoch: 5, Reason: "restarted"}, wantOK: true},
 		{name: "a joiner restarted at its address is replaced in one step",
 			cfg:     conf(5, ms(a1), ms(b1)),
-			reports: []Report{rep(a1, at(0)), rep(b2, at(0))},
+			reports: []Report{rep(a1, at(0)), rep(b2, at(0), firstHeard(at(-time.Millisecond)))},
 			now:     at(0), since: long,
 			want: Command{Op: OpJoin, Member: b2, Epoch: 5}, wantOK: true},
 		{name: "removal comes before a join",
@@ -219,12 +228,12 @@ func TestDecide(t *testing.T) {
 			want: Command{Op: OpJoin, Member: b1, Epoch: 5, Reason: "removed earlier, back"}, wantOK: true},
 		{name: "restarted chain member rejoins before its old incarnation times out",
 			cfg:     conf(5, ms(a1, b1), nil),
-			reports: []Report{rep(a1, at(0)), rep(b2, at(0))},
+			reports: []Report{rep(a1, at(0)), rep(b2, at(0), firstHeard(at(-time.Millisecond)))},
 			now:     at(0), since: at(-ft / 2),
 			want: Command{Op: OpJoin, Member: b2, Epoch: 5, Reason: "restarted"}, wantOK: true},
 		{name: "restarted joiner is joined anew",
 			cfg:     conf(5, ms(a1), ms(b1)),
-			reports: []Report{rep(a1, at(0)), rep(b2, at(0))},
+			reports: []Report{rep(a1, at(0)), rep(b2, at(0), firstHeard(at(-time.Millisecond)))},
 			now:     at(0), since: at(-ft / 2),
 			want: Command{Op: OpJoin, Member: b2, Epoch: 5}, wantOK: true},
 		{name: "restarted last chain member: the chain is rebuilt from its durable history",
@@ -471,7 +480,7 @@ func TestDecideRestartedMemberReplacedInOneStep(t *testing.T) {
 	c := conf(5, ms(a1, b1), nil)
 	// b1 heartbeated 20 ms ago; then its process restarted as b2, whose
 	// report replaced b1's.
-	rs := reports(rep(a1, at(0)), rep(b2, at(0)))
+	rs := reports(rep(a1, at(0)), rep(b2, at(0), firstHeard(at(-time.Millisecond))))
 	got, ok := decideChecked(t, c, rs, at(0), at(-time.Hour))
 	want := Command{Op: OpJoin, Member: b2, Epoch: 5, Reason: "restarted"}
 	if !ok || !reflect.DeepEqual(got, want) {

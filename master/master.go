@@ -309,7 +309,7 @@ func (m *Master) onCommit(cmd Command, cfg Config) {
 		level = slog.LevelInfo
 	}
 	msg := map[Op]string{OpJoin: "join started: node added as joining", OpRemove: "node removed from the chain",
-		OpAppend: "join complete: node appended as tail"}[cmd.Op]
+		OpAppend: "join complete: node appended as tail", OpRebuild: "chain rebuilt after a whole-chain outage"}[cmd.Op]
 	if cmd.Op == OpJoin && len(cfg.Chain) == 1 && cfg.Chain[0].ID == cmd.Member.ID && len(cfg.Joining) == 0 && cfg.Epoch == 1 {
 		msg = "chain started: first node is head and tail"
 	}

@@ -42,6 +42,7 @@ import (
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	walfs "github.com/hashicorp/raft-wal/fs"
+	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/segment"
 	"github.com/hashicorp/raft-wal/types"
 	bolt "go.etcd.io/bbolt"
@@ -139,6 +140,9 @@ type Store struct {
 	// Compact.
 	walMu sync.Mutex
 	wal   *wal.WAL
+	// walMeta is wal's metadata store, which wal.Close leaves open (and
+	// its file locked) in raft-wal v0.4.0: closeWAL closes it.
+	walMeta *metadb.BoltMetaDB
 	// last is the seq of the last record appended (0: none); driver only.
 	last uint64
 	buf  []*raft.Log // reused by Append
@@ -321,9 +325,11 @@ func (s *Store) openWAL() error {
 	if !s.opts.Sync {
 		vfs = noSyncVFS{walfs.New()}
 	}
+	meta := &metadb.BoltMetaDB{}
 	w, err := wal.Open(dir, wal.WithSegmentSize(s.opts.SegmentSize), wal.WithLogger(hclogFor(s.log)),
-		wal.WithSegmentFiler(segment.NewFiler(dir, vfs)))
+		wal.WithSegmentFiler(segment.NewFiler(dir, vfs)), wal.WithMetaStore(meta))
 	if err != nil {
+		_ = meta.Close()
 		kind := ErrCorrupt
 		if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
 			kind = ErrUnusable
@@ -331,20 +337,25 @@ func (s *Store) openWAL() error {
 		return fmt.Errorf("%w: %s: %v", kind, dir, err)
 	}
 	s.walMu.Lock()
-	s.wal = w
+	s.wal, s.walMeta = w, meta
 	s.walMu.Unlock()
 	return nil
+}
+
+// closeWAL closes the log and its metadata store; walMu must be held.
+func (s *Store) closeWAL() {
+	if s.wal != nil {
+		_ = s.wal.Close()
+		_ = s.walMeta.Close()
+		s.wal, s.walMeta = nil, nil
+	}
 }
 
 // resetWAL empties the log; the next Append may start at after+1.
 func (s *Store) resetWAL(after uint64) error {
 	s.walMu.Lock()
-	w := s.wal
-	s.wal = nil
+	s.closeWAL()
 	s.walMu.Unlock()
-	if w != nil {
-		_ = w.Close()
-	}
 	if err := os.RemoveAll(s.path("wal")); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrUnusable, s.path("wal"), err)
 	}
@@ -517,10 +528,7 @@ func DirSize(dir string) int64 {
 // Close closes the data dir's files.
 func (s *Store) Close() {
 	s.walMu.Lock()
-	if s.wal != nil {
-		_ = s.wal.Close()
-		s.wal = nil
-	}
+	s.closeWAL()
 	s.walMu.Unlock()
 	if s.hint != nil {
 		_ = s.hint.Close()
