@@ -310,7 +310,8 @@ func dataState(d string) dirState {
 	}
 	st.Exists, st.Empty = true, len(entries) == 0
 	_, err = os.Stat(filepath.Join(d, "raft.db"))
-	st.Data = err == nil
+	_, nerr := os.Stat(filepath.Join(d, "meta.db"))
+	st.Data = err == nil || nerr == nil
 	return st
 }
 

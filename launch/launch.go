@@ -57,8 +57,11 @@ type Options struct {
 	// 127.0.0.1:9090).
 	Monitor     bool
 	MonitorAddr string
-	// KeepData makes Down keep the masters' data dirs.
-	KeepData bool
+	// Wipe makes Down delete the data dirs of the masters (their Raft
+	// log) and of the nodes (their write-ahead logs and snapshots: the
+	// auctions); without it they are kept, and the next Up brings back
+	// every auction.
+	Wipe bool
 	// SSH and SCP are the programs that reach remote hosts (default ssh
 	// and scp).
 	SSH, SCP string
@@ -140,7 +143,7 @@ func Procs(cfg *config.Config) []Proc {
 			proc.DataDir, proc.RaftAddr, proc.HTTPAddr = cfg.MasterDataDir(m), m.RaftAddr, m.HTTPAddr
 		case "node":
 			n, _ := cfg.Node(p.ID)
-			proc.HTTPAddr = n.HTTPAddr
+			proc.HTTPAddr, proc.DataDir = n.HTTPAddr, cfg.NodeDataDir(n)
 		}
 		ps = append(ps, proc)
 	}

@@ -19,8 +19,9 @@ import (
 // Down stops every process that has a pid file on any host of the
 // configuration (gateways first, then nodes and unknown ids, masters
 // last; SIGTERM, then SIGKILL after StopWait) and the monitor's
-// Prometheus. Unless KeepData, it then deletes the masters' data dirs
-// (only those that hold raft.db, or nothing) and the monitor's samples.
+// Prometheus. With Wipe, it then deletes the data dirs of the masters and
+// the nodes (only those that hold raft.db or meta.db, or nothing) and the
+// monitor's samples.
 // A host that cannot be reached is reported; the others are still
 // cleaned.
 func (l *Launcher) Down(ctx context.Context) error {
@@ -61,7 +62,8 @@ func (l *Launcher) Down(ctx context.Context) error {
 		return err
 	}
 	l.say("gavel cluster down")
-	if l.o.KeepData {
+	if !l.o.Wipe {
+		l.say("data dirs kept: the next up brings back every auction (down --wipe deletes them)")
 		return nil
 	}
 	// The monitor's samples belong to this run too.
@@ -72,7 +74,7 @@ func (l *Launcher) Down(ctx context.Context) error {
 		l.say("deleted %s (monitor data)", filepath.Join(runDir, "prometheus"))
 	}
 	if l.cfg == nil {
-		return fmt.Errorf("cannot read the master data dirs from %s to delete them (--keep-data keeps them): %w", l.file, l.o.ConfigErr)
+		return fmt.Errorf("cannot read the data dirs from %s to delete them: %w", l.file, l.o.ConfigErr)
 	}
 	return l.deleteData(ctx)
 }
@@ -83,11 +85,11 @@ func dirExists(path string) bool {
 	return err == nil && st.IsDir()
 }
 
-// deleteData deletes each master's data dir on its host, when it holds
-// raft.db or nothing.
+// deleteData deletes each master's and node's data dir on its host, when
+// it holds raft.db (a master's) or meta.db (a node's), or nothing.
 func (l *Launcher) deleteData(ctx context.Context) error {
 	var errs []error
-	for _, p := range l.procsOf("master") {
+	for _, p := range append(l.procsOf("master"), l.procsOf("node")...) {
 		h := l.hostOf(p)
 		resp, err := agent(ctx, h, agentRequest{Op: "rmdata", Dirs: []string{p.DataDir}})
 		if err != nil {
@@ -104,11 +106,11 @@ func (l *Launcher) deleteData(ctx context.Context) error {
 			}
 			switch {
 			case d.Deleted:
-				l.say("deleted %s (master %s%s)", where, p.ID, onHostShort(l, p))
+				l.say("deleted %s (%s %s%s)", where, p.Kind, p.ID, onHostShort(l, p))
 			case d.Error != "":
-				errs = append(errs, fmt.Errorf("deleting %s (master %s%s): %s", where, p.ID, onHostShort(l, p), d.Error))
+				errs = append(errs, fmt.Errorf("deleting %s (%s %s%s): %s", where, p.Kind, p.ID, onHostShort(l, p), d.Error))
 			case d.Exists:
-				l.warn("not deleting %s (master %s%s): no raft.db in it", where, p.ID, onHostShort(l, p))
+				l.warn("not deleting %s (%s %s%s): neither raft.db nor meta.db in it", where, p.Kind, p.ID, onHostShort(l, p))
 			}
 		}
 	}

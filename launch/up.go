@@ -370,7 +370,7 @@ func (l *Launcher) Up(ctx context.Context) (err error) {
 		return err
 	}
 	if stale {
-		l.say("masters start from their data dirs: the chain configuration of the last run (down without --keep-data for a fresh one)")
+		l.say("masters start from their data dirs: the chain configuration of the last run (down --wipe for a fresh one)")
 	}
 	if err := l.checkPorts(ctx, todo); err != nil {
 		return err

@@ -5,7 +5,7 @@ package main
 // rely on what follows).
 //
 //   gavel launch up|down|status|kill ID|restart ID|logs ID
-//          [--config FILE] [--monitor [--monitor-addr HOST:PORT]] [--keep-data]
+//          [--config FILE] [--monitor [--monitor-addr HOST:PORT]] [--wipe]
 //
 // Flags may come before or after the command word. --config defaults to
 // config.yaml, relative to the current directory (the launching
@@ -21,8 +21,8 @@ package main
 //            this run started is stopped again.
 //   down     stop every process with a pid file on every host (gateways,
 //            nodes, masters last; SIGTERM, SIGKILL after 5s), the --monitor
-//            Prometheus, and delete the masters' data dirs (only those
-//            holding raft.db, or nothing) unless --keep-data.
+//            Prometheus, and delete the data dirs of masters and nodes (only those
+//            holding raft.db or meta.db, or nothing) with --wipe.
 //   status   one table: ID KIND HOST PID STATE ROLE EPOCH APPLIED LAG
 //            (STATE up, down or "no answer"; HOST "local" for the launching
 //            machine), then the gateways.
@@ -103,7 +103,7 @@ others over ssh (hosts[i].ssh, user, key, known_hosts), in hosts[i].dir.
               everything this run started is stopped again.
   down        stop every process (gateways, nodes, masters last; SIGTERM,
               then SIGKILL) on every host and the --monitor Prometheus, and
-              delete the masters' data dirs (--keep-data keeps them)
+              keep every data dir (--wipe deletes the masters' and the nodes')
   status      every process: host, pid, up or down, role, epoch, applied,
               lag; then the gateways. Exits 1 when one is down.
   kill ID     SIGKILL one process (fault demos)
@@ -111,17 +111,17 @@ others over ssh (hosts[i].ssh, user, key, known_hosts), in hosts[i].dir.
               (a node: a chain member again; a master: follows a leader)
   logs ID     follow the process's log (.run/ID.log on its host)
 
-Nodes keep the auctions in memory, so a cluster that is down has lost them,
-and the masters' chain configuration (which names the nodes' old runs)
-would only keep the next up from forming a chain: down deletes it. A
-master restarted alone keeps its data dir and rejoins. Pids and logs are
+Nodes keep the auctions in their data dirs and the masters the chain
+configuration in theirs: up after down brings back every auction (the
+master rebuilds the chain from the nodes' durable histories). down --wipe
+deletes both for a fresh cluster. Pids and logs are
 in .run/ (ID.pid, ID.log) of each host's directory.`)
 	configPath := f.String("config", "config.yaml", "configuration file")
 	monitor := f.Bool("monitor", false, "up: also start a local Prometheus scraping every process")
 	monitorAddr := f.String("monitor-addr", "127.0.0.1:9090", "listen address of the --monitor Prometheus (implies --monitor)")
-	keepData := f.Bool("keep-data", false, "down: keep the masters' data dirs (their Raft log: the chain configuration)")
-	f.Bool("clean", false, "down: delete the masters' data dirs (the default)")
-	_ = f.MarkHidden("clean")
+	wipe := f.Bool("wipe", false, "down: delete the data dirs of the masters and the nodes (every auction)")
+	f.Bool("keep-data", false, "down: keep the data dirs (the default)")
+	_ = f.MarkHidden("keep-data")
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -160,7 +160,7 @@ in .run/ (ID.pid, ID.log) of each host's directory.`)
 
 	opts := launch.Options{ConfigPath: *configPath, Gavel: launchGavel, SSH: launchSSH, SCP: launchSCP,
 		Stdout: e.stdout, Stderr: e.stderr, Monitor: *monitor || f.Changed("monitor-addr"),
-		MonitorAddr: *monitorAddr, KeepData: *keepData}
+		MonitorAddr: *monitorAddr, Wipe: *wipe}
 	cfg, err := config.Load(*configPath)
 	switch {
 	case err != nil && word == "down":

@@ -316,12 +316,23 @@ func TestLaunchLocalCluster(t *testing.T) {
 	}
 
 	out, _ = le.launch(0, "down")
-	for _, want := range []string{"gavel cluster down", "deleted data/m1 (master m1)", "deleted data/m3 (master m3)"} {
+	for _, want := range []string{"gavel cluster down", "data dirs kept"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("down output does not contain %q:\n%s", want, out)
 		}
 	}
 	expectNothingRunning(t, le.dir)
+	for _, d := range []string{"data/m1", ".run/data/n1/meta.db"} {
+		if _, err := os.Stat(filepath.Join(le.dir, d)); err != nil {
+			t.Errorf("down without --wipe did not keep %s: %v", d, err)
+		}
+	}
+	out, _ = le.launch(0, "down", "--wipe")
+	for _, want := range []string{"deleted data/m1 (master m1)", "deleted data/m3 (master m3)", "deleted .run/data/n2 (node n2)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("down --wipe output does not contain %q:\n%s", want, out)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(le.dir, "data")); err != nil {
 		t.Errorf("down removed data/ itself or it was never made: %v", err)
 	}
@@ -498,7 +509,7 @@ func TestLaunchRemoteLayout(t *testing.T) {
 	}
 	le.launch(0, "restart", "n1")
 
-	out, _ = le.launch(0, "down")
+	out, _ = le.launch(0, "down", "--wipe")
 	if !strings.Contains(out, "deleted "+filepath.Join(h1, "data/m1")+" (master m1 on h1)") {
 		t.Errorf("down does not delete m1's data on h1:\n%s", out)
 	}
