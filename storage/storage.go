@@ -156,6 +156,9 @@ func Open(opts Options) (*Store, *Recovery, error) {
 	if opts.SegmentSize <= 0 {
 		opts.SegmentSize = DefaultSegmentSize
 	}
+	if abs, err := filepath.Abs(opts.Dir); err == nil {
+		opts.Dir = abs // errors and logs name files unambiguously
+	}
 	s := &Store{opts: opts, log: opts.Logger.With("node", opts.Node, "data_dir", opts.Dir)}
 	rec, err := s.open()
 	if err != nil {
