@@ -404,6 +404,7 @@ func (lc *launchCluster) checkForeignNodeRefused() {
 	}
 	defer logf.Close()
 	n4 := exec.Command("ip", "netns", "exec", host.ns, gavelBin, "node", "--id", "n4", "--config", foreignCfg)
+	n4.Dir = foreignDir // its data dir (chain.data_dir/n4) stays in the test dir
 	n4.Stdout, n4.Stderr = logf, logf
 	n4.SysProcAttr = groupLeaderAttr()
 	if err := n4.Start(); err != nil {

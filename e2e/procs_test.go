@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gavel-auction/gavel/api"
@@ -223,8 +224,13 @@ func (c *cluster) conn(id string) *grpc.ClientConn {
 	if conn, ok := c.conns[id]; ok {
 		return conn
 	}
-	conn, err := grpc.NewClient(c.addrs[id], append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		c.dialOpts...)...)
+	// A node the test restarts is back within a few hundred ms: keep the
+	// reconnect backoff short so calls do not fail fast for a second after.
+	fastReconnect := grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond},
+		MinConnectTimeout: time.Second})
+	conn, err := grpc.NewClient(c.addrs[id], append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		fastReconnect}, c.dialOpts...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -282,7 +288,7 @@ func (c *cluster) statuses(ids ...string) map[string]*api.NodeStatus {
 	out := map[string]*api.NodeStatus{}
 	for _, id := range ids {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		st, err := c.admin(id).Status(ctx, &api.StatusRequest{})
+		st, err := c.admin(id).Status(ctx, &api.StatusRequest{}, grpc.WaitForReady(true))
 		cancel()
 		if err != nil {
 			c.t.Fatalf("status of %s: %v", id, err)
