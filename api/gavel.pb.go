@@ -97,31 +97,47 @@ const (
 	Reason_AUCTION_EXISTS  Reason = 6 // open of an id that is already used
 	Reason_INVALID_REQUEST Reason = 7 // any other malformed field
 	Reason_UNAVAILABLE     Reason = 8 // the chain could not serve the request in time
+	// REQUEST_MISMATCH: the request id (or client session sequence number)
+	// was already used by a different request (another auction, amount,
+	// bidder or kind); the earlier request's outcome is not given out.
+	Reason_REQUEST_MISMATCH Reason = 9
+	// STALE_REQUEST: the client had already acknowledged the reply to this
+	// client_seq (acked_below > client_seq), so its outcome is forgotten.
+	Reason_STALE_REQUEST Reason = 10
+	// TOO_MANY_PENDING: the client session holds the most unacknowledged
+	// outcomes the chain keeps for one client; acknowledge replies first.
+	Reason_TOO_MANY_PENDING Reason = 11
 )
 
 // Enum value maps for Reason.
 var (
 	Reason_name = map[int32]string{
-		0: "REASON_NONE",
-		1: "TOO_LOW",
-		2: "CLOSED",
-		3: "UNKNOWN_AUCTION",
-		4: "INVALID_AMOUNT",
-		5: "INVALID_BIDDER",
-		6: "AUCTION_EXISTS",
-		7: "INVALID_REQUEST",
-		8: "UNAVAILABLE",
+		0:  "REASON_NONE",
+		1:  "TOO_LOW",
+		2:  "CLOSED",
+		3:  "UNKNOWN_AUCTION",
+		4:  "INVALID_AMOUNT",
+		5:  "INVALID_BIDDER",
+		6:  "AUCTION_EXISTS",
+		7:  "INVALID_REQUEST",
+		8:  "UNAVAILABLE",
+		9:  "REQUEST_MISMATCH",
+		10: "STALE_REQUEST",
+		11: "TOO_MANY_PENDING",
 	}
 	Reason_value = map[string]int32{
-		"REASON_NONE":     0,
-		"TOO_LOW":         1,
-		"CLOSED":          2,
-		"UNKNOWN_AUCTION": 3,
-		"INVALID_AMOUNT":  4,
-		"INVALID_BIDDER":  5,
-		"AUCTION_EXISTS":  6,
-		"INVALID_REQUEST": 7,
-		"UNAVAILABLE":     8,
+		"REASON_NONE":      0,
+		"TOO_LOW":          1,
+		"CLOSED":           2,
+		"UNKNOWN_AUCTION":  3,
+		"INVALID_AMOUNT":   4,
+		"INVALID_BIDDER":   5,
+		"AUCTION_EXISTS":   6,
+		"INVALID_REQUEST":  7,
+		"UNAVAILABLE":      8,
+		"REQUEST_MISMATCH": 9,
+		"STALE_REQUEST":    10,
+		"TOO_MANY_PENDING": 11,
 	}
 )
 
@@ -327,8 +343,16 @@ type OpenAuction struct {
 	StartingPrice int64                  `protobuf:"varint,6,opt,name=starting_price,json=startingPrice,proto3" json:"starting_price,omitempty"`
 	// soft_close_ms > 0 extends the closing time so that it is at least
 	// soft_close_ms after any successful bid (anti-sniping).
-	SoftCloseMs   int64  `protobuf:"varint,7,opt,name=soft_close_ms,json=softCloseMs,proto3" json:"soft_close_ms,omitempty"`
-	RequestId     string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	SoftCloseMs int64  `protobuf:"varint,7,opt,name=soft_close_ms,json=softCloseMs,proto3" json:"soft_close_ms,omitempty"`
+	RequestId   string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// client, client_seq and acked_below make retries exactly-once by
+	// client session (RIFL): client is the session id, client_seq numbers
+	// the session's requests from 1, and acked_below tells the chain that
+	// the client has received the reply of every request below it, whose
+	// outcome the chain may then forget. Empty client: no session.
+	Client        string `protobuf:"bytes,9,opt,name=client,proto3" json:"client,omitempty"`
+	ClientSeq     uint64 `protobuf:"varint,10,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"`
+	AckedBelow    uint64 `protobuf:"varint,11,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -419,13 +443,42 @@ func (x *OpenAuction) GetRequestId() string {
 	return ""
 }
 
+func (x *OpenAuction) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *OpenAuction) GetClientSeq() uint64 {
+	if x != nil {
+		return x.ClientSeq
+	}
+	return 0
+}
+
+func (x *OpenAuction) GetAckedBelow() uint64 {
+	if x != nil {
+		return x.AckedBelow
+	}
+	return 0
+}
+
 // PlaceBid is one bid.
 type PlaceBid struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Auction       string                 `protobuf:"bytes,1,opt,name=auction,proto3" json:"auction,omitempty"`
-	Bidder        string                 `protobuf:"bytes,2,opt,name=bidder,proto3" json:"bidder,omitempty"`
-	Amount        int64                  `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
-	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Auction   string                 `protobuf:"bytes,1,opt,name=auction,proto3" json:"auction,omitempty"`
+	Bidder    string                 `protobuf:"bytes,2,opt,name=bidder,proto3" json:"bidder,omitempty"`
+	Amount    int64                  `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	RequestId string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// client, client_seq and acked_below make retries exactly-once by
+	// client session (RIFL): client is the session id, client_seq numbers
+	// the session's requests from 1, and acked_below tells the chain that
+	// the client has received the reply of every request below it, whose
+	// outcome the chain may then forget. Empty client: no session.
+	Client        string `protobuf:"bytes,5,opt,name=client,proto3" json:"client,omitempty"`
+	ClientSeq     uint64 `protobuf:"varint,6,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"`
+	AckedBelow    uint64 `protobuf:"varint,7,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -486,6 +539,27 @@ func (x *PlaceBid) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *PlaceBid) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *PlaceBid) GetClientSeq() uint64 {
+	if x != nil {
+		return x.ClientSeq
+	}
+	return 0
+}
+
+func (x *PlaceBid) GetAckedBelow() uint64 {
+	if x != nil {
+		return x.AckedBelow
+	}
+	return 0
 }
 
 // CloseAuction is sequenced by the head once its clock passes the closing time.
@@ -857,6 +931,9 @@ type DedupEntry struct {
 	Reason        Reason                 `protobuf:"varint,4,opt,name=reason,proto3,enum=gavel.v1.Reason" json:"reason,omitempty"`
 	Amount        int64                  `protobuf:"varint,5,opt,name=amount,proto3" json:"amount,omitempty"`
 	Auction       string                 `protobuf:"bytes,6,opt,name=auction,proto3" json:"auction,omitempty"`
+	Bidder        string                 `protobuf:"bytes,7,opt,name=bidder,proto3" json:"bidder,omitempty"`                         // "" for an open
+	ClientSeq     uint64                 `protobuf:"varint,8,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"` // the request's client_seq (0 without a session)
+	Open          bool                   `protobuf:"varint,9,opt,name=open,proto3" json:"open,omitempty"`                            // the request was an open, not a bid
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -933,6 +1010,159 @@ func (x *DedupEntry) GetAuction() string {
 	return ""
 }
 
+func (x *DedupEntry) GetBidder() string {
+	if x != nil {
+		return x.Bidder
+	}
+	return ""
+}
+
+func (x *DedupEntry) GetClientSeq() uint64 {
+	if x != nil {
+		return x.ClientSeq
+	}
+	return 0
+}
+
+func (x *DedupEntry) GetOpen() bool {
+	if x != nil {
+		return x.Open
+	}
+	return false
+}
+
+// ClientSession is one client session's unacknowledged outcomes, by
+// client_seq ascending.
+type ClientSession struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Client        string                 `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	AckedBelow    uint64                 `protobuf:"varint,2,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"` // highest acked_below the client has sent
+	LastMs        int64                  `protobuf:"varint,3,opt,name=last_ms,json=lastMs,proto3" json:"last_ms,omitempty"`             // update time of its last remembered request
+	Entries       []*DedupEntry          `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientSession) Reset() {
+	*x = ClientSession{}
+	mi := &file_api_gavel_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientSession) ProtoMessage() {}
+
+func (x *ClientSession) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
+func (*ClientSession) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ClientSession) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *ClientSession) GetAckedBelow() uint64 {
+	if x != nil {
+		return x.AckedBelow
+	}
+	return 0
+}
+
+func (x *ClientSession) GetLastMs() int64 {
+	if x != nil {
+		return x.LastMs
+	}
+	return 0
+}
+
+func (x *ClientSession) GetEntries() []*DedupEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// DedupParams are the parameters that decide duplicates. They are part of
+// the replicated state, so every replica decides alike.
+type DedupParams struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestWindow uint32                 `protobuf:"varint,1,opt,name=request_window,json=requestWindow,proto3" json:"request_window,omitempty"` // request ids remembered per bidder (and for opens)
+	MaxPending    uint32                 `protobuf:"varint,2,opt,name=max_pending,json=maxPending,proto3" json:"max_pending,omitempty"`          // unacknowledged outcomes kept per client session
+	ClientTtlMs   int64                  `protobuf:"varint,3,opt,name=client_ttl_ms,json=clientTtlMs,proto3" json:"client_ttl_ms,omitempty"`     // a client session idle this long is forgotten
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DedupParams) Reset() {
+	*x = DedupParams{}
+	mi := &file_api_gavel_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DedupParams) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DedupParams) ProtoMessage() {}
+
+func (x *DedupParams) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DedupParams.ProtoReflect.Descriptor instead.
+func (*DedupParams) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DedupParams) GetRequestWindow() uint32 {
+	if x != nil {
+		return x.RequestWindow
+	}
+	return 0
+}
+
+func (x *DedupParams) GetMaxPending() uint32 {
+	if x != nil {
+		return x.MaxPending
+	}
+	return 0
+}
+
+func (x *DedupParams) GetClientTtlMs() int64 {
+	if x != nil {
+		return x.ClientTtlMs
+	}
+	return 0
+}
+
 // Session is the per-client (bidder) table of recent request outcomes,
 // oldest first.
 type Session struct {
@@ -945,7 +1175,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_api_gavel_proto_msgTypes[7]
+	mi := &file_api_gavel_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1187,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[7]
+	mi := &file_api_gavel_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1200,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{7}
+	return file_api_gavel_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Session) GetClient() string {
@@ -998,7 +1228,7 @@ type AuctionRecord struct {
 
 func (x *AuctionRecord) Reset() {
 	*x = AuctionRecord{}
-	mi := &file_api_gavel_proto_msgTypes[8]
+	mi := &file_api_gavel_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1240,7 @@ func (x *AuctionRecord) String() string {
 func (*AuctionRecord) ProtoMessage() {}
 
 func (x *AuctionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[8]
+	mi := &file_api_gavel_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1253,7 @@ func (x *AuctionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuctionRecord.ProtoReflect.Descriptor instead.
 func (*AuctionRecord) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{8}
+	return file_api_gavel_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AuctionRecord) GetInfo() *AuctionInfo {
@@ -1048,14 +1278,17 @@ type StateSnapshot struct {
 	Auctions []*AuctionRecord       `protobuf:"bytes,3,rep,name=auctions,proto3" json:"auctions,omitempty"`
 	Sessions []*Session             `protobuf:"bytes,4,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	// last_epoch is the epoch of the update at seq (0 when seq is 0).
-	LastEpoch     uint64 `protobuf:"varint,5,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
+	LastEpoch     uint64           `protobuf:"varint,5,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
+	Clients       []*ClientSession `protobuf:"bytes,6,rep,name=clients,proto3" json:"clients,omitempty"` // by client id
+	Dedup         *DedupParams     `protobuf:"bytes,7,opt,name=dedup,proto3" json:"dedup,omitempty"`
+	NextSweepMs   int64            `protobuf:"varint,8,opt,name=next_sweep_ms,json=nextSweepMs,proto3" json:"next_sweep_ms,omitempty"` // update time of the next expiry sweep of idle sessions
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateSnapshot) Reset() {
 	*x = StateSnapshot{}
-	mi := &file_api_gavel_proto_msgTypes[9]
+	mi := &file_api_gavel_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1300,7 @@ func (x *StateSnapshot) String() string {
 func (*StateSnapshot) ProtoMessage() {}
 
 func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[9]
+	mi := &file_api_gavel_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1313,7 @@ func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
 func (*StateSnapshot) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{9}
+	return file_api_gavel_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StateSnapshot) GetSeq() uint64 {
@@ -1118,6 +1351,27 @@ func (x *StateSnapshot) GetLastEpoch() uint64 {
 	return 0
 }
 
+func (x *StateSnapshot) GetClients() []*ClientSession {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetDedup() *DedupParams {
+	if x != nil {
+		return x.Dedup
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetNextSweepMs() int64 {
+	if x != nil {
+		return x.NextSweepMs
+	}
+	return 0
+}
+
 type BidRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Auction string                 `protobuf:"bytes,1,opt,name=auction,proto3" json:"auction,omitempty"`
@@ -1125,14 +1379,18 @@ type BidRequest struct {
 	Amount  int64                  `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
 	// request_id makes retries exactly-once: a retry with the same bidder and
 	// request_id returns the original outcome.
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The client session of the request: see PlaceBid.
+	Client        string `protobuf:"bytes,5,opt,name=client,proto3" json:"client,omitempty"`
+	ClientSeq     uint64 `protobuf:"varint,6,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"`
+	AckedBelow    uint64 `protobuf:"varint,7,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BidRequest) Reset() {
 	*x = BidRequest{}
-	mi := &file_api_gavel_proto_msgTypes[10]
+	mi := &file_api_gavel_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1402,7 @@ func (x *BidRequest) String() string {
 func (*BidRequest) ProtoMessage() {}
 
 func (x *BidRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[10]
+	mi := &file_api_gavel_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1415,7 @@ func (x *BidRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BidRequest.ProtoReflect.Descriptor instead.
 func (*BidRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{10}
+	return file_api_gavel_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BidRequest) GetAuction() string {
@@ -1188,6 +1446,27 @@ func (x *BidRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *BidRequest) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *BidRequest) GetClientSeq() uint64 {
+	if x != nil {
+		return x.ClientSeq
+	}
+	return 0
+}
+
+func (x *BidRequest) GetAckedBelow() uint64 {
+	if x != nil {
+		return x.AckedBelow
+	}
+	return 0
+}
+
 type BidReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=gavel.v1.Outcome" json:"outcome,omitempty"`
@@ -1205,7 +1484,7 @@ type BidReply struct {
 
 func (x *BidReply) Reset() {
 	*x = BidReply{}
-	mi := &file_api_gavel_proto_msgTypes[11]
+	mi := &file_api_gavel_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1496,7 @@ func (x *BidReply) String() string {
 func (*BidReply) ProtoMessage() {}
 
 func (x *BidReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[11]
+	mi := &file_api_gavel_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1509,7 @@ func (x *BidReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BidReply.ProtoReflect.Descriptor instead.
 func (*BidReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{11}
+	return file_api_gavel_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BidReply) GetOutcome() Outcome {
@@ -1305,7 +1584,7 @@ type ResultRequest struct {
 
 func (x *ResultRequest) Reset() {
 	*x = ResultRequest{}
-	mi := &file_api_gavel_proto_msgTypes[12]
+	mi := &file_api_gavel_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1596,7 @@ func (x *ResultRequest) String() string {
 func (*ResultRequest) ProtoMessage() {}
 
 func (x *ResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[12]
+	mi := &file_api_gavel_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1609,7 @@ func (x *ResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultRequest.ProtoReflect.Descriptor instead.
 func (*ResultRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{12}
+	return file_api_gavel_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResultRequest) GetAuction() string {
@@ -1352,7 +1631,7 @@ type ResultReply struct {
 
 func (x *ResultReply) Reset() {
 	*x = ResultReply{}
-	mi := &file_api_gavel_proto_msgTypes[13]
+	mi := &file_api_gavel_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1643,7 @@ func (x *ResultReply) String() string {
 func (*ResultReply) ProtoMessage() {}
 
 func (x *ResultReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[13]
+	mi := &file_api_gavel_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1656,7 @@ func (x *ResultReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultReply.ProtoReflect.Descriptor instead.
 func (*ResultReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{13}
+	return file_api_gavel_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResultReply) GetInfo() *AuctionInfo {
@@ -1416,7 +1695,7 @@ type ListAuctionsRequest struct {
 
 func (x *ListAuctionsRequest) Reset() {
 	*x = ListAuctionsRequest{}
-	mi := &file_api_gavel_proto_msgTypes[14]
+	mi := &file_api_gavel_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1707,7 @@ func (x *ListAuctionsRequest) String() string {
 func (*ListAuctionsRequest) ProtoMessage() {}
 
 func (x *ListAuctionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[14]
+	mi := &file_api_gavel_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1720,7 @@ func (x *ListAuctionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuctionsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuctionsRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{14}
+	return file_api_gavel_proto_rawDescGZIP(), []int{16}
 }
 
 type ListAuctionsReply struct {
@@ -1456,7 +1735,7 @@ type ListAuctionsReply struct {
 
 func (x *ListAuctionsReply) Reset() {
 	*x = ListAuctionsReply{}
-	mi := &file_api_gavel_proto_msgTypes[15]
+	mi := &file_api_gavel_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1747,7 @@ func (x *ListAuctionsReply) String() string {
 func (*ListAuctionsReply) ProtoMessage() {}
 
 func (x *ListAuctionsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[15]
+	mi := &file_api_gavel_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1760,7 @@ func (x *ListAuctionsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuctionsReply.ProtoReflect.Descriptor instead.
 func (*ListAuctionsReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{15}
+	return file_api_gavel_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListAuctionsReply) GetAuctions() []*AuctionInfo {
@@ -1521,7 +1800,7 @@ type OpenAuctionRequest struct {
 
 func (x *OpenAuctionRequest) Reset() {
 	*x = OpenAuctionRequest{}
-	mi := &file_api_gavel_proto_msgTypes[16]
+	mi := &file_api_gavel_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1812,7 @@ func (x *OpenAuctionRequest) String() string {
 func (*OpenAuctionRequest) ProtoMessage() {}
 
 func (x *OpenAuctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[16]
+	mi := &file_api_gavel_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1825,7 @@ func (x *OpenAuctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenAuctionRequest.ProtoReflect.Descriptor instead.
 func (*OpenAuctionRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{16}
+	return file_api_gavel_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OpenAuctionRequest) GetOpen() *OpenAuction {
@@ -1571,7 +1850,7 @@ type OpenAuctionReply struct {
 
 func (x *OpenAuctionReply) Reset() {
 	*x = OpenAuctionReply{}
-	mi := &file_api_gavel_proto_msgTypes[17]
+	mi := &file_api_gavel_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1862,7 @@ func (x *OpenAuctionReply) String() string {
 func (*OpenAuctionReply) ProtoMessage() {}
 
 func (x *OpenAuctionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[17]
+	mi := &file_api_gavel_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1875,7 @@ func (x *OpenAuctionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenAuctionReply.ProtoReflect.Descriptor instead.
 func (*OpenAuctionReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{17}
+	return file_api_gavel_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *OpenAuctionReply) GetOutcome() Outcome {
@@ -1666,7 +1945,7 @@ type WatchAuctionRequest struct {
 
 func (x *WatchAuctionRequest) Reset() {
 	*x = WatchAuctionRequest{}
-	mi := &file_api_gavel_proto_msgTypes[18]
+	mi := &file_api_gavel_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1957,7 @@ func (x *WatchAuctionRequest) String() string {
 func (*WatchAuctionRequest) ProtoMessage() {}
 
 func (x *WatchAuctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[18]
+	mi := &file_api_gavel_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1970,7 @@ func (x *WatchAuctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAuctionRequest.ProtoReflect.Descriptor instead.
 func (*WatchAuctionRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{18}
+	return file_api_gavel_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchAuctionRequest) GetAuction() string {
@@ -1726,7 +2005,7 @@ type AuctionEvent struct {
 
 func (x *AuctionEvent) Reset() {
 	*x = AuctionEvent{}
-	mi := &file_api_gavel_proto_msgTypes[19]
+	mi := &file_api_gavel_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +2017,7 @@ func (x *AuctionEvent) String() string {
 func (*AuctionEvent) ProtoMessage() {}
 
 func (x *AuctionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[19]
+	mi := &file_api_gavel_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +2030,7 @@ func (x *AuctionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuctionEvent.ProtoReflect.Descriptor instead.
 func (*AuctionEvent) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{19}
+	return file_api_gavel_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AuctionEvent) GetKind() EventKind {
@@ -1832,7 +2111,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_gavel_proto_msgTypes[20]
+	mi := &file_api_gavel_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2123,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[20]
+	mi := &file_api_gavel_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2136,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{20}
+	return file_api_gavel_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Member) GetId() string {
@@ -1894,7 +2173,7 @@ type ChainConfig struct {
 
 func (x *ChainConfig) Reset() {
 	*x = ChainConfig{}
-	mi := &file_api_gavel_proto_msgTypes[21]
+	mi := &file_api_gavel_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2185,7 @@ func (x *ChainConfig) String() string {
 func (*ChainConfig) ProtoMessage() {}
 
 func (x *ChainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[21]
+	mi := &file_api_gavel_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2198,7 @@ func (x *ChainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainConfig.ProtoReflect.Descriptor instead.
 func (*ChainConfig) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{21}
+	return file_api_gavel_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChainConfig) GetEpoch() uint64 {
@@ -1951,7 +2230,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[22]
+	mi := &file_api_gavel_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2242,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[22]
+	mi := &file_api_gavel_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2255,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{22}
+	return file_api_gavel_proto_rawDescGZIP(), []int{24}
 }
 
 type NodeStatus struct {
@@ -2007,7 +2286,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_api_gavel_proto_msgTypes[23]
+	mi := &file_api_gavel_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2298,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[23]
+	mi := &file_api_gavel_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2311,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{23}
+	return file_api_gavel_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -2170,7 +2449,7 @@ type SetConfigReply struct {
 
 func (x *SetConfigReply) Reset() {
 	*x = SetConfigReply{}
-	mi := &file_api_gavel_proto_msgTypes[24]
+	mi := &file_api_gavel_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2461,7 @@ func (x *SetConfigReply) String() string {
 func (*SetConfigReply) ProtoMessage() {}
 
 func (x *SetConfigReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[24]
+	mi := &file_api_gavel_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2474,7 @@ func (x *SetConfigReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigReply.ProtoReflect.Descriptor instead.
 func (*SetConfigReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{24}
+	return file_api_gavel_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetConfigReply) GetEpoch() uint64 {
@@ -2227,7 +2506,7 @@ type Forward struct {
 
 func (x *Forward) Reset() {
 	*x = Forward{}
-	mi := &file_api_gavel_proto_msgTypes[25]
+	mi := &file_api_gavel_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2518,7 @@ func (x *Forward) String() string {
 func (*Forward) ProtoMessage() {}
 
 func (x *Forward) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[25]
+	mi := &file_api_gavel_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2531,7 @@ func (x *Forward) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Forward.ProtoReflect.Descriptor instead.
 func (*Forward) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{25}
+	return file_api_gavel_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Forward) GetUpdates() []*Update {
@@ -2301,7 +2580,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_gavel_proto_msgTypes[26]
+	mi := &file_api_gavel_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2592,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[26]
+	mi := &file_api_gavel_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2605,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{26}
+	return file_api_gavel_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -2353,7 +2632,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_api_gavel_proto_msgTypes[27]
+	mi := &file_api_gavel_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2644,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[27]
+	mi := &file_api_gavel_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2657,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{27}
+	return file_api_gavel_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Hello) GetLastSeq() uint64 {
@@ -2420,7 +2699,7 @@ type ChainMessage struct {
 
 func (x *ChainMessage) Reset() {
 	*x = ChainMessage{}
-	mi := &file_api_gavel_proto_msgTypes[28]
+	mi := &file_api_gavel_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2432,7 +2711,7 @@ func (x *ChainMessage) String() string {
 func (*ChainMessage) ProtoMessage() {}
 
 func (x *ChainMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[28]
+	mi := &file_api_gavel_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2445,7 +2724,7 @@ func (x *ChainMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainMessage.ProtoReflect.Descriptor instead.
 func (*ChainMessage) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{28}
+	return file_api_gavel_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ChainMessage) GetEpoch() uint64 {
@@ -2535,7 +2814,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_api_gavel_proto_msgTypes[29]
+	mi := &file_api_gavel_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2826,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[29]
+	mi := &file_api_gavel_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2839,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{29}
+	return file_api_gavel_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Envelope) GetMessages() []*ChainMessage {
@@ -2578,7 +2857,7 @@ type StreamClosed struct {
 
 func (x *StreamClosed) Reset() {
 	*x = StreamClosed{}
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2869,7 @@ func (x *StreamClosed) String() string {
 func (*StreamClosed) ProtoMessage() {}
 
 func (x *StreamClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2882,7 @@ func (x *StreamClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamClosed.ProtoReflect.Descriptor instead.
 func (*StreamClosed) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{30}
+	return file_api_gavel_proto_rawDescGZIP(), []int{32}
 }
 
 // HeartbeatRequest is a node's periodic report to the master leader. A
@@ -2633,7 +2912,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2924,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2937,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{31}
+	return file_api_gavel_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -2761,7 +3040,7 @@ type HeartbeatReply struct {
 
 func (x *HeartbeatReply) Reset() {
 	*x = HeartbeatReply{}
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +3052,7 @@ func (x *HeartbeatReply) String() string {
 func (*HeartbeatReply) ProtoMessage() {}
 
 func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +3065,7 @@ func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
 func (*HeartbeatReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{32}
+	return file_api_gavel_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HeartbeatReply) GetConfig() *ChainConfig {
@@ -2838,7 +3117,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +3129,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +3142,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{33}
+	return file_api_gavel_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchRequest) GetAfterEpoch() uint64 {
@@ -2888,7 +3167,7 @@ type MasterStatusRequest struct {
 
 func (x *MasterStatusRequest) Reset() {
 	*x = MasterStatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2900,7 +3179,7 @@ func (x *MasterStatusRequest) String() string {
 func (*MasterStatusRequest) ProtoMessage() {}
 
 func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2913,7 +3192,7 @@ func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatusRequest.ProtoReflect.Descriptor instead.
 func (*MasterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{34}
+	return file_api_gavel_proto_rawDescGZIP(), []int{36}
 }
 
 // NodeHealth is the master leader's view of one node.
@@ -2937,7 +3216,7 @@ type NodeHealth struct {
 
 func (x *NodeHealth) Reset() {
 	*x = NodeHealth{}
-	mi := &file_api_gavel_proto_msgTypes[35]
+	mi := &file_api_gavel_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3228,7 @@ func (x *NodeHealth) String() string {
 func (*NodeHealth) ProtoMessage() {}
 
 func (x *NodeHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[35]
+	mi := &file_api_gavel_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3241,7 @@ func (x *NodeHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHealth.ProtoReflect.Descriptor instead.
 func (*NodeHealth) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{35}
+	return file_api_gavel_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NodeHealth) GetId() string {
@@ -3069,7 +3348,7 @@ type MasterStatus struct {
 
 func (x *MasterStatus) Reset() {
 	*x = MasterStatus{}
-	mi := &file_api_gavel_proto_msgTypes[36]
+	mi := &file_api_gavel_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3081,7 +3360,7 @@ func (x *MasterStatus) String() string {
 func (*MasterStatus) ProtoMessage() {}
 
 func (x *MasterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[36]
+	mi := &file_api_gavel_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3094,7 +3373,7 @@ func (x *MasterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
 func (*MasterStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{36}
+	return file_api_gavel_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MasterStatus) GetId() string {
@@ -3178,7 +3457,7 @@ var File_api_gavel_proto protoreflect.FileDescriptor
 
 const file_api_gavel_proto_rawDesc = "" +
 	"\n" +
-	"\x0fapi/gavel.proto\x12\bgavel.v1\"\x8d\x02\n" +
+	"\x0fapi/gavel.proto\x12\bgavel.v1\"\xe5\x02\n" +
 	"\vOpenAuction\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\tR\x04item\x12\x1f\n" +
@@ -3190,13 +3469,24 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x0estarting_price\x18\x06 \x01(\x03R\rstartingPrice\x12\"\n" +
 	"\rsoft_close_ms\x18\a \x01(\x03R\vsoftCloseMs\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"s\n" +
+	"request_id\x18\b \x01(\tR\trequestId\x12\x16\n" +
+	"\x06client\x18\t \x01(\tR\x06client\x12\x1d\n" +
+	"\n" +
+	"client_seq\x18\n" +
+	" \x01(\x04R\tclientSeq\x12\x1f\n" +
+	"\vacked_below\x18\v \x01(\x04R\n" +
+	"ackedBelow\"\xcb\x01\n" +
 	"\bPlaceBid\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x16\n" +
 	"\x06bidder\x18\x02 \x01(\tR\x06bidder\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\x03R\x06amount\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"(\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06client\x18\x05 \x01(\tR\x06client\x12\x1d\n" +
+	"\n" +
+	"client_seq\x18\x06 \x01(\x04R\tclientSeq\x12\x1f\n" +
+	"\vacked_below\x18\a \x01(\x04R\n" +
+	"ackedBelow\"(\n" +
 	"\fCloseAuction\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\"\x94\x01\n" +
 	"\aCommand\x12+\n" +
@@ -3225,7 +3515,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x04bids\x18\v \x01(\x04R\x04bids\x12\x18\n" +
 	"\abidders\x18\f \x01(\x04R\abidders\x12 \n" +
 	"\fopened_at_ms\x18\r \x01(\x03R\n" +
-	"openedAtMs\"\xc6\x01\n" +
+	"openedAtMs\"\x91\x02\n" +
 	"\n" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
@@ -3234,27 +3524,50 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\aoutcome\x18\x03 \x01(\x0e2\x11.gavel.v1.OutcomeR\aoutcome\x12(\n" +
 	"\x06reason\x18\x04 \x01(\x0e2\x10.gavel.v1.ReasonR\x06reason\x12\x16\n" +
 	"\x06amount\x18\x05 \x01(\x03R\x06amount\x12\x18\n" +
-	"\aauction\x18\x06 \x01(\tR\aauction\"Q\n" +
+	"\aauction\x18\x06 \x01(\tR\aauction\x12\x16\n" +
+	"\x06bidder\x18\a \x01(\tR\x06bidder\x12\x1d\n" +
+	"\n" +
+	"client_seq\x18\b \x01(\x04R\tclientSeq\x12\x12\n" +
+	"\x04open\x18\t \x01(\bR\x04open\"\x91\x01\n" +
+	"\rClientSession\x12\x16\n" +
+	"\x06client\x18\x01 \x01(\tR\x06client\x12\x1f\n" +
+	"\vacked_below\x18\x02 \x01(\x04R\n" +
+	"ackedBelow\x12\x17\n" +
+	"\alast_ms\x18\x03 \x01(\x03R\x06lastMs\x12.\n" +
+	"\aentries\x18\x04 \x03(\v2\x14.gavel.v1.DedupEntryR\aentries\"y\n" +
+	"\vDedupParams\x12%\n" +
+	"\x0erequest_window\x18\x01 \x01(\rR\rrequestWindow\x12\x1f\n" +
+	"\vmax_pending\x18\x02 \x01(\rR\n" +
+	"maxPending\x12\"\n" +
+	"\rclient_ttl_ms\x18\x03 \x01(\x03R\vclientTtlMs\"Q\n" +
 	"\aSession\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12.\n" +
 	"\aentries\x18\x02 \x03(\v2\x14.gavel.v1.DedupEntryR\aentries\"T\n" +
 	"\rAuctionRecord\x12)\n" +
 	"\x04info\x18\x01 \x01(\v2\x15.gavel.v1.AuctionInfoR\x04info\x12\x18\n" +
-	"\abidders\x18\x02 \x03(\tR\abidders\"\xbd\x01\n" +
+	"\abidders\x18\x02 \x03(\tR\abidders\"\xc1\x02\n" +
 	"\rStateSnapshot\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x123\n" +
 	"\bauctions\x18\x03 \x03(\v2\x17.gavel.v1.AuctionRecordR\bauctions\x12-\n" +
 	"\bsessions\x18\x04 \x03(\v2\x11.gavel.v1.SessionR\bsessions\x12\x1d\n" +
 	"\n" +
-	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\"u\n" +
+	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\x121\n" +
+	"\aclients\x18\x06 \x03(\v2\x17.gavel.v1.ClientSessionR\aclients\x12+\n" +
+	"\x05dedup\x18\a \x01(\v2\x15.gavel.v1.DedupParamsR\x05dedup\x12\"\n" +
+	"\rnext_sweep_ms\x18\b \x01(\x03R\vnextSweepMs\"\xcd\x01\n" +
 	"\n" +
 	"BidRequest\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x16\n" +
 	"\x06bidder\x18\x02 \x01(\tR\x06bidder\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\x03R\x06amount\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\x8e\x02\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06client\x18\x05 \x01(\tR\x06client\x12\x1d\n" +
+	"\n" +
+	"client_seq\x18\x06 \x01(\x04R\tclientSeq\x12\x1f\n" +
+	"\vacked_below\x18\a \x01(\x04R\n" +
+	"ackedBelow\"\x8e\x02\n" +
 	"\bBidReply\x12+\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x11.gavel.v1.OutcomeR\aoutcome\x12(\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x10.gavel.v1.ReasonR\x06reason\x12\x16\n" +
@@ -3422,7 +3735,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aSUCCESS\x10\x01\x12\b\n" +
 	"\x04FAIL\x10\x02\x12\r\n" +
-	"\tEXCEPTION\x10\x03*\xa9\x01\n" +
+	"\tEXCEPTION\x10\x03*\xe8\x01\n" +
 	"\x06Reason\x12\x0f\n" +
 	"\vREASON_NONE\x10\x00\x12\v\n" +
 	"\aTOO_LOW\x10\x01\x12\n" +
@@ -3433,7 +3746,11 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x0eINVALID_BIDDER\x10\x05\x12\x12\n" +
 	"\x0eAUCTION_EXISTS\x10\x06\x12\x13\n" +
 	"\x0fINVALID_REQUEST\x10\a\x12\x0f\n" +
-	"\vUNAVAILABLE\x10\b*I\n" +
+	"\vUNAVAILABLE\x10\b\x12\x14\n" +
+	"\x10REQUEST_MISMATCH\x10\t\x12\x11\n" +
+	"\rSTALE_REQUEST\x10\n" +
+	"\x12\x14\n" +
+	"\x10TOO_MANY_PENDING\x10\v*I\n" +
 	"\fAuctionState\x12\x1d\n" +
 	"\x19AUCTION_STATE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\x10\n" +
@@ -3483,7 +3800,7 @@ func file_api_gavel_proto_rawDescGZIP() []byte {
 }
 
 var file_api_gavel_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_api_gavel_proto_goTypes = []any{
 	(Outcome)(0),                // 0: gavel.v1.Outcome
 	(Reason)(0),                 // 1: gavel.v1.Reason
@@ -3497,36 +3814,38 @@ var file_api_gavel_proto_goTypes = []any{
 	(*Update)(nil),              // 9: gavel.v1.Update
 	(*AuctionInfo)(nil),         // 10: gavel.v1.AuctionInfo
 	(*DedupEntry)(nil),          // 11: gavel.v1.DedupEntry
-	(*Session)(nil),             // 12: gavel.v1.Session
-	(*AuctionRecord)(nil),       // 13: gavel.v1.AuctionRecord
-	(*StateSnapshot)(nil),       // 14: gavel.v1.StateSnapshot
-	(*BidRequest)(nil),          // 15: gavel.v1.BidRequest
-	(*BidReply)(nil),            // 16: gavel.v1.BidReply
-	(*ResultRequest)(nil),       // 17: gavel.v1.ResultRequest
-	(*ResultReply)(nil),         // 18: gavel.v1.ResultReply
-	(*ListAuctionsRequest)(nil), // 19: gavel.v1.ListAuctionsRequest
-	(*ListAuctionsReply)(nil),   // 20: gavel.v1.ListAuctionsReply
-	(*OpenAuctionRequest)(nil),  // 21: gavel.v1.OpenAuctionRequest
-	(*OpenAuctionReply)(nil),    // 22: gavel.v1.OpenAuctionReply
-	(*WatchAuctionRequest)(nil), // 23: gavel.v1.WatchAuctionRequest
-	(*AuctionEvent)(nil),        // 24: gavel.v1.AuctionEvent
-	(*Member)(nil),              // 25: gavel.v1.Member
-	(*ChainConfig)(nil),         // 26: gavel.v1.ChainConfig
-	(*StatusRequest)(nil),       // 27: gavel.v1.StatusRequest
-	(*NodeStatus)(nil),          // 28: gavel.v1.NodeStatus
-	(*SetConfigReply)(nil),      // 29: gavel.v1.SetConfigReply
-	(*Forward)(nil),             // 30: gavel.v1.Forward
-	(*Ack)(nil),                 // 31: gavel.v1.Ack
-	(*Hello)(nil),               // 32: gavel.v1.Hello
-	(*ChainMessage)(nil),        // 33: gavel.v1.ChainMessage
-	(*Envelope)(nil),            // 34: gavel.v1.Envelope
-	(*StreamClosed)(nil),        // 35: gavel.v1.StreamClosed
-	(*HeartbeatRequest)(nil),    // 36: gavel.v1.HeartbeatRequest
-	(*HeartbeatReply)(nil),      // 37: gavel.v1.HeartbeatReply
-	(*WatchRequest)(nil),        // 38: gavel.v1.WatchRequest
-	(*MasterStatusRequest)(nil), // 39: gavel.v1.MasterStatusRequest
-	(*NodeHealth)(nil),          // 40: gavel.v1.NodeHealth
-	(*MasterStatus)(nil),        // 41: gavel.v1.MasterStatus
+	(*ClientSession)(nil),       // 12: gavel.v1.ClientSession
+	(*DedupParams)(nil),         // 13: gavel.v1.DedupParams
+	(*Session)(nil),             // 14: gavel.v1.Session
+	(*AuctionRecord)(nil),       // 15: gavel.v1.AuctionRecord
+	(*StateSnapshot)(nil),       // 16: gavel.v1.StateSnapshot
+	(*BidRequest)(nil),          // 17: gavel.v1.BidRequest
+	(*BidReply)(nil),            // 18: gavel.v1.BidReply
+	(*ResultRequest)(nil),       // 19: gavel.v1.ResultRequest
+	(*ResultReply)(nil),         // 20: gavel.v1.ResultReply
+	(*ListAuctionsRequest)(nil), // 21: gavel.v1.ListAuctionsRequest
+	(*ListAuctionsReply)(nil),   // 22: gavel.v1.ListAuctionsReply
+	(*OpenAuctionRequest)(nil),  // 23: gavel.v1.OpenAuctionRequest
+	(*OpenAuctionReply)(nil),    // 24: gavel.v1.OpenAuctionReply
+	(*WatchAuctionRequest)(nil), // 25: gavel.v1.WatchAuctionRequest
+	(*AuctionEvent)(nil),        // 26: gavel.v1.AuctionEvent
+	(*Member)(nil),              // 27: gavel.v1.Member
+	(*ChainConfig)(nil),         // 28: gavel.v1.ChainConfig
+	(*StatusRequest)(nil),       // 29: gavel.v1.StatusRequest
+	(*NodeStatus)(nil),          // 30: gavel.v1.NodeStatus
+	(*SetConfigReply)(nil),      // 31: gavel.v1.SetConfigReply
+	(*Forward)(nil),             // 32: gavel.v1.Forward
+	(*Ack)(nil),                 // 33: gavel.v1.Ack
+	(*Hello)(nil),               // 34: gavel.v1.Hello
+	(*ChainMessage)(nil),        // 35: gavel.v1.ChainMessage
+	(*Envelope)(nil),            // 36: gavel.v1.Envelope
+	(*StreamClosed)(nil),        // 37: gavel.v1.StreamClosed
+	(*HeartbeatRequest)(nil),    // 38: gavel.v1.HeartbeatRequest
+	(*HeartbeatReply)(nil),      // 39: gavel.v1.HeartbeatReply
+	(*WatchRequest)(nil),        // 40: gavel.v1.WatchRequest
+	(*MasterStatusRequest)(nil), // 41: gavel.v1.MasterStatusRequest
+	(*NodeHealth)(nil),          // 42: gavel.v1.NodeHealth
+	(*MasterStatus)(nil),        // 43: gavel.v1.MasterStatus
 }
 var file_api_gavel_proto_depIdxs = []int32{
 	5,  // 0: gavel.v1.Command.open:type_name -> gavel.v1.OpenAuction
@@ -3536,64 +3855,67 @@ var file_api_gavel_proto_depIdxs = []int32{
 	2,  // 4: gavel.v1.AuctionInfo.state:type_name -> gavel.v1.AuctionState
 	0,  // 5: gavel.v1.DedupEntry.outcome:type_name -> gavel.v1.Outcome
 	1,  // 6: gavel.v1.DedupEntry.reason:type_name -> gavel.v1.Reason
-	11, // 7: gavel.v1.Session.entries:type_name -> gavel.v1.DedupEntry
-	10, // 8: gavel.v1.AuctionRecord.info:type_name -> gavel.v1.AuctionInfo
-	13, // 9: gavel.v1.StateSnapshot.auctions:type_name -> gavel.v1.AuctionRecord
-	12, // 10: gavel.v1.StateSnapshot.sessions:type_name -> gavel.v1.Session
-	0,  // 11: gavel.v1.BidReply.outcome:type_name -> gavel.v1.Outcome
-	1,  // 12: gavel.v1.BidReply.reason:type_name -> gavel.v1.Reason
-	10, // 13: gavel.v1.ResultReply.info:type_name -> gavel.v1.AuctionInfo
-	10, // 14: gavel.v1.ListAuctionsReply.auctions:type_name -> gavel.v1.AuctionInfo
-	5,  // 15: gavel.v1.OpenAuctionRequest.open:type_name -> gavel.v1.OpenAuction
-	0,  // 16: gavel.v1.OpenAuctionReply.outcome:type_name -> gavel.v1.Outcome
-	1,  // 17: gavel.v1.OpenAuctionReply.reason:type_name -> gavel.v1.Reason
-	10, // 18: gavel.v1.OpenAuctionReply.info:type_name -> gavel.v1.AuctionInfo
-	3,  // 19: gavel.v1.AuctionEvent.kind:type_name -> gavel.v1.EventKind
-	10, // 20: gavel.v1.AuctionEvent.info:type_name -> gavel.v1.AuctionInfo
-	25, // 21: gavel.v1.ChainConfig.chain:type_name -> gavel.v1.Member
-	25, // 22: gavel.v1.ChainConfig.joining:type_name -> gavel.v1.Member
-	4,  // 23: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
-	26, // 24: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
-	9,  // 25: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
-	14, // 26: gavel.v1.Forward.snapshot:type_name -> gavel.v1.StateSnapshot
-	30, // 27: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
-	31, // 28: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
-	32, // 29: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
-	33, // 30: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
-	4,  // 31: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
-	26, // 32: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
-	4,  // 33: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
-	26, // 34: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
-	40, // 35: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
-	15, // 36: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
-	15, // 37: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
-	17, // 38: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
-	19, // 39: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
-	21, // 40: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
-	23, // 41: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
-	27, // 42: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
-	26, // 43: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
-	34, // 44: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
-	36, // 45: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
-	38, // 46: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
-	39, // 47: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
-	16, // 48: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
-	16, // 49: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
-	18, // 50: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
-	20, // 51: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
-	22, // 52: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
-	24, // 53: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
-	28, // 54: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
-	29, // 55: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
-	35, // 56: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
-	37, // 57: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
-	26, // 58: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
-	41, // 59: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
-	48, // [48:60] is the sub-list for method output_type
-	36, // [36:48] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	11, // 7: gavel.v1.ClientSession.entries:type_name -> gavel.v1.DedupEntry
+	11, // 8: gavel.v1.Session.entries:type_name -> gavel.v1.DedupEntry
+	10, // 9: gavel.v1.AuctionRecord.info:type_name -> gavel.v1.AuctionInfo
+	15, // 10: gavel.v1.StateSnapshot.auctions:type_name -> gavel.v1.AuctionRecord
+	14, // 11: gavel.v1.StateSnapshot.sessions:type_name -> gavel.v1.Session
+	12, // 12: gavel.v1.StateSnapshot.clients:type_name -> gavel.v1.ClientSession
+	13, // 13: gavel.v1.StateSnapshot.dedup:type_name -> gavel.v1.DedupParams
+	0,  // 14: gavel.v1.BidReply.outcome:type_name -> gavel.v1.Outcome
+	1,  // 15: gavel.v1.BidReply.reason:type_name -> gavel.v1.Reason
+	10, // 16: gavel.v1.ResultReply.info:type_name -> gavel.v1.AuctionInfo
+	10, // 17: gavel.v1.ListAuctionsReply.auctions:type_name -> gavel.v1.AuctionInfo
+	5,  // 18: gavel.v1.OpenAuctionRequest.open:type_name -> gavel.v1.OpenAuction
+	0,  // 19: gavel.v1.OpenAuctionReply.outcome:type_name -> gavel.v1.Outcome
+	1,  // 20: gavel.v1.OpenAuctionReply.reason:type_name -> gavel.v1.Reason
+	10, // 21: gavel.v1.OpenAuctionReply.info:type_name -> gavel.v1.AuctionInfo
+	3,  // 22: gavel.v1.AuctionEvent.kind:type_name -> gavel.v1.EventKind
+	10, // 23: gavel.v1.AuctionEvent.info:type_name -> gavel.v1.AuctionInfo
+	27, // 24: gavel.v1.ChainConfig.chain:type_name -> gavel.v1.Member
+	27, // 25: gavel.v1.ChainConfig.joining:type_name -> gavel.v1.Member
+	4,  // 26: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
+	28, // 27: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
+	9,  // 28: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
+	16, // 29: gavel.v1.Forward.snapshot:type_name -> gavel.v1.StateSnapshot
+	32, // 30: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
+	33, // 31: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
+	34, // 32: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
+	35, // 33: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
+	4,  // 34: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
+	28, // 35: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
+	4,  // 36: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
+	28, // 37: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
+	42, // 38: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
+	17, // 39: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
+	17, // 40: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
+	19, // 41: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
+	21, // 42: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
+	23, // 43: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
+	25, // 44: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
+	29, // 45: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
+	28, // 46: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
+	36, // 47: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
+	38, // 48: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
+	40, // 49: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
+	41, // 50: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
+	18, // 51: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
+	18, // 52: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
+	20, // 53: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
+	22, // 54: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
+	24, // 55: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
+	26, // 56: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
+	30, // 57: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
+	31, // 58: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
+	37, // 59: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
+	39, // 60: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
+	28, // 61: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
+	43, // 62: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
+	51, // [51:63] is the sub-list for method output_type
+	39, // [39:51] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_api_gavel_proto_init() }
@@ -3606,7 +3928,7 @@ func file_api_gavel_proto_init() {
 		(*Command_Bid)(nil),
 		(*Command_Close)(nil),
 	}
-	file_api_gavel_proto_msgTypes[28].OneofWrappers = []any{
+	file_api_gavel_proto_msgTypes[30].OneofWrappers = []any{
 		(*ChainMessage_Forward)(nil),
 		(*ChainMessage_Ack)(nil),
 		(*ChainMessage_Hello)(nil),
@@ -3617,7 +3939,7 @@ func file_api_gavel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_gavel_proto_rawDesc), len(file_api_gavel_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -13,9 +13,11 @@
 package auction
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"unicode/utf8"
 
@@ -33,12 +35,33 @@ const (
 	MaxIDLen = 128
 	// MaxItemLen bounds an auction's item text (bytes).
 	MaxItemLen = 1024
-	// DefaultDedupWindow is how many request outcomes are remembered per
-	// client when New is given no window.
-	DefaultDedupWindow = 256
-	// openClient is the session under which auction opens are deduplicated.
+	// openClient is the request-id table under which opens without a
+	// client session are deduplicated.
 	openClient = "\x00open"
 )
+
+// DedupParams are the parameters that decide whether a request is a
+// duplicate. They are part of the replicated state: New starts from
+// DefaultDedup, every snapshot records them and Restore adopts the
+// snapshot's, so that a node's own settings never decide a duplicate.
+type DedupParams struct {
+	// RequestWindow is how many request ids are remembered per bidder
+	// (and for opens without a client session), oldest forgotten first.
+	RequestWindow int
+	// MaxPending is how many unacknowledged outcomes one client session
+	// may hold; a request beyond it is refused with TOO_MANY_PENDING.
+	MaxPending int
+	// ClientTTLMs is how long (in update time) a client session may be
+	// idle before it is forgotten.
+	ClientTTLMs int64
+}
+
+// DefaultDedup are the dedup parameters of a new state.
+var DefaultDedup = DedupParams{RequestWindow: 256, MaxPending: 65536, ClientTTLMs: 3600_000}
+
+func (p DedupParams) valid() bool {
+	return p.RequestWindow > 0 && p.MaxPending > 0 && p.ClientTTLMs > 0
+}
 
 // Validation errors: a request that fails one of them is refused before it
 // is sequenced, and changes nothing.
@@ -51,6 +74,8 @@ var (
 	ErrInvalidAuction = errors.New("auction id must be non-empty UTF-8 of at most 128 bytes")
 	// ErrInvalidRequestID is returned when a request id is too long or not UTF-8.
 	ErrInvalidRequestID = errors.New("request id must be UTF-8 of at most 128 bytes")
+	// ErrInvalidSession is returned when a request's client session fields are malformed.
+	ErrInvalidSession = errors.New("client session must be UTF-8 of at most 128 bytes, with client_seq >= 1 and acked_below <= client_seq")
 	// ErrInvalidOpen is returned when an open request has a bad duration, price, increment or item.
 	ErrInvalidOpen = errors.New("invalid auction parameters")
 	// ErrBadSequence is returned by Apply when an update's sequence number does not follow the state's.
@@ -120,10 +145,39 @@ func (a *Auction) minNext() int64 {
 	return a.Highest + a.MinIncrement // both <= MaxAmount: no overflow
 }
 
-// session remembers a client's latest request outcomes, oldest first.
+// session remembers a bidder's latest request ids' outcomes, oldest first.
 type session struct {
 	byID  map[string]*api.DedupEntry
 	order []string
+}
+
+// clientSession is one client session's unacknowledged outcomes (RIFL):
+// the entry of every remembered request with client_seq >= ackedBelow.
+type clientSession struct {
+	ackedBelow uint64
+	lastMs     int64
+	entries    []*api.DedupEntry // by ClientSeq ascending
+}
+
+// find returns the index of the first entry with ClientSeq >= seq.
+func (cs *clientSession) find(seq uint64) int {
+	i, _ := slices.BinarySearchFunc(cs.entries, seq, func(e *api.DedupEntry, seq uint64) int {
+		return cmp.Compare(e.ClientSeq, seq)
+	})
+	return i
+}
+
+// get returns the entry of client_seq seq.
+func (cs *clientSession) get(seq uint64) (*api.DedupEntry, bool) {
+	if i := cs.find(seq); i < len(cs.entries) && cs.entries[i].ClientSeq == seq {
+		return cs.entries[i], true
+	}
+	return nil, false
+}
+
+// put adds an entry (client seqs mostly arrive in order: usually an append).
+func (cs *clientSession) put(e *api.DedupEntry) {
+	cs.entries = slices.Insert(cs.entries, cs.find(e.ClientSeq), e)
 }
 
 // State is the whole replicated auction state.
@@ -133,24 +187,44 @@ type State struct {
 	lastEpoch uint64
 	timeMs    int64
 	auctions  map[string]*Auction
-	open      map[string]*Auction // the subset still open, for Due
-	sessions  map[string]*session
-	window    int
+	open      map[string]*Auction       // the subset still open, for Due
+	sessions  map[string]*session       // request-id tables, by bidder (and openClient)
+	clients   map[string]*clientSession // client sessions, by client id
+	dedup     DedupParams
+	// nextSweepMs is the update time at which idle client sessions are
+	// next looked for and forgotten.
+	nextSweepMs int64
 }
 
-// New returns an empty state that remembers dedupWindow request outcomes
-// per client (DefaultDedupWindow if dedupWindow <= 0).
-func New(dedupWindow int) *State {
-	if dedupWindow <= 0 {
-		dedupWindow = DefaultDedupWindow
+// New returns an empty state with the DefaultDedup parameters.
+func New() *State { return NewWithDedup(DefaultDedup) }
+
+// NewWithDedup returns an empty state with the given dedup parameters
+// (DefaultDedup's for any that is not positive).
+func NewWithDedup(p DedupParams) *State {
+	if p.RequestWindow <= 0 {
+		p.RequestWindow = DefaultDedup.RequestWindow
+	}
+	if p.MaxPending <= 0 {
+		p.MaxPending = DefaultDedup.MaxPending
+	}
+	if p.ClientTTLMs <= 0 {
+		p.ClientTTLMs = DefaultDedup.ClientTTLMs
 	}
 	return &State{
 		auctions: map[string]*Auction{},
 		open:     map[string]*Auction{},
 		sessions: map[string]*session{},
-		window:   dedupWindow,
+		clients:  map[string]*clientSession{},
+		dedup:    p,
 	}
 }
+
+// Dedup returns the state's dedup parameters.
+func (s *State) Dedup() DedupParams { return s.dedup }
+
+// Clients is the number of client sessions the state remembers.
+func (s *State) Clients() int { return len(s.clients) }
 
 // Seq is the sequence number of the last applied update.
 func (s *State) Seq() uint64 { return s.seq }
@@ -200,16 +274,172 @@ func (s *State) IsDue(id string, nowMs int64) bool {
 	return ok && a.ClosesAtMs <= nowMs
 }
 
-// Lookup returns the recorded outcome of a client's request, if the state
-// still remembers it. Opens are looked up with client "".
-func (s *State) Lookup(client, requestID string) (Result, bool) {
+// request is the identity of a client request for deduplication.
+type request struct {
+	open       bool
+	auction    string
+	bidder     string // "" for an open
+	amount     int64  // 0 for an open
+	requestID  string
+	client     string
+	clientSeq  uint64
+	ackedBelow uint64
+}
+
+func bidRequest(b *api.PlaceBid) request {
+	return request{auction: b.GetAuction(), bidder: b.GetBidder(), amount: b.GetAmount(), requestID: b.GetRequestId(),
+		client: b.GetClient(), clientSeq: b.GetClientSeq(), ackedBelow: b.GetAckedBelow()}
+}
+
+func openRequest(o *api.OpenAuction) request {
+	return request{open: true, auction: o.GetAuction(), requestID: o.GetRequestId(),
+		client: o.GetClient(), clientSeq: o.GetClientSeq(), ackedBelow: o.GetAckedBelow()}
+}
+
+// table is the request-id table a request is deduplicated in.
+func (q request) table() string {
+	if q.open {
+		return openClient
+	}
+	return q.bidder
+}
+
+// matches reports whether a remembered entry is for this same request.
+func (q request) matches(e *api.DedupEntry) bool {
+	return e.Open == q.open && e.Auction == q.auction && e.Bidder == q.bidder && e.Amount == q.amount
+}
+
+func duplicate(e *api.DedupEntry) Result {
+	return Result{Outcome: e.Outcome, Reason: e.Reason, Seq: e.Seq, Auction: e.Auction,
+		Amount: e.Amount, Duplicate: true, Detail: "duplicate request: original outcome"}
+}
+
+func refused(q request, reason api.Reason, detail string) Result {
+	return Result{Outcome: api.Outcome_EXCEPTION, Reason: reason, Auction: q.auction, Amount: q.amount, Detail: detail}
+}
+
+// Precheck decides a bid or open that needs no new update: a duplicate of
+// a remembered request (Result.Duplicate, with the original Seq) or a
+// request refused by the dedup rules (Seq 0). It changes nothing. Apply
+// makes the same decision; the head calls Precheck so that it neither
+// sequences a retry nor a request it would refuse.
+func (s *State) Precheck(cmd *api.Command) (Result, bool) {
+	switch op := cmd.GetOp().(type) {
+	case *api.Command_Bid:
+		return s.check(bidRequest(op.Bid))
+	case *api.Command_Open:
+		return s.check(openRequest(op.Open))
+	}
+	return Result{}, false
+}
+
+// check applies the dedup rules to a request, in order:
+//  1. its client session remembers its client_seq: the original outcome,
+//     or REQUEST_MISMATCH if that seq was another request;
+//  2. the client acknowledged it already (client_seq < acked_below): STALE_REQUEST;
+//  3. its bidder's request-id table remembers its request id: the
+//     original outcome, or REQUEST_MISMATCH;
+//  4. its session holds MaxPending outcomes: TOO_MANY_PENDING.
+//
+// Otherwise the request is new: decided is false. A session unknown to
+// the state is a new session: a session is forgotten only after
+// ClientTTLMs without a remembered request, and a client retries a
+// request for less than that (the client library for half of it).
+func (s *State) check(q request) (res Result, decided bool) {
+	var cs *clientSession
+	if q.client != "" {
+		cs = s.clients[q.client]
+		if cs != nil {
+			if e, ok := cs.get(q.clientSeq); ok {
+				if !q.matches(e) {
+					return refused(q, api.Reason_REQUEST_MISMATCH, fmt.Sprintf(
+						"client_seq %d of session %q was a different request (%s)", q.clientSeq, q.client, describe(e))), true
+				}
+				return duplicate(e), true
+			}
+			if q.clientSeq < max(cs.ackedBelow, q.ackedBelow) {
+				return refused(q, api.Reason_STALE_REQUEST, fmt.Sprintf(
+					"client_seq %d of session %q was acknowledged by the client; its outcome is no longer kept",
+					q.clientSeq, q.client)), true
+			}
+		}
+	}
+	if q.requestID != "" {
+		if sess, ok := s.sessions[q.table()]; ok {
+			if e, ok := sess.byID[q.requestID]; ok {
+				if !q.matches(e) {
+					return refused(q, api.Reason_REQUEST_MISMATCH, fmt.Sprintf(
+						"request id %q was used by a different request (%s)", q.requestID, describe(e))), true
+				}
+				return duplicate(e), true
+			}
+		}
+	}
+	if cs != nil {
+		if len(cs.entries)-cs.find(q.ackedBelow) >= s.dedup.MaxPending {
+			return refused(q, api.Reason_TOO_MANY_PENDING, fmt.Sprintf(
+				"client session %q holds %d unacknowledged outcomes, the most kept per session", q.client, s.dedup.MaxPending)), true
+		}
+	}
+	return Result{}, false
+}
+
+func describe(e *api.DedupEntry) string {
+	if e.Open {
+		return fmt.Sprintf("open of %q", e.Auction)
+	}
+	return fmt.Sprintf("bid of %d on %q by %q", e.Amount, e.Auction, e.Bidder)
+}
+
+// acknowledge forgets the outcomes a client has acknowledged receiving.
+func (s *State) acknowledge(q request) {
+	cs := s.clients[q.client]
+	if cs == nil || q.ackedBelow <= cs.ackedBelow {
+		return
+	}
+	cs.ackedBelow = q.ackedBelow
+	cs.entries = slices.Delete(cs.entries, 0, cs.find(q.ackedBelow))
+}
+
+// sweep forgets the client sessions idle for ClientTTLMs, at most every
+// ClientTTLMs/8 of update time.
+func (s *State) sweep() {
+	if s.timeMs < s.nextSweepMs {
+		return
+	}
+	for id, cs := range s.clients {
+		if s.timeMs-cs.lastMs >= s.dedup.ClientTTLMs {
+			delete(s.clients, id)
+		}
+	}
+	s.nextSweepMs = s.timeMs + max(s.dedup.ClientTTLMs/8, 1)
+}
+
+// decideRequest runs the dedup rules for a request and, for a new one,
+// decide; it records the outcome for later retries.
+func (s *State) decideRequest(q request, decide func() Result) Result {
+	if q.client != "" {
+		s.acknowledge(q)
+	}
+	if r, ok := s.check(q); ok {
+		return r
+	}
+	r := decide()
+	s.remember(q, r)
+	return r
+}
+
+// Lookup returns the recorded outcome of a request id in a bidder's
+// request-id table, if the state still remembers it. Opens are looked up
+// with bidder "".
+func (s *State) Lookup(bidder, requestID string) (Result, bool) {
 	if requestID == "" {
 		return Result{}, false
 	}
-	if client == "" {
-		client = openClient
+	if bidder == "" {
+		bidder = openClient
 	}
-	sess, ok := s.sessions[client]
+	sess, ok := s.sessions[bidder]
 	if !ok {
 		return Result{}, false
 	}
@@ -217,26 +447,37 @@ func (s *State) Lookup(client, requestID string) (Result, bool) {
 	if !ok {
 		return Result{}, false
 	}
-	return Result{Outcome: e.Outcome, Reason: e.Reason, Seq: e.Seq, Auction: e.Auction,
-		Amount: e.Amount, Duplicate: true, Detail: "duplicate request: original outcome"}, true
+	return duplicate(e), true
 }
 
-func (s *State) remember(client, requestID string, r Result) {
-	if requestID == "" {
+// remember records a decided request's outcome in its client session and
+// its request-id table.
+func (s *State) remember(q request, r Result) {
+	e := &api.DedupEntry{RequestId: q.requestID, Seq: r.Seq, Outcome: r.Outcome, Reason: r.Reason,
+		Amount: q.amount, Auction: q.auction, Bidder: q.bidder, ClientSeq: q.clientSeq, Open: q.open}
+	if q.client != "" {
+		cs := s.clients[q.client]
+		if cs == nil {
+			cs = &clientSession{ackedBelow: q.ackedBelow}
+			s.clients[q.client] = cs
+		}
+		cs.put(e)
+		cs.lastMs = s.timeMs
+	}
+	if q.requestID == "" || (!q.open && q.bidder == "") {
 		return
 	}
-	sess, ok := s.sessions[client]
+	sess, ok := s.sessions[q.table()]
 	if !ok {
 		sess = &session{byID: map[string]*api.DedupEntry{}}
-		s.sessions[client] = sess
+		s.sessions[q.table()] = sess
 	}
-	if len(sess.order) >= s.window {
+	if len(sess.order) >= s.dedup.RequestWindow {
 		delete(sess.byID, sess.order[0])
 		sess.order = sess.order[1:]
 	}
-	sess.byID[requestID] = &api.DedupEntry{RequestId: requestID, Seq: r.Seq, Outcome: r.Outcome,
-		Reason: r.Reason, Amount: r.Amount, Auction: r.Auction}
-	sess.order = append(sess.order, requestID)
+	sess.byID[q.requestID] = e
+	sess.order = append(sess.order, q.requestID)
 }
 
 func validName(s string) bool {
@@ -256,6 +497,20 @@ func ValidateBid(b *api.PlaceBid) error {
 		return ErrInvalidAmount
 	case len(b.RequestId) > MaxIDLen || !utf8.ValidString(b.RequestId):
 		return ErrInvalidRequestID
+	}
+	return validSession(b.Client, b.ClientSeq, b.AckedBelow)
+}
+
+// validSession checks a request's client session fields.
+func validSession(client string, seq, ackedBelow uint64) error {
+	if client == "" {
+		if seq != 0 || ackedBelow != 0 {
+			return ErrInvalidSession
+		}
+		return nil
+	}
+	if len(client) > MaxIDLen || !utf8.ValidString(client) || seq == 0 || ackedBelow > seq {
+		return ErrInvalidSession
 	}
 	return nil
 }
@@ -282,7 +537,7 @@ func ValidateOpen(o *api.OpenAuction) error {
 	case len(o.RequestId) > MaxIDLen || !utf8.ValidString(o.RequestId):
 		return ErrInvalidRequestID
 	}
-	return nil
+	return validSession(o.Client, o.ClientSeq, o.AckedBelow)
 }
 
 // ReasonOf maps a validation error to the Reason a client sees.
@@ -308,6 +563,7 @@ func (s *State) Apply(u *api.Update) (Result, error) {
 	}
 	s.seq, s.lastEpoch = u.Seq, u.GetEpoch()
 	s.timeMs = max(s.timeMs, u.TimeMs)
+	s.sweep()
 	switch op := u.GetCommand().GetOp().(type) {
 	case *api.Command_Bid:
 		return s.applyBid(u.Seq, op.Bid), nil
@@ -328,14 +584,10 @@ func exception(seq uint64, b *api.PlaceBid, reason api.Reason, detail string) Re
 }
 
 func (s *State) applyBid(seq uint64, b *api.PlaceBid) Result {
-	if prev, ok := s.Lookup(b.Bidder, b.RequestId); ok && b.Bidder != "" {
-		return prev
+	if err := ValidateBid(b); err != nil {
+		return exception(seq, b, ReasonOf(err), err.Error()) // not remembered: nothing to deduplicate
 	}
-	r := s.decideBid(seq, b)
-	if b.Bidder != "" {
-		s.remember(b.Bidder, b.RequestId, r)
-	}
-	return r
+	return s.decideRequest(bidRequest(b), func() Result { return s.decideBid(seq, b) })
 }
 
 func (s *State) decideBid(seq uint64, b *api.PlaceBid) Result {
@@ -368,9 +620,14 @@ func (s *State) decideBid(seq uint64, b *api.PlaceBid) Result {
 }
 
 func (s *State) applyOpen(seq uint64, o *api.OpenAuction) Result {
-	if prev, ok := s.Lookup("", o.GetRequestId()); ok {
-		return prev
+	if err := validSession(o.GetClient(), o.GetClientSeq(), o.GetAckedBelow()); err != nil {
+		return Result{Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_INVALID_REQUEST, Seq: seq,
+			Auction: o.GetAuction(), Detail: err.Error()}
 	}
+	return s.decideRequest(openRequest(o), func() Result { return s.decideOpen(seq, o) })
+}
+
+func (s *State) decideOpen(seq uint64, o *api.OpenAuction) Result {
 	r := Result{Outcome: api.Outcome_SUCCESS, Seq: seq, Auction: o.GetAuction(), Detail: "opened"}
 	closesAt := o.GetClosesAtMs()
 	if closesAt <= 0 {
@@ -388,7 +645,6 @@ func (s *State) applyOpen(seq uint64, o *api.OpenAuction) Result {
 		s.auctions[a.ID] = a
 		s.open[a.ID] = a
 	}
-	s.remember(openClient, o.GetRequestId(), r)
 	return r
 }
 
@@ -435,13 +691,38 @@ func (s *State) Snapshot() *api.StateSnapshot {
 		}
 		snap.Sessions = append(snap.Sessions, ps)
 	}
+	ids = ids[:0]
+	for c := range s.clients {
+		ids = append(ids, c)
+	}
+	sort.Strings(ids)
+	for _, c := range ids {
+		cs := s.clients[c]
+		pc := &api.ClientSession{Client: c, AckedBelow: cs.ackedBelow, LastMs: cs.lastMs}
+		for _, e := range cs.entries {
+			pc.Entries = append(pc.Entries, proto.Clone(e).(*api.DedupEntry))
+		}
+		snap.Clients = append(snap.Clients, pc)
+	}
+	snap.Dedup = &api.DedupParams{RequestWindow: uint32(s.dedup.RequestWindow), MaxPending: uint32(s.dedup.MaxPending),
+		ClientTtlMs: s.dedup.ClientTTLMs}
+	snap.NextSweepMs = s.nextSweepMs
 	return snap
 }
 
-// Restore builds a state from a snapshot.
-func Restore(snap *api.StateSnapshot, dedupWindow int) (*State, error) {
-	s := New(dedupWindow)
+// Restore builds a state from a snapshot, with the snapshot's dedup
+// parameters (DefaultDedup for a snapshot that records none).
+func Restore(snap *api.StateSnapshot) (*State, error) {
+	p := DefaultDedup
+	if d := snap.GetDedup(); d != nil {
+		p = DedupParams{RequestWindow: int(d.RequestWindow), MaxPending: int(d.MaxPending), ClientTTLMs: d.ClientTtlMs}
+		if !p.valid() {
+			return nil, fmt.Errorf("%w: dedup parameters %+v", ErrBadSnapshot, p)
+		}
+	}
+	s := NewWithDedup(p)
 	s.seq, s.timeMs, s.lastEpoch = snap.GetSeq(), snap.GetTimeMs(), snap.GetLastEpoch()
+	s.nextSweepMs = snap.GetNextSweepMs()
 	for _, rec := range snap.GetAuctions() {
 		in := rec.GetInfo()
 		if in == nil || !validName(in.Auction) || s.auctions[in.Auction] != nil {
@@ -468,11 +749,26 @@ func Restore(snap *api.StateSnapshot, dedupWindow int) (*State, error) {
 			sess.byID[e.RequestId] = proto.Clone(e).(*api.DedupEntry)
 			sess.order = append(sess.order, e.RequestId)
 		}
-		for len(sess.order) > s.window {
+		for len(sess.order) > s.dedup.RequestWindow {
 			delete(sess.byID, sess.order[0])
 			sess.order = sess.order[1:]
 		}
 		s.sessions[ps.Client] = sess
+	}
+	for _, pc := range snap.GetClients() {
+		if pc.Client == "" || s.clients[pc.Client] != nil {
+			return nil, fmt.Errorf("%w: bad or duplicate client session %q", ErrBadSnapshot, pc.Client)
+		}
+		cs := &clientSession{ackedBelow: pc.AckedBelow, lastMs: pc.LastMs, entries: make([]*api.DedupEntry, 0, len(pc.Entries))}
+		last := uint64(0)
+		for _, e := range pc.Entries {
+			if e.ClientSeq <= last || e.ClientSeq < pc.AckedBelow {
+				return nil, fmt.Errorf("%w: bad entry in client session %q", ErrBadSnapshot, pc.Client)
+			}
+			last = e.ClientSeq
+			cs.entries = append(cs.entries, proto.Clone(e).(*api.DedupEntry))
+		}
+		s.clients[pc.Client] = cs
 	}
 	return s, nil
 }

@@ -15,7 +15,9 @@ type applier struct {
 	ms int64
 }
 
-func newApplier(t *testing.T) *applier { return &applier{t: t, s: New(4), ms: 1000} }
+func newApplier(t *testing.T) *applier {
+	return &applier{t: t, s: NewWithDedup(DedupParams{RequestWindow: 4}), ms: 1000}
+}
 
 func (a *applier) apply(cmd *api.Command) Result {
 	a.t.Helper()
@@ -169,7 +171,7 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 }
 
 func TestApplyOutOfSequence(t *testing.T) {
-	s := New(0)
+	s := New()
 	if _, err := s.Apply(&api.Update{Seq: 2}); !errors.Is(err, ErrBadSequence) {
 		t.Fatalf("got %v", err)
 	}
@@ -187,7 +189,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	a.apply(bid("a1", "alice", 10, "r1"))
 	a.apply(bid("a2", "bob", 3, "r2"))
 	a.apply(closeCmd("a2"))
-	r, err := Restore(a.s.Snapshot(), 4)
+	r, err := Restore(a.s.Snapshot())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,13 +208,13 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	bad := a.s.Snapshot()
 	bad.Auctions = append(bad.Auctions, bad.Auctions[0])
-	if _, err := Restore(bad, 4); !errors.Is(err, ErrBadSnapshot) {
+	if _, err := Restore(bad); !errors.Is(err, ErrBadSnapshot) {
 		t.Fatalf("duplicate auction accepted: %v", err)
 	}
 }
 
 func BenchmarkApplyBid(b *testing.B) {
-	s := New(0)
+	s := New()
 	s.Apply(&api.Update{Seq: 1, Command: open("a", 1<<40, 1, 0, 0, "o")})
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {

@@ -32,9 +32,9 @@ func (n *Node) recover() (*api.ChainConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chain: node %s: %w", n.opts.ID, err)
 	}
-	state := auction.New(n.opts.DedupWindow)
+	state := auction.New()
 	if rec.Snapshot != nil {
-		if state, err = auction.Restore(rec.Snapshot, n.opts.DedupWindow); err != nil {
+		if state, err = auction.Restore(rec.Snapshot); err != nil {
 			st.Close()
 			return nil, fmt.Errorf("chain: node %s: snapshot in %s/meta.db: %w", n.opts.ID, n.opts.DataDir, err)
 		}

@@ -850,6 +850,11 @@ func (c *simCluster) newClient(name string) *simClient {
 	return cl
 }
 
+// session is the client's session id: a sim client has one request at a
+// time, so every request acknowledges all the earlier ones (acked_below =
+// client_seq = the request's number).
+func (cl *simClient) session() string { return "session-" + cl.name }
+
 func (cl *simClient) nextRequestID() string {
 	cl.nreq++
 	return fmt.Sprintf("%s-%d", cl.name, cl.nreq)
@@ -859,7 +864,8 @@ func (cl *simClient) nextRequestID() string {
 func (cl *simClient) bid(auctionID string, amount int64, then func(*clientOp)) *clientOp {
 	rid := cl.nextRequestID()
 	return cl.propose(&api.Command{Op: &api.Command_Bid{Bid: &api.PlaceBid{
-		Auction: auctionID, Bidder: cl.name, Amount: amount, RequestId: rid}}},
+		Auction: auctionID, Bidder: cl.name, Amount: amount, RequestId: rid,
+		Client: cl.session(), ClientSeq: uint64(cl.nreq), AckedBelow: uint64(cl.nreq)}}},
 		checker.BidInput(auctionID, cl.name, amount, rid), then)
 }
 
@@ -870,7 +876,8 @@ func (cl *simClient) open(auctionID string, durMs, minInc, start, softMs int64, 
 	cl.c.auctions = append(cl.c.auctions, auctionID)
 	return cl.propose(&api.Command{Op: &api.Command_Open{Open: &api.OpenAuction{
 		Auction: auctionID, Item: "item " + auctionID, DurationMs: durMs, MinIncrement: minInc,
-		StartingPrice: start, SoftCloseMs: softMs, RequestId: rid}}},
+		StartingPrice: start, SoftCloseMs: softMs, RequestId: rid,
+		Client: cl.session(), ClientSeq: uint64(cl.nreq), AckedBelow: uint64(cl.nreq)}}},
 		checker.OpenInput(auctionID, minInc, start, rid), then)
 }
 

@@ -30,10 +30,9 @@ type NodeOptions struct {
 	// Tick is the replica's clock period (retries, closes); HelloRetry how
 	// long an unanswered Hello waits before it is repeated.
 	Tick, HelloRetry time.Duration
-	// MaxBatch caps the updates in one Forward; DedupWindow is how many
-	// request outcomes are remembered per bidder.
-	MaxBatch, DedupWindow int
-	Logger                *slog.Logger
+	// MaxBatch caps the updates in one Forward.
+	MaxBatch int
+	Logger   *slog.Logger
 	// Now is the clock the head stamps updates with (time.Now if nil).
 	Now func() time.Time
 	// Masters are the gRPC addresses of the master group. With masters the
@@ -240,7 +239,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		}
 		n.checkWatchers(r)
 	}
-	n.replica = NewReplica(Options{ID: opts.ID, DedupWindow: opts.DedupWindow, MaxBatch: opts.MaxBatch,
+	n.replica = NewReplica(Options{ID: opts.ID, MaxBatch: opts.MaxBatch,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
 	if n.opts.SnapshotEvery <= 0 {
 		n.opts.SnapshotEvery = DefaultSnapshotEvery

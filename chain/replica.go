@@ -84,8 +84,6 @@ type Ready struct {
 // Options configure a Replica.
 type Options struct {
 	ID string
-	// DedupWindow is how many request outcomes are remembered per client.
-	DedupWindow int
 	// MaxBatch caps the updates in one Forward message.
 	MaxBatch int
 	// HelloRetryTicks is how many ticks to wait before repeating an
@@ -204,7 +202,7 @@ func NewReplica(opts Options) *Replica {
 		id:        opts.ID,
 		opts:      opts,
 		log:       opts.Logger,
-		state:     auction.New(opts.DedupWindow),
+		state:     auction.New(),
 		baseKnown: true,
 	}
 }
@@ -339,27 +337,30 @@ func (r *Replica) Propose(h Handle, cmd *api.Command, nowMs int64) {
 		r.replies = append(r.replies, Reply{Handle: h, Err: ErrNotReady})
 		return
 	}
-	var client, requestID string
 	switch op := cmd.GetOp().(type) {
 	case *api.Command_Bid:
 		if err := auction.ValidateBid(op.Bid); err != nil {
 			r.rejectInvalid(h, op.Bid.GetAuction(), op.Bid.GetAmount(), err)
 			return
 		}
-		client, requestID = op.Bid.Bidder, op.Bid.RequestId
 	case *api.Command_Open:
 		if err := auction.ValidateOpen(op.Open); err != nil {
 			r.rejectInvalid(h, op.Open.GetAuction(), 0, err)
 			return
 		}
-		requestID = op.Open.RequestId
 	default:
 		r.rejectInvalid(h, "", 0, fmt.Errorf("%w: a client may only bid or open", auction.ErrInvalidOpen))
 		return
 	}
-	if prev, ok := r.state.Lookup(client, requestID); ok {
-		// A retry: answer with the original outcome once it is committed.
-		r.wait(prev.Seq, h, prev)
+	if prev, ok := r.state.Precheck(cmd); ok {
+		if prev.Duplicate {
+			// A retry: answer with the original outcome once it is committed.
+			r.wait(prev.Seq, h, prev)
+		} else {
+			// Refused by the dedup rules (a reused id, an acknowledged or
+			// expired request): nothing to sequence.
+			r.replies = append(r.replies, Reply{Handle: h, Result: prev})
+		}
 		return
 	}
 	if bid := cmd.GetBid(); bid != nil {
@@ -666,7 +667,7 @@ func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 		r.logger().Warn("discarding own history: it is not the chain's", "applied", r.applied,
 			"snapshot_seq", snap.GetSeq(), "from", r.upstream)
 	}
-	st, err := auction.Restore(snap, r.opts.DedupWindow)
+	st, err := auction.Restore(snap)
 	if err != nil {
 		r.logger().Error("refusing snapshot", "err", err)
 		return false

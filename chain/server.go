@@ -120,7 +120,8 @@ type auctionsServer struct {
 // bidCommand is the command of a bid request.
 func bidCommand(req *api.BidRequest) *api.Command {
 	return &api.Command{Op: &api.Command_Bid{Bid: &api.PlaceBid{Auction: req.Auction, Bidder: req.Bidder,
-		Amount: req.Amount, RequestId: req.RequestId}}}
+		Amount: req.Amount, RequestId: req.RequestId, Client: req.Client, ClientSeq: req.ClientSeq,
+		AckedBelow: req.AckedBelow}}}
 }
 
 // bidReply is the answer to a decided bid.
@@ -312,7 +313,8 @@ func (b *bidStream) sendLoop() error {
 // forward places a bid this node cannot sequence at the head and queues
 // the head's answer (or an UNAVAILABLE one).
 func (b *bidStream) forward(bid *api.PlaceBid, start time.Time) {
-	req := &api.BidRequest{Auction: bid.Auction, Bidder: bid.Bidder, Amount: bid.Amount, RequestId: bid.RequestId}
+	req := &api.BidRequest{Auction: bid.Auction, Bidder: bid.Bidder, Amount: bid.Amount, RequestId: bid.RequestId,
+		Client: bid.Client, ClientSeq: bid.ClientSeq, AckedBelow: bid.AckedBelow}
 	c, fctx, err := b.s.n.target(b.ctx, true)
 	var out *api.BidReply
 	if err == nil {

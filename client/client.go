@@ -7,10 +7,18 @@
 //
 // A bid or an open that was not decided — the node answered Unavailable, the
 // connection failed, or one attempt ran past Options.AttemptTimeout — is
-// retried with the SAME request id, after a short backoff and a refresh of
-// the client's view of the chain, until the caller's context ends. The chain
-// remembers the outcome of each request id, so a retry returns the original
-// outcome and a bid is never applied twice.
+// retried with the SAME request id and client session sequence number,
+// after a short backoff and a refresh of the client's view of the chain,
+// until the caller's context ends. The chain remembers the outcome of each
+// request (by client session, as RIFL does, and by the bidder's request
+// id), durably and in its snapshots, so a retry returns the original
+// outcome, even across a restart of the whole cluster, and a bid is never
+// applied twice.
+//
+// Each Client is one client session: its requests are numbered 1, 2, ...
+// and each tells the chain the lowest number whose call has not returned,
+// so the chain keeps every outcome a retry could still ask for, however
+// fast the client sends, and forgets the others.
 //
 // A Client is safe for concurrent use by many goroutines; it keeps one gRPC
 // connection per node address and reuses it for every call.
@@ -114,6 +122,8 @@ type Client struct {
 
 	refreshMu   sync.Mutex // serializes refreshes, so calls failing together share one
 	refreshedAt time.Time  // end of the last refresh; guarded by refreshMu
+
+	session *requestSession // numbers bids and opens; safe for concurrent use
 }
 
 // conn is one node's connection and its service stubs.
@@ -150,7 +160,7 @@ func New(addrs []string, opts Options) (*Client, error) {
 	if len(seeds) == 0 {
 		return nil, ErrNoAddrs
 	}
-	return &Client{opts: opts, seeds: seeds, log: opts.Logger, conns: map[string]*conn{}}, nil
+	return &Client{opts: opts, seeds: seeds, log: opts.Logger, conns: map[string]*conn{}, session: newRequestSession()}, nil
 }
 
 // checkAddr returns an error wrapping ErrBadAddr unless addr is host:port.
@@ -193,14 +203,20 @@ func NewRequestID() string {
 // Bid places a bid and returns its decided outcome: SUCCESS, FAIL (too low)
 // or EXCEPTION, with the reason, in the reply. An empty requestID is
 // replaced by a fresh one (NewRequestID). An undecided attempt is retried
-// with the same request id until ctx ends; the error then wraps
+// with the same request id until ctx ends (or, at most, for 30 minutes:
+// less than the chain keeps an idle client session); the error then wraps
 // ErrUnavailable. Other errors (a node refusing the call outright) are
 // returned at once.
 func (c *Client) Bid(ctx context.Context, auctionID, bidder string, amount int64, requestID string) (*api.BidReply, error) {
 	if requestID == "" {
 		requestID = NewRequestID()
 	}
-	req := &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID}
+	sid, seq, acked := c.session.begin()
+	defer c.session.end(seq)
+	ctx, cancel := context.WithTimeout(ctx, retryLimit)
+	defer cancel()
+	req := &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID,
+		Client: sid, ClientSeq: seq, AckedBelow: acked}
 	var reply *api.BidReply
 	err := c.do(ctx, toHead, "bid "+requestID, retryWrite, func(ctx context.Context, cn *conn) error {
 		r, err := cn.auctions.Bid(ctx, req)
@@ -225,6 +241,11 @@ func (c *Client) Open(ctx context.Context, open *api.OpenAuction) (*api.OpenAuct
 	if open.RequestId == "" {
 		open.RequestId = NewRequestID()
 	}
+	sid, seq, acked := c.session.begin()
+	defer c.session.end(seq)
+	ctx, cancel := context.WithTimeout(ctx, retryLimit)
+	defer cancel()
+	open.Client, open.ClientSeq, open.AckedBelow = sid, seq, acked
 	req := &api.OpenAuctionRequest{Open: open}
 	var reply *api.OpenAuctionReply
 	err := c.do(ctx, toHead, "open "+open.RequestId, retryWrite, func(ctx context.Context, cn *conn) error {

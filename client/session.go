@@ -73,7 +73,12 @@ func (s *BidSession) Bid(ctx context.Context, auctionID, bidder string, amount i
 	if requestID == "" {
 		requestID = NewRequestID()
 	}
-	req := &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID}
+	sid, seq, acked := s.c.session.begin()
+	defer s.c.session.end(seq)
+	ctx, cancel := context.WithTimeout(ctx, retryLimit)
+	defer cancel()
+	req := &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID,
+		Client: sid, ClientSeq: seq, AckedBelow: acked}
 	rs := s.c.newRetries(toHead)
 	for {
 		addr := rs.next(ctx)

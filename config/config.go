@@ -187,9 +187,6 @@ type ChainConfig struct {
 	// MaxBatch is the most updates sent in one replication message
 	// (default 1024).
 	MaxBatch int `mapstructure:"max_batch"`
-	// DedupWindow is how many request ids are remembered per bidder for
-	// exactly-once retries (default 256).
-	DedupWindow int `mapstructure:"dedup_window"`
 	// DataDir is where each node keeps its data, in a directory named
 	// after its id, unless the node sets its own (default ".run/data").
 	DataDir string `mapstructure:"data_dir"`
@@ -316,7 +313,6 @@ func Default() *Config {
 			Tick:          10 * time.Millisecond,
 			HelloRetry:    50 * time.Millisecond,
 			MaxBatch:      1024,
-			DedupWindow:   256,
 			DataDir:       ".run/data",
 			Sync:          "always",
 			SnapshotEvery: 50_000,

@@ -148,6 +148,8 @@ func fields(t reflect.Type) []field {
 
 // checkKeys reports every key of raw, the YAML found at path, that type t
 // has no field for. Type mismatches are left to the decoder.
+//
+// A key that older versions read is named in removedKeys with the reason.
 func checkKeys(p *problems, path string, raw any, t reflect.Type) {
 	switch t.Kind() {
 	case reflect.Struct:
@@ -159,6 +161,10 @@ func checkKeys(p *problems, path string, raw any, t reflect.Type) {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			i := slices.IndexFunc(fs, func(f field) bool { return strings.EqualFold(f.key, k) })
 			if i < 0 {
+				if why, ok := removedKeys[join(path, k)]; ok {
+					p.add(join(path, k), ErrUnknownKey, "no longer read: %s", why)
+					continue
+				}
 				known := make([]string, len(fs))
 				for j, f := range fs {
 					known[j] = f.key
@@ -334,4 +340,10 @@ func decodeProblems(p *problems, err error) {
 	default:
 		p.add("", err, "%v", err)
 	}
+}
+
+// removedKeys are keys older versions read, with what replaced them.
+var removedKeys = map[string]string{
+	"chain.dedup_window": "the parameters that decide duplicates are part of the replicated auction state " +
+		"(client sessions, 256 request ids per bidder); delete the line",
 }

@@ -321,7 +321,6 @@ func (s ChainConfig) validate(p *problems) {
 	positiveDuration(p, "chain.tick", s.Tick)
 	positiveDuration(p, "chain.hello_retry", s.HelloRetry)
 	positiveInt(p, "chain.max_batch", s.MaxBatch)
-	positiveInt(p, "chain.dedup_window", s.DedupWindow)
 	positiveInt(p, "chain.snapshot_every", s.SnapshotEvery)
 	if v := strings.ToLower(s.Sync); v != "always" && v != "none" {
 		p.add("chain.sync", nil, "unknown sync mode %q (want always or none)", s.Sync)

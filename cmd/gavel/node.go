@@ -35,7 +35,7 @@ func nodeOptions(cfg *config.Config, id string, join bool) (chain.NodeOptions, e
 		return chain.NodeOptions{}, err
 	}
 	opts := chain.NodeOptions{ID: n.ID, Addr: n.Addr, Tick: cfg.Chain.Tick, HelloRetry: cfg.Chain.HelloRetry,
-		MaxBatch: cfg.Chain.MaxBatch, DedupWindow: cfg.Chain.DedupWindow, TLS: ident,
+		MaxBatch: cfg.Chain.MaxBatch, TLS: ident,
 		DataDir: cfg.NodeDataDir(n), Cluster: cfg.Cluster.Name, Sync: cfg.Chain.SyncAlways(),
 		SnapshotEvery: cfg.Chain.SnapshotEvery}
 	switch {
