@@ -78,6 +78,10 @@ type nodeJSON struct {
 	Committed   uint64   `json:"committed"`
 	Lag         *int64   `json:"lag"` // head applied - node applied; null when unknown
 	Sent        uint64   `json:"sent"`
+	Durable     uint64   `json:"durable"`            // last seq on stable storage
+	DataDir     string   `json:"data_dir,omitempty"` // "" when the node keeps no data dir
+	DataBytes   uint64   `json:"data_bytes"`         // size of the data dir
+	Sync        string   `json:"sync,omitempty"`     // always or none
 	Readable    bool     `json:"readable"`
 	CaughtUp    bool     `json:"caught_up"`
 	LeaseMs     int64    `json:"lease_ms"`              // lease time left (ms)
@@ -144,6 +148,7 @@ func statusRows(res []client.NodeResult, ids map[string]string) (rows []nodeJSON
 		row.Epoch, row.Chain, row.Joining = st.GetConfig().GetEpoch(), memberIDs(st.GetConfig().GetChain()),
 			memberIDs(st.GetConfig().GetJoining())
 		row.Applied, row.Committed, row.Sent = st.Applied, st.Committed, st.Sent
+		row.Durable, row.DataDir, row.DataBytes, row.Sync = st.Durable, st.DataDir, st.DataBytes, st.Sync
 		row.Readable, row.Auctions, row.UptimeMs, row.Digest = st.Readable, st.Auctions, st.UptimeMs, st.StateDigest
 		row.CaughtUp, row.LeaseMs, row.Incarnation = st.CaughtUp, st.LeaseMs, hexInc(st.Incarnation)
 		if head != nil {
@@ -163,10 +168,10 @@ func printNodeTable(w io.Writer, rows []nodeJSON, withMaster bool) error {
 	if withMaster {
 		extraHead, extraDown = "\tLEASE\tINCARNATION", "\t-\t-"
 	}
-	fmt.Fprintf(tw, "NODE\tADDR\tROLE\tEPOCH\tAPPLIED\tCOMMITTED\tLAG%s\tDIGEST\tNOTE\n", extraHead)
+	fmt.Fprintf(tw, "NODE\tADDR\tROLE\tEPOCH\tAPPLIED\tCOMMITTED\tLAG\tDURABLE\tDATA%s\tDIGEST\tNOTE\n", extraHead)
 	for _, r := range rows {
 		if !r.Up {
-			fmt.Fprintf(tw, "%s\t%s\tdown\t-\t-\t-\t-%s\t-\t%s\n", r.ID, r.Addr, extraDown, r.Error)
+			fmt.Fprintf(tw, "%s\t%s\tdown\t-\t-\t-\t-\t-\t-%s\t-\t%s\n", r.ID, r.Addr, extraDown, r.Error)
 			continue
 		}
 		lag := "-"
@@ -192,8 +197,15 @@ func printNodeTable(w io.Writer, rows []nodeJSON, withMaster bool) error {
 			}
 			extra = "\t" + lease + "\t" + shortInc(r.Incarnation)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s%s\t%s\t%s\n", r.ID, r.Addr, r.Role, r.Epoch, r.Applied,
-			r.Committed, lag, extra, digest, strings.Join(notes, "; "))
+		durable, data := "-", "memory"
+		if r.DataDir != "" {
+			durable, data = fmt.Sprint(r.Durable), fmtBytes(r.DataBytes)
+			if r.Sync == "none" {
+				data += " (sync none)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s%s\t%s\t%s\n", r.ID, r.Addr, r.Role, r.Epoch, r.Applied,
+			r.Committed, lag, durable, data, extra, digest, strings.Join(notes, "; "))
 	}
 	return tw.Flush()
 }
@@ -902,4 +914,17 @@ Exits 0 when every listed node took the configuration, 2 otherwise.`)
 		return exception("%d of the listed nodes did not take epoch %d", failed, newCfg.Epoch)
 	}
 	return nil
+}
+
+// fmtBytes is a size in bytes for a table: B, KiB, MiB or GiB.
+func fmtBytes(n uint64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%dB", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.2fGiB", float64(n)/(1<<30))
 }
