@@ -28,7 +28,7 @@ import (
 func (n *Node) recover() (*api.ChainConfig, error) {
 	start := time.Now()
 	st, rec, err := storage.Open(storage.Options{Dir: n.opts.DataDir, Cluster: n.opts.Cluster, Node: n.opts.ID,
-		Sync: n.opts.Sync, Logger: n.log})
+		Sync: n.opts.Sync, SegmentSize: n.opts.SegmentSize, Logger: n.log})
 	if err != nil {
 		return nil, fmt.Errorf("chain: node %s: %w", n.opts.ID, err)
 	}

@@ -67,6 +67,9 @@ type NodeOptions struct {
 	// state; the log keeps the updates since the one before the last, so
 	// a node that missed less than that gets only what it lacks.
 	SnapshotEvery int
+	// SegmentSize is the size of the write-ahead log's segment files
+	// (storage.DefaultSegmentSize if 0).
+	SegmentSize int
 }
 
 // DefaultSnapshotEvery is NodeOptions.SnapshotEvery's default.

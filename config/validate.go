@@ -322,6 +322,9 @@ func (s ChainConfig) validate(p *problems) {
 	positiveDuration(p, "chain.hello_retry", s.HelloRetry)
 	positiveInt(p, "chain.max_batch", s.MaxBatch)
 	positiveInt(p, "chain.snapshot_every", s.SnapshotEvery)
+	if s.SegmentSize < 64<<10 || s.SegmentSize > 1<<30 {
+		p.add("chain.segment_size", nil, "must be between 65536 (64 KiB) and 1073741824 (1 GiB) bytes, got %d", s.SegmentSize)
+	}
 	if v := strings.ToLower(s.Sync); v != "always" && v != "none" {
 		p.add("chain.sync", nil, "unknown sync mode %q (want always or none)", s.Sync)
 	}

@@ -36,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -333,8 +334,12 @@ func (s *Store) openWAL() error {
 		wal.WithSegmentFiler(segment.NewFiler(dir, vfs)), wal.WithMetaStore(meta))
 	if err != nil {
 		_ = meta.Close()
+		// An error of the operating system (a full, read-only or failing
+		// disk, permissions) makes the dir unusable; anything else is
+		// what raft-wal found in the files.
 		kind := ErrCorrupt
-		if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
+		var errno syscall.Errno
+		if errors.As(err, &errno) || errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
 			kind = ErrUnusable
 		}
 		return fmt.Errorf("%w: %s: %v", kind, dir, err)

@@ -37,7 +37,7 @@ func nodeOptions(cfg *config.Config, id string, join bool) (chain.NodeOptions, e
 	opts := chain.NodeOptions{ID: n.ID, Addr: n.Addr, Tick: cfg.Chain.Tick, HelloRetry: cfg.Chain.HelloRetry,
 		MaxBatch: cfg.Chain.MaxBatch, TLS: ident,
 		DataDir: cfg.NodeDataDir(n), Cluster: cfg.Cluster.Name, Sync: cfg.Chain.SyncAlways(),
-		SnapshotEvery: cfg.Chain.SnapshotEvery}
+		SnapshotEvery: cfg.Chain.SnapshotEvery, SegmentSize: cfg.Chain.SegmentSize}
 	switch {
 	case len(cfg.Masters) > 0:
 		// The master owns the configuration: every start is a join.
