@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -227,6 +229,144 @@ func TestDataDirRefused(t *testing.T) {
 	if n := w.successes() - n0; n < 20 {
 		t.Errorf("only %d bids succeeded while n3 refused to start", n)
 	}
+	w.finish()
+	w.verify(t, "n1", "n2")
+}
+
+// mountTmpfs mounts a tmpfs of size (mount's syntax: 1m, 64m) on dir, an
+// empty directory, and unmounts it when the test ends (lazily: after the
+// test's processes are gone, whatever holds it).
+func mountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a %s tmpfs on %s (the test needs root): %v\n%s", size, dir, err, out)
+	}
+	t.Cleanup(func() { umount(t, dir) })
+}
+
+// umount unmounts dir, lazily (it may still be open in a dying process).
+func umount(t *testing.T, dir string) {
+	t.Helper()
+	if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil &&
+		!strings.Contains(string(out), "not mounted") {
+		t.Errorf("umount %s: %v\n%s", dir, err, out)
+	}
+}
+
+// waitExit waits for a process the test started to exit by itself and
+// returns its log.
+func (c *cluster) waitExit(p *proc, within time.Duration, what string) string {
+	c.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(within):
+		c.t.Fatalf("%s: %s still runs after %v", what, p.id, within)
+	}
+	c.mu.Lock()
+	delete(c.procs, p.id)
+	c.mu.Unlock()
+	log, _ := os.ReadFile(p.log)
+	return string(log)
+}
+
+// waitLog waits until a process's log holds want.
+func (c *cluster) waitLog(id, want string, within time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		log, _ := os.ReadFile(filepath.Join(c.dir, id+".log"))
+		if strings.Contains(string(log), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s's log does not say %q within %v", id, want, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// fillDisk writes a file into dir until its filesystem is full.
+func fillDisk(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for i := 0; i < 1<<14; i++ { // at most 1 GiB
+		if _, err := f.Write(buf); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return
+			}
+			t.Fatal(err)
+		}
+	}
+	t.Fatalf("%s did not fill up", dir)
+}
+
+// TestDataDirDiskFailures puts one node's data dir on a disk that fills
+// up, under load: a disk too full to create the log refuses the node's
+// start with an error naming the file; a disk that fills under a running
+// chain member stops that node at its next write that needs space (it
+// answers nothing and stops heartbeating, so the master splices it out);
+// and through all of it the rest of the chain goes on serving bids, with
+// no acknowledged bid lost and a linearizable history. The log's segments
+// are small (chain.segment_size) so that the full disk is met within a
+// second of load.
+func TestDataDirDiskFailures(t *testing.T) {
+	t.Setenv("GAVEL_CHAIN_SEGMENT_SIZE", "65536") // every process the test starts inherits it
+	c := newMasterCluster(t, 3)
+	w := newWorkload(c, "a1", "a2")
+	stopOnCleanup(t, w)
+	w.start(2, 1)
+	time.Sleep(300 * time.Millisecond)
+	dir := filepath.Join(c.dir, ".run", "data", "n3")
+	servedWithout := func(what string) {
+		t.Helper()
+		n0 := w.successes()
+		time.Sleep(time.Second)
+		if n := w.successes() - n0; n < 20 {
+			t.Errorf("%s: only %d bids succeeded in a second", what, n)
+		}
+	}
+
+	// A full disk: a 32 KiB tmpfs cannot hold the log's first segment.
+	c.kill("n3")
+	c.waitConfig("n3 removed", 10*time.Second, func(cfg *api.ChainConfig) bool {
+		return !slices.Contains(chainIDs(cfg), "n3")
+	})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, dir, "32k")
+	log := c.waitExit(c.start("n3"), 15*time.Second, "a node whose disk is full")
+	if want := filepath.Join(dir, "wal"); !strings.Contains(log, want) || !strings.Contains(log, "no space left on device") ||
+		!strings.Contains(log, "data dir unusable") {
+		t.Errorf("n3's log does not name %s and the full disk:\n%s", want, log)
+	}
+	servedWithout("n3 refused to start on a full disk")
+
+	// A disk that fills under a running member: n3 on a fresh 16 MiB
+	// tmpfs joins at the tail, then a file takes the rest of the space.
+	umount(t, dir)
+	mountTmpfs(t, dir, "16m")
+	c.start("n3")
+	c.waitConfig("n3 appended", 20*time.Second, func(cfg *api.ChainConfig) bool {
+		ids := chainIDs(cfg)
+		return len(ids) == 3 && ids[2] == "n3" && len(cfg.GetJoining()) == 0
+	})
+	time.Sleep(300 * time.Millisecond)
+	fillDisk(t, dir)
+	c.waitLog("n3", "data dir write failed: the node stops serving", 20*time.Second)
+	c.waitLog("n3", "no space left on device", time.Second)
+	c.waitConfig("n3 spliced out after its disk filled", 10*time.Second, func(cfg *api.ChainConfig) bool {
+		return !slices.Contains(chainIDs(cfg), "n3")
+	})
+	servedWithout("n3's disk is full")
 	w.finish()
 	w.verify(t, "n1", "n2")
 }

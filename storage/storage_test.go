@@ -249,7 +249,8 @@ func TestTornTail(t *testing.T) {
 
 // TestBadDir shows that Open refuses a dir of another node or cluster, a
 // dir in a newer format and a path that cannot be a dir, each with the
-// right sentinel error naming the file, and a nil Store.
+// right sentinel error naming the file, and a nil Store; so does a dir
+// whose meta.db cannot be read.
 func TestBadDir(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := mustOpen(t, opts(dir, true))
@@ -295,6 +296,14 @@ func TestBadDir(t *testing.T) {
 			t.Fatal(err)
 		}
 		check(t, opts(d, true), ErrNewerFormat, p)
+	})
+	t.Run("unreadable meta.db", func(t *testing.T) {
+		d := t.TempDir()
+		p := filepath.Join(d, "meta.db")
+		if err := os.WriteFile(p, bytes.Repeat([]byte("not a bbolt file "), 512), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		check(t, opts(d, true), ErrUnusable, p)
 	})
 	t.Run("regular file", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "file")
