@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/gavel-auction/gavel/api"
 )
 
@@ -198,9 +200,10 @@ func TestTornLogTail(t *testing.T) {
 	w.verify(t, c.ids...)
 }
 
-// TestDataDirRefused starts a node on a data dir that is not its own and
-// one whose format is newer: each refuses to start with an error that
-// names the file, and the rest of the cluster keeps serving bids.
+// TestDataDirRefused starts a node on a data dir that is not its own, then
+// on its own data dir stamped by a newer format: each time it refuses to
+// start with an error that names the file, and the rest of the cluster
+// keeps serving bids.
 func TestDataDirRefused(t *testing.T) {
 	c := newMasterCluster(t, 3)
 	w := newWorkload(c, "a1")
@@ -232,6 +235,38 @@ func TestDataDirRefused(t *testing.T) {
 		t.Errorf("n3's log does not say %q:\n%s", want, log)
 	}
 	n0 := w.successes()
+	time.Sleep(time.Second)
+	if n := w.successes() - n0; n < 20 {
+		t.Errorf("only %d bids succeeded while n3 refused to start", n)
+	}
+
+	// n3's own data dir, written by a newer gavel: n3 starts on a fresh
+	// dir, joins, is stopped, and its meta.db is stamped with format 99.
+	if err := os.RemoveAll(n3Dir); err != nil {
+		t.Fatal(err)
+	}
+	c.start("n3")
+	c.waitConfig("n3 appended", 20*time.Second, func(cfg *api.ChainConfig) bool {
+		return slices.Contains(chainIDs(cfg), "n3") && len(cfg.GetJoining()) == 0
+	})
+	c.kill("n3")
+	metaPath := filepath.Join(n3Dir, "meta.db")
+	db, err := bolt.Open(metaPath, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("format"), []byte("99")) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	logText := c.waitExit(c.start("n3"), 10*time.Second, "a node whose data dir has a newer format")
+	if want := metaPath + " is format 99; this gavel reads up to format"; !strings.Contains(logText, want) {
+		t.Errorf("n3's log does not say %q:\n%s", want, logText)
+	}
+	n0 = w.successes()
 	time.Sleep(time.Second)
 	if n := w.successes() - n0; n < 20 {
 		t.Errorf("only %d bids succeeded while n3 refused to start", n)
