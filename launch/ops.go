@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"sync"
 	"text/tabwriter"
 
@@ -293,14 +294,29 @@ func (l *Launcher) Restart(ctx context.Context, id string) (err error) {
 	if err != nil {
 		return err
 	}
-	if len(resp.Procs) == 1 && resp.Procs[0].Alive {
+	killed := len(resp.Procs) == 1 && resp.Procs[0].Alive
+	if killed {
 		if err := l.stop(ctx, map[Host][]string{h: {id}}, true); err != nil {
 			return err
 		}
 		l.say("killed %s %s (SIGKILL, pid %d%s)", p.Kind, id, resp.Procs[0].PID, l.onHost(p))
 	}
-	if err := l.checkPorts(ctx, []Proc{p}); err != nil {
-		return err
+	// The kernel may still be closing the sockets of a process just killed
+	// (a gateway with tens of thousands of connections takes a moment):
+	// its ports get a few seconds to come free.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		err := l.checkPorts(ctx, []Proc{p})
+		if err == nil {
+			break
+		}
+		if !killed || !errors.Is(err, ErrPortTaken) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	pid, err := l.start(ctx, p)
 	if err != nil {
