@@ -10,9 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/gavel-auction/gavel/config"
 )
