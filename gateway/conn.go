@@ -19,39 +19,45 @@ import (
 	"github.com/gavel-auction/gavel/client"
 )
 
-// conn is one WebSocket connection. Three goroutines serve it:
-//   - the reader reads frames, splits them into lines and hands them to
-//     the command goroutine (a bounded channel: a client that sends faster
-//     than its commands are answered is no longer read);
-//   - the command goroutine runs the commands one at a time, in order, and
-//     queues their replies;
-//   - the writer sends what the outgoing queue holds, with a write
-//     deadline per frame, and pings the client every ping interval.
+// conn is one WebSocket connection. One goroutine, the reader, serves it
+// from the upgrade to the end: it reads frames, splits them into lines and
+// runs each line's command, one at a time, in order, queueing the replies
+// (a reply waits for room in the queue, and meanwhile the client's next
+// commands are not read: TCP pushes back on a client that sends without
+// reading). When it ends it tears the connection down: hub, gateway, log.
 //
-// Pushes come from the hub and the metrics ticker straight into the queue,
-// which never blocks them (see outQueue). The command goroutine, last to
-// end, tears the connection down: hub, gateway, log.
+// Nothing else runs for an idle connection. A writer goroutine exists
+// only while the outgoing queue has something to send: whoever queues into
+// an idle queue starts one (outQueue.start), and it sends, with a write
+// deadline per frame, until the queue is empty, then ends. The reader
+// sends its own replies when no writer runs (writeInline). Pushes come
+// from the hub and the metrics ticker straight into the queue, which never
+// blocks them; pings come from the gateway's ping sweep (pingLoop), which
+// asks the queue for one every ping interval. The writer that finds the
+// queue closed sends what is left and a close frame, closes the socket
+// (which ends the reader) and closes ended.
 type conn struct {
 	g      *Gateway
 	ws     *websocket.Conn
 	remote string
 	q      *outQueue
-	cmds   chan inLine
 
-	ctx    context.Context // ends when the connection closes: aborts chain calls
+	ctx    context.Context // ends when the connection closes: aborts waits for the queue and chain calls
 	cancel context.CancelFunc
 
 	closeOnce sync.Once
-	done      chan struct{} // closed by close
-	// closeCode and closeText are what the writer says in its close frame;
-	// written once, before done is closed.
+	// closeCode and closeText are what the last writer says in its close
+	// frame; written once, before the queue is closed.
 	closeCode int
 	closeText string
-	rw        sync.WaitGroup // the reader and the writer
+	ended     chan struct{} // closed by the last writer once the socket is closed
 
 	metricsOn atomic.Bool // metrics pushes wanted
 
-	// Owned by the command goroutine (set before it starts).
+	// pingAt is when the ping sweep next asks for a ping; guarded by g.mu.
+	pingAt time.Time
+
+	// Owned by the reader goroutine (set before it starts).
 	bidder string // "" until login in open mode
 	role   Role   // from the token; "" in open mode
 	token  bool   // identity from a token: fixed
@@ -60,20 +66,12 @@ type conn struct {
 	subs map[string]*subscription
 }
 
-// inLine is one line read from the client.
-type inLine struct {
-	text   string
-	binary bool // it came in a binary frame
-}
-
-// cmdBuffer is how many lines may wait for the command goroutine.
-const cmdBuffer = 64
-
 func newConn(g *Gateway, ws *websocket.Conn, id identity, remote string) *conn {
 	ctx, cancel := context.WithCancel(g.ctx)
-	return &conn{g: g, ws: ws, remote: remote, q: newOutQueue(g.opts.QueueSize, g.opts.QueueSize+maxWatches),
-		cmds: make(chan inLine, cmdBuffer), ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	c := &conn{g: g, ws: ws, remote: remote, ctx: ctx, cancel: cancel, ended: make(chan struct{}),
 		bidder: id.bidder, role: id.role, token: id.token, subs: map[string]*subscription{}}
+	c.q = newOutQueue(g.opts.QueueSize, g.opts.QueueSize+maxWatches, g.opts.ConflateAfter, func() { go c.writeLoop() })
+	return c
 }
 
 // close starts closing the connection with a close frame of code and
@@ -82,20 +80,12 @@ func (c *conn) close(code int, text string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText = code, text
 		c.cancel()
-		c.q.close()
-		close(c.done)
+		c.q.close() // a writer comes to say goodbye
 	})
 }
 
 // closing reports whether close has been called.
-func (c *conn) closing() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
+func (c *conn) closing() bool { return c.ctx.Err() != nil }
 
 // pushOrKill queues a push that must not be dropped; a connection with too
 // many of them pending is closed as too slow.
@@ -105,47 +95,51 @@ func (c *conn) pushOrKill(frame []byte) {
 	}
 }
 
-// readLoop is the reader goroutine.
+// readLoop is the reader goroutine: it reads and runs commands until the
+// connection fails or closes, then tears it down.
 func (c *conn) readLoop() {
-	defer c.rw.Done()
-	defer close(c.cmds)
-	o := c.g.opts
-	c.ws.SetReadLimit(int64(o.ReadLimit))
-	_ = c.ws.SetReadDeadline(time.Now().Add(o.PongWait))
-	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(o.PongWait)) })
+	defer c.teardown()
+	wait := c.g.opts.PongWait // not all of the options: the handler keeps what it uses
+	c.ws.SetReadLimit(int64(c.g.opts.ReadLimit))
+	_ = c.ws.SetReadDeadline(time.Now().Add(wait))
+	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(wait)) })
 	for {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
 			c.close(closeFor(err))
 			return
 		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(o.PongWait))
-		if typ == websocket.BinaryMessage {
-			if !c.hand(inLine{text: clip(string(data)), binary: true}) {
-				return
-			}
-			continue
+		if !c.frame(typ, data) {
+			return
 		}
-		for _, line := range strings.Split(string(data), "\n") {
-			line = strings.TrimSuffix(line, "\r")
-			if strings.TrimSpace(line) == "" {
-				continue
-			}
-			if !c.hand(inLine{text: line}) {
-				return
-			}
-		}
+		// The commands may have taken a while: the client's pongs wait
+		// unread meanwhile, so its silence counts from now.
+		_ = c.ws.SetReadDeadline(time.Now().Add(wait))
 	}
 }
 
-// hand gives a line to the command goroutine; false once closing.
-func (c *conn) hand(l inLine) bool {
-	select {
-	case c.cmds <- l:
-		return true
-	case <-c.done:
-		return false
+// frame runs the commands of one frame from the client; false once the
+// connection is closing. It is kept out of readLoop (noinline), whose
+// stack frame an idle connection keeps while it waits for the next frame:
+// a small one lets the collector shrink the reader's stack to 4 KB.
+//
+//go:noinline
+func (c *conn) frame(typ int, data []byte) bool {
+	if typ == websocket.BinaryMessage {
+		c.reply(errorMsg{Type: "error", Error: "binary frames are not understood: send text lines (commands or JSON); try help"})
+		return !c.closing()
 	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		line = strings.TrimSuffix(line, "\r")
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if c.closing() {
+			return false
+		}
+		c.handle(line)
+	}
+	return !c.closing()
 }
 
 // closeFor returns the close code and text for a read error.
@@ -163,76 +157,97 @@ func closeFor(err error) (int, string) {
 	return websocket.CloseGoingAway, "read: " + err.Error()
 }
 
-// writeLoop is the writer goroutine.
+// writeLoop is a writer goroutine: it sends what the queue holds until the
+// queue is empty, or says goodbye once the connection is closing.
 func (c *conn) writeLoop() {
-	defer c.rw.Done()
-	defer c.ws.Close() // ends the reader too
-	o := c.g.opts
-	ping := time.NewTicker(o.PingInterval)
-	defer ping.Stop()
 	for {
-		select {
-		case <-c.q.ready:
-			for _, f := range c.q.take() {
-				_ = c.ws.SetWriteDeadline(time.Now().Add(o.WriteTimeout))
-				if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
-					c.close(websocket.CloseGoingAway, "write: "+err.Error())
-					return
-				}
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(o.WriteTimeout)); err != nil {
-				c.close(websocket.CloseGoingAway, "ping: "+err.Error())
-				return
-			}
-		case <-c.done:
-			// Flush what is queued, briefly, and say goodbye.
-			deadline := time.Now().Add(min(o.WriteTimeout, time.Second))
-			_ = c.ws.SetWriteDeadline(deadline)
-			for _, f := range c.q.take() {
-				if c.ws.WriteMessage(websocket.TextMessage, f) != nil {
-					return
-				}
-			}
-			text := c.closeText
-			if len(text) > 120 { // a close frame's payload is at most 125 bytes
-				text = text[:120]
-			}
-			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, text), deadline)
+		frames, ping, closing, ok := c.q.next()
+		switch {
+		case !ok:
 			return
+		case closing:
+			c.goodbye(frames)
+			return
+		}
+		c.send(frames, ping)
+	}
+}
+
+// writeInline is the reader's turn as the writer, after a reply it queued
+// into an idle queue (outQueue.claim): it sends one round itself, which
+// spares the reply a goroutine and a hand-over, and leaves what comes
+// meanwhile to a writer goroutine.
+func (c *conn) writeInline() {
+	frames, ping, closing, ok := c.q.next()
+	switch {
+	case !ok:
+		return
+	case closing:
+		c.goodbye(frames)
+		return
+	}
+	c.send(frames, ping)
+	c.q.release()
+}
+
+// send writes frames, each with its write deadline, then a ping if asked;
+// a failed write closes the connection.
+func (c *conn) send(frames [][]byte, ping bool) {
+	o := c.g.opts
+	for _, f := range frames {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(o.WriteTimeout))
+		if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
+			c.close(websocket.CloseGoingAway, "write: "+err.Error())
+			return
+		}
+	}
+	if ping {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(o.WriteTimeout)); err != nil {
+			c.close(websocket.CloseGoingAway, "ping: "+err.Error())
 		}
 	}
 }
 
-// commandLoop is the command goroutine; it tears the connection down when
-// it ends.
-func (c *conn) commandLoop() {
-	defer c.teardown()
-	for {
-		select {
-		case l, ok := <-c.cmds:
-			if !ok {
-				return
-			}
-			c.handle(l)
-		case <-c.done:
+// goodbye sends the last frames, briefly, and the close frame, then closes
+// the socket, which ends the reader.
+func (c *conn) goodbye(frames [][]byte) {
+	defer close(c.ended)
+	defer c.ws.Close()
+	deadline := time.Now().Add(min(c.g.opts.WriteTimeout, time.Second))
+	_ = c.ws.SetWriteDeadline(deadline)
+	for _, f := range frames {
+		if c.ws.WriteMessage(websocket.TextMessage, f) != nil {
 			return
 		}
 	}
+	text := c.closeText
+	if len(text) > 120 { // a close frame's payload is at most 125 bytes
+		text = text[:120]
+	}
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, text), deadline)
 }
 
 // teardown runs once the connection ends.
 func (c *conn) teardown() {
 	c.close(websocket.CloseNormalClosure, "")
-	c.rw.Wait()
+	<-c.ended
 	c.g.hub.removeConn(c, c.bidder)
 	c.g.forget(c)
 	c.g.log.Debug("connection closed", "remote", c.remote, "bidder", c.bidder, "why", c.closeText)
 }
 
-// reply queues a reply (waiting for room: see outQueue.reserve).
+// reply queues a reply (waiting for room: see outQueue.reserve) and, when
+// no writer runs, sends it at once (writeInline).
 func (c *conn) reply(v any) {
-	_ = c.q.reply(c.ctx, encode(v))
+	frame := encode(v)
+	if c.q.reserve(c.ctx) != nil {
+		return
+	}
+	inline := c.q.claim()
+	c.q.putReserved(frame)
+	if inline {
+		c.writeInline()
+	}
 }
 
 // replyErr answers cmd with an error object.
@@ -241,14 +256,10 @@ func (c *conn) replyErr(cmd command, format string, args ...any) {
 }
 
 // handle runs one line.
-func (c *conn) handle(l inLine) {
-	if l.binary {
-		c.reply(errorMsg{Type: "error", Error: "binary frames are not understood: send text lines (commands or JSON); try help"})
-		return
-	}
-	cmd, perr := parseLine(l.text)
+func (c *conn) handle(line string) {
+	cmd, perr := parseLine(line)
 	if perr != nil {
-		c.reply(errorMsg{Type: "error", Error: perr.msg, Line: l.text, ID: perr.id})
+		c.reply(errorMsg{Type: "error", Error: perr.msg, Line: line, ID: perr.id})
 		return
 	}
 	switch cmd.op {
@@ -312,9 +323,17 @@ func (c *conn) bid(cmd command) {
 		c.reply(rep)
 		return
 	}
+	// A JSON bid with an id is placed under a request id derived from
+	// the bid and that id, so that the same command sent again (after a
+	// reconnection, to any gateway) gets the first one's outcome rather
+	// than placing a second bid; other bids get a fresh one.
+	var requestID string
+	if cmd.id != nil {
+		requestID = bidRequestID(c.bidder, cmd.auction, cmd.amount, cmd.id)
+	}
 	start := time.Now()
 	ctx, cancel := c.callCtx()
-	r, err := c.g.client.Bid(ctx, cmd.auction, c.bidder, cmd.amount, "")
+	r, err := c.g.bids.Bid(ctx, cmd.auction, c.bidder, cmd.amount, requestID)
 	cancel()
 	if c.ctx.Err() != nil {
 		return // the connection is gone; the bid may or may not stand
@@ -324,6 +343,8 @@ func (c *conn) bid(cmd command) {
 		rep.Outcome, rep.Reason, rep.Detail = "exception", reasonName(api.Reason_UNAVAILABLE), err.Error()
 		if status.Code(err) == codes.InvalidArgument {
 			rep.Reason = reasonName(api.Reason_INVALID_REQUEST)
+		} else if cmd.id != nil {
+			rep.Detail += ": the bid may stand; send the same command again (same id) for its outcome, placed at most once"
 		}
 		c.reply(rep)
 		return
@@ -351,6 +372,7 @@ func (c *conn) result(cmd command) {
 	info := r.GetInfo()
 	rep := resultReply{Type: "result", Auction: info.GetAuction(), Item: info.GetItem(), State: stateName(info),
 		Highest: info.GetHighest(), Bidder: info.GetBidder(), ClosesAt: info.GetClosesAtMs(), Version: info.GetVersion(),
+		MinIncrement: info.GetMinIncrement(), StartingPrice: info.GetStartingPrice(), SoftCloseMs: info.GetSoftCloseMs(),
 		ServerTime: c.g.nowMs(), ID: cmd.id}
 	if rep.State == "closed" {
 		rep.Winner = info.GetBidder()
@@ -369,7 +391,8 @@ func (c *conn) auctions(cmd command) {
 	rep := auctionsReply{Type: "auctions", Auctions: []auctionEntry{}, ServerTime: c.g.nowMs(), ID: cmd.id}
 	for _, info := range r.GetAuctions() {
 		rep.Auctions = append(rep.Auctions, auctionEntry{Auction: info.Auction, Item: info.Item, State: stateName(info),
-			Highest: info.Highest, Bidder: info.Bidder, ClosesAt: info.ClosesAtMs, Version: info.Version})
+			Highest: info.Highest, Bidder: info.Bidder, ClosesAt: info.ClosesAtMs, Version: info.Version,
+			MinIncrement: info.MinIncrement, StartingPrice: info.StartingPrice, SoftCloseMs: info.SoftCloseMs})
 	}
 	c.reply(rep)
 }
@@ -381,7 +404,8 @@ func (c *conn) open(cmd command) {
 	}
 	ctx, cancel := c.callCtx()
 	r, err := c.g.client.Open(ctx, &api.OpenAuction{Auction: cmd.auction, Item: cmd.item,
-		DurationMs: cmd.duration.Milliseconds(), MinIncrement: 1})
+		DurationMs: cmd.duration.Milliseconds(), MinIncrement: cmd.minIncrement, StartingPrice: cmd.startingPrice,
+		SoftCloseMs: cmd.softClose.Milliseconds()})
 	cancel()
 	rep := openReply{Type: "open", Auction: cmd.auction, ID: cmd.id}
 	if err != nil {
@@ -391,7 +415,9 @@ func (c *conn) open(cmd command) {
 		}
 	} else {
 		rep.Outcome, rep.Reason, rep.Detail = outcomeName(r.Outcome), reasonName(r.Reason), r.Detail
-		rep.ClosesAt, rep.Version = r.GetInfo().GetClosesAtMs(), r.Version
+		info := r.GetInfo()
+		rep.ClosesAt, rep.Version = info.GetClosesAtMs(), r.Version
+		rep.MinIncrement, rep.StartingPrice, rep.SoftCloseMs = info.GetMinIncrement(), info.GetStartingPrice(), info.GetSoftCloseMs()
 	}
 	c.reply(rep)
 }

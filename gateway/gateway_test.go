@@ -3,12 +3,15 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,6 +125,130 @@ func TestGatewayCommands(t *testing.T) {
 	bob.call("help", "help")
 	checkSeqs(t, alice)
 	checkSeqs(t, bob)
+}
+
+// open takes gavel open's options, in the text and the JSON form: the
+// chain opens the auction with them, and bids obey them.
+func TestGatewayOpenOptions(t *testing.T) {
+	c := startStaticChain(t, 1)
+	_, addr := startGateway(t, c, nil, nil)
+	w := dial(t, addr, "bidder=alice")
+	o := w.call("open a1 10m --min-increment 5 --starting-price=100 --soft-close 30s a brass lamp", "open")
+	if o.str("outcome") != "success" || o.num("min_increment") != 5 || o.num("starting_price") != 100 || o.num("soft_close_ms") != 30_000 {
+		t.Fatalf("open with options = %v", o)
+	}
+	for _, tc := range []struct {
+		amount  int64
+		outcome string
+	}{{99, "fail"}, {100, "success"}, {104, "fail"}, {105, "success"}} {
+		if r := w.call(fmt.Sprintf("bid a1 %d", tc.amount), "bid"); r.str("outcome") != tc.outcome {
+			t.Errorf("bid %d = %v, want %s", tc.amount, r, tc.outcome)
+		}
+	}
+	res := w.call("result a1", "result")
+	if res.num("min_increment") != 5 || res.num("starting_price") != 100 || res.num("soft_close_ms") != 30_000 || res.str("item") != "a brass lamp" {
+		t.Errorf("result = %v", res)
+	}
+	j := w.call(`{"op":"open","auction":"a2","duration":"1h","min_increment":0,"starting_price":7,"soft_close":"1m","id":"o"}`, "open")
+	// The chain raises an increment of 0 to 1: a bid must beat the highest.
+	if j.str("outcome") != "success" || j.num("min_increment") != 1 || j.num("starting_price") != 7 || j.num("soft_close_ms") != 60_000 {
+		t.Errorf("JSON open with options = %v", j)
+	}
+	list := w.call("auctions", "auctions")
+	as, _ := list["auctions"].([]any)
+	if len(as) != 2 || as[1].(map[string]any)["starting_price"] != json.Number("7") {
+		t.Errorf("auctions = %v", list)
+	}
+	// Without options: the CLI's defaults.
+	if d := w.call("open a3 10m", "open"); d.num("min_increment") != 1 || d.num("starting_price") != 0 || d.num("soft_close_ms") != 0 {
+		t.Errorf("open without options = %v", d)
+	}
+}
+
+// A JSON bid with an id is exactly-once across reconnections: the same
+// command sent again — on a new connection, to this or another gateway,
+// whether or not the first reply arrived — gets the first outcome and
+// version, and the auction counts the bid once. The id only tells apart
+// the bids of one bidder that are otherwise the same: another bidder's
+// same id, or the same id for another auction or amount, is another bid.
+func TestGatewayBidResentAfterReconnect(t *testing.T) {
+	c := startStaticChain(t, 3)
+	_, addr := startGateway(t, c, nil, nil)
+	_, addr2 := startGateway(t, c, nil, func(o *Options) { o.ID = "g2" })
+	c.open("a1", 10*time.Minute, 0)
+	bids := func() uint64 {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := c.client.Result(ctx, "a1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetInfo().GetBids()
+	}
+
+	// The reply arrives, the connection drops, the command is sent again.
+	const first = `{"op":"bid","auction":"a1","amount":100,"id":"b-1"}`
+	alice := dial(t, addr, "bidder=alice")
+	r1 := alice.call(first, "bid")
+	if r1.str("outcome") != "success" || r1.num("version") == 0 {
+		t.Fatalf("first bid = %v", r1)
+	}
+	alice.close()
+	again := dial(t, addr, "bidder=alice")
+	r2 := again.call(first, "bid")
+	if r2.str("outcome") != "success" || r2.num("version") != r1.num("version") || r2.str("id") != "b-1" {
+		t.Errorf("resent bid = %v, want the first outcome and version %d", r2, r1.num("version"))
+	}
+	if n := bids(); n != 1 {
+		t.Errorf("a1 counts %d bids after one bid sent twice, want 1", n)
+	}
+
+	// The connection drops before the reply; the command goes again to
+	// another gateway.
+	const second = `{"op":"bid","auction":"a1","amount":150,"id":7}`
+	gone := dial(t, addr, "bidder=alice")
+	gone.send(second)
+	gone.close()
+	other := dial(t, addr2, "bidder=alice")
+	r3 := other.call(second, "bid")
+	if r3.str("outcome") != "success" || r3.num("version") <= r1.num("version") || r3.num("id") != 7 {
+		t.Errorf("bid resent after a lost reply = %v", r3)
+	}
+	if r := other.call(second, "bid"); r.num("version") != r3.num("version") {
+		t.Errorf("third send = %v, want version %d", r, r3.num("version"))
+	}
+	if n := bids(); n != 2 {
+		t.Errorf("a1 counts %d bids after two bids, want 2", n)
+	}
+
+	// The same id for another amount, or on another auction, is another
+	// bid (a client may number its commands afresh on each connection); a
+	// string "7" is not the number 7; another bidder's "b-1" is another
+	// bid.
+	if r := other.call(`{"op":"bid","auction":"a1","amount":180,"id":"b-1"}`, "bid"); r.str("outcome") != "success" {
+		t.Errorf("b-1 for another amount = %v, want a new bid", r)
+	}
+	c.open("a2", 10*time.Minute, 0)
+	if r := other.call(`{"op":"bid","auction":"a2","amount":100,"id":"b-1"}`, "bid"); r.str("outcome") != "success" {
+		t.Errorf("b-1 on a2 = %v, want a new bid", r)
+	}
+	if r := other.call(`{"op":"bid","auction":"a1","amount":200,"id":"7"}`, "bid"); r.str("outcome") != "success" {
+		t.Errorf(`bid with id "7" = %v, want a new bid`, r)
+	}
+	bob := dial(t, addr, "bidder=bob")
+	if r := bob.call(`{"op":"bid","auction":"a1","amount":300,"id":"b-1"}`, "bid"); r.str("outcome") != "success" ||
+		r.str("bidder") != "bob" {
+		t.Errorf("bob's b-1 = %v, want a new bid", r)
+	}
+	// Text bids carry no id: each is a new bid.
+	bob.call("bid a1 400", "bid")
+	if r := bob.call("bid a1 400", "bid"); r.str("outcome") != "fail" || r.str("reason") != "too_low" {
+		t.Errorf("second text bid of 400 = %v, want a new bid, too low", r)
+	}
+	if n := bids(); n != 7 {
+		t.Errorf("a1 counts %d bids, want 7", n)
+	}
 }
 
 // Watches: the current state first, then every highest bid, the outbid
@@ -492,7 +619,9 @@ func TestGatewayFollowsTailChange(t *testing.T) {
 		t.Skip("starts a master group")
 	}
 	c := startMasterChain(t, 3)
-	g, addr := startGateway(t, c, nil, nil)
+	// Every highest push is asserted: none may be replaced by a newer one
+	// because a loaded test machine made it wait (ConflateAfter).
+	g, addr := startGateway(t, c, nil, func(o *Options) { o.ConflateAfter = -1 })
 	c.open("a1", 10*time.Minute, 0)
 	w := dial(t, addr, "")
 	w.call("watch a1", "watching")
@@ -554,6 +683,105 @@ func TestGatewayFollowsTailChange(t *testing.T) {
 	}
 }
 
+// The ping sweep pings every connection each ping interval: a client
+// that answers (gorilla answers pings while it reads) stays connected
+// however long it is silent; one that does not is closed with 1001 once
+// the pong wait has passed.
+func TestGatewayPings(t *testing.T) {
+	c := startStaticChain(t, 1)
+	_, addr := startGateway(t, c, nil, func(o *Options) {
+		o.PingInterval, o.PongWait = 50*time.Millisecond, 300*time.Millisecond
+	})
+	var pings atomic.Int64
+	answers, _, err := dialSetup(addr, "bidder=a", nil, func(ws *websocket.Conn) {
+		ws.SetPingHandler(func(data string) error {
+			pings.Add(1)
+			return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers.t = t
+	t.Cleanup(answers.close)
+	mute, _, err := dialSetup(addr, "bidder=b", nil, func(ws *websocket.Conn) { ws.SetPingHandler(func(string) error { return nil }) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mute.close)
+	_, err = mute.waitErr(5*time.Second, func(msg) bool { return false })
+	if !websocket.IsCloseError(errors.Unwrap(err), websocket.CloseGoingAway) || !strings.Contains(err.Error(), "no pong") {
+		t.Errorf("a client that never pongs: %v, want close 1001 (no pong)", err)
+	}
+	if n := pings.Load(); n < 3 {
+		t.Errorf("%d pings in the time the other client was cut off, want several", n)
+	}
+	answers.call("help", "help") // still there
+}
+
+// Bids through the gateway go on when the head dies: the gateway's bid
+// streams move to the new head, and a bidder that gets no outcome (an
+// unavailable exception, while the master splices the chain) sends the
+// same JSON command again until it has one. Every bid is counted once.
+func TestGatewayBidsFollowHeadChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a master group")
+	}
+	c := startMasterChain(t, 3)
+	// A short call timeout: bids during the splice answer unavailable.
+	_, addr := startGateway(t, c, nil, func(o *Options) { o.CallTimeout = 150 * time.Millisecond })
+	c.open("a1", 10*time.Minute, 0)
+	var next, ids, resent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for b := range 4 {
+		w := dial(t, addr, fmt.Sprintf("bidder=b%d", b))
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ids.Add(1)
+				line := fmt.Sprintf(`{"op":"bid","auction":"a1","amount":%d,"id":"%d"}`, next.Add(1), n)
+				for try := 0; ; try++ {
+					w.send(line)
+					r, err := w.waitErr(10*time.Second, func(m msg) bool { return m.str("type") == "bid" && m.str("id") == fmt.Sprint(n) })
+					if err != nil {
+						t.Errorf("b%d: bid %d: %v", b, n, err)
+						return
+					}
+					if r.str("outcome") == "success" || r.str("outcome") == "fail" {
+						break
+					}
+					if r.str("reason") != "unavailable" || try > 50 {
+						t.Errorf("b%d: bid %d: %v", b, n, r)
+						return
+					}
+					resent.Add(1)
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.nodes["n1"].Stop()
+	c.waitChain([]string{"n2", "n3"}, 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := c.client.Result(ctx, "a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.GetInfo().GetBids(), uint64(ids.Load()); got != want {
+		t.Errorf("a1 counts %d bids, want %d: one per id, however often sent", got, want)
+	}
+	t.Logf("%d bids, %d sent again after an unavailable answer", ids.Load(), resent.Load())
+}
+
 // Stop ends every connection with 1001 and returns promptly.
 func TestGatewayStop(t *testing.T) {
 	c := startStaticChain(t, 1)
@@ -572,5 +800,53 @@ func TestGatewayStop(t *testing.T) {
 	}
 	if _, _, err := dialErr(addr, "", nil); err == nil {
 		t.Error("dial after Stop succeeded")
+	}
+}
+
+// An idle connection holds one goroutine, its reader: no writer while it
+// has nothing to send, no ticker, no command goroutine ("What a watcher
+// costs" in docs/gateway.md).
+func TestGatewayIdleConnectionHoldsOneGoroutine(t *testing.T) {
+	c := startStaticChain(t, 1)
+	c.open("a1", time.Hour, 0)
+	c.bid("a1", "first", 10)
+	g, addr := startGateway(t, c, nil, func(o *Options) { o.MetricsInterval = time.Hour })
+	warm, err := dialRaw(addr, "bidder=warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer warm.c.Close()
+	warm.send("watch a1")
+	settle := func(watchers int) int {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if w, _ := g.hub.counts(); w == watchers {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the gateway does not count %d watchers", watchers)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond) // the writers of the replies and pushes end
+		return runtime.NumGoroutine()
+	}
+	before := settle(1)
+	const n = 100
+	for i := range n {
+		w, err := dialRaw(addr, fmt.Sprintf("bidder=w%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.c.Close()
+		if err := w.send("watch a1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := settle(1 + n)
+	// A few goroutines of the test's chain may come and go meanwhile.
+	if d := after - before; d < n || d > n+5 {
+		t.Errorf("%d idle watchers added %d goroutines, want %d (one each)", n, d, n)
 	}
 }

@@ -29,7 +29,7 @@ import (
 
 // testCluster is a chain of nodes, maybe with masters.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	nodes   map[string]*chain.Node
 	addrs   map[string]string // node and master ids -> gRPC addresses
@@ -51,7 +51,7 @@ func listen(t testing.TB) net.Listener {
 
 // testLogger writes to a file of the test's directory, shown when the test
 // fails.
-func testLogger(t *testing.T, dir, name string) *slog.Logger {
+func testLogger(t testing.TB, dir, name string) *slog.Logger {
 	path := filepath.Join(dir, name+".log")
 	f, err := os.Create(path)
 	if err != nil {
@@ -73,7 +73,7 @@ func testLogger(t *testing.T, dir, name string) *slog.Logger {
 
 // startStaticChain starts n nodes n1..nN in a static configuration
 // (epoch 1, no masters).
-func startStaticChain(t *testing.T, n int) *testCluster {
+func startStaticChain(t testing.TB, n int) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*chain.Node{}, addrs: map[string]string{}}
 	cfg := &api.ChainConfig{Epoch: 1}
@@ -103,7 +103,7 @@ func startStaticChain(t *testing.T, n int) *testCluster {
 
 // startMasterChain starts 3 masters and n nodes that join through them,
 // one at a time, so that the chain is n1 -> ... -> nN.
-func startMasterChain(t *testing.T, n int) *testCluster {
+func startMasterChain(t testing.TB, n int) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*chain.Node{}, addrs: map[string]string{}}
 	// Every listener is open before any master starts, so that no port is
@@ -216,7 +216,7 @@ func (c *testCluster) bid(a, bidder string, amount int64) *api.BidReply {
 
 // startGateway starts a gateway in front of c, listening on lis (a fresh
 // one if nil), and returns it with its host:port.
-func startGateway(t *testing.T, c *testCluster, lis net.Listener, edit func(*Options)) (*Gateway, string) {
+func startGateway(t testing.TB, c *testCluster, lis net.Listener, edit func(*Options)) (*Gateway, string) {
 	t.Helper()
 	var nodes []string
 	for _, id := range c.ids {
@@ -256,7 +256,7 @@ func (m msg) has(k string) bool { _, ok := m[k]; return ok }
 // wsc is a test's WebSocket connection: a goroutine keeps every message;
 // wait takes them in order, each once.
 type wsc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	ws   *websocket.Conn
 
@@ -269,7 +269,7 @@ type wsc struct {
 }
 
 // dial connects to ws://addr/ws?query, failing the test on an error.
-func dial(t *testing.T, addr, query string) *wsc {
+func dial(t testing.TB, addr, query string) *wsc {
 	t.Helper()
 	w, body, err := dialErr(addr, query, nil)
 	if err != nil {
@@ -282,6 +282,12 @@ func dial(t *testing.T, addr, query string) *wsc {
 
 // dialErr connects and returns, on a refused upgrade, the response body.
 func dialErr(addr, query string, hdr http.Header) (*wsc, string, error) {
+	return dialSetup(addr, query, hdr, nil)
+}
+
+// dialSetup is dialErr with setup run on the connection before its reader
+// starts (to set its handlers).
+func dialSetup(addr, query string, hdr http.Header, setup func(*websocket.Conn)) (*wsc, string, error) {
 	u := "ws://" + addr + "/ws"
 	if query != "" {
 		u += "?" + query
@@ -296,6 +302,9 @@ func dialErr(addr, query string, hdr http.Header) (*wsc, string, error) {
 			body = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 		}
 		return nil, body, err
+	}
+	if setup != nil {
+		setup(ws)
 	}
 	w := &wsc{name: query, ws: ws, notify: make(chan struct{}), readEnd: make(chan struct{})}
 	go w.read()

@@ -60,9 +60,10 @@ func newHub(g *Gateway) *hub {
 
 // upstream is the one Watch stream of an auction and what it has shown.
 type upstream struct {
-	auction string
-	ctx     context.Context // cancelled when the upstream is dropped
-	cancel  context.CancelFunc
+	auction    string
+	highestKey string          // the conflation key of its highest pushes
+	ctx        context.Context // cancelled when the upstream is dropped
+	cancel     context.CancelFunc
 
 	// Guarded by hub.mu.
 	subs     map[*subscription]struct{}
@@ -98,7 +99,8 @@ type subscription struct {
 type bidderEntry struct {
 	conns map[*conn]struct{}
 	// auctions the bidder bid on successfully through this gateway, which
-	// the hub keeps upstreams for, so that outbid pushes reach it.
+	// the hub keeps upstreams for, so that outbid pushes reach it; nil
+	// until the first.
 	auctions map[string]struct{}
 }
 
@@ -128,7 +130,7 @@ func (h *hub) watch(c *conn, cmd command) {
 	up := h.upstreamFor(cmd.auction)
 	up.subs[sub] = struct{}{}
 	if up.info != nil {
-		h.sendState(up, sub, h.g.nowMs())
+		h.sendState(up, sub, &stateFrames{now: h.g.nowMs(), at: time.Now()})
 	}
 }
 
@@ -159,7 +161,7 @@ func (h *hub) setBidder(c *conn, old, bidder string) {
 	if bidder != "" {
 		be := h.bidders[bidder]
 		if be == nil {
-			be = &bidderEntry{conns: map[*conn]struct{}{}, auctions: map[string]struct{}{}}
+			be = &bidderEntry{conns: map[*conn]struct{}{}}
 			h.bidders[bidder] = be
 		}
 		be.conns[c] = struct{}{}
@@ -177,6 +179,9 @@ func (h *hub) bidSucceeded(c *conn, bidder, auction string, amount int64, seq ui
 		return // the connection is gone
 	}
 	if _, ok := be.auctions[auction]; !ok {
+		if be.auctions == nil {
+			be.auctions = map[string]struct{}{}
+		}
 		be.auctions[auction] = struct{}{}
 		h.upstreamFor(auction).interest++
 	}
@@ -229,7 +234,8 @@ func (h *hub) upstreamFor(auction string) *upstream {
 		return up
 	}
 	ctx, cancel := context.WithCancel(h.g.ctx)
-	up := &upstream{auction: auction, ctx: ctx, cancel: cancel, subs: map[*subscription]struct{}{}, leads: map[string]*lead{}}
+	up := &upstream{auction: auction, highestKey: "highest\x00" + auction, ctx: ctx, cancel: cancel,
+		subs: map[*subscription]struct{}{}, leads: map[string]*lead{}}
 	h.upstreams[auction] = up
 	if !h.g.goFn(func() { h.run(up) }) {
 		cancel() // the gateway is stopping
@@ -426,6 +432,7 @@ func (h *hub) apply(up *upstream, ev *api.AuctionEvent) bool {
 	seq := ev.GetSeq()
 	prev := up.info
 	up.lastSeq, up.info = seq, info
+	at := time.Now() // for the queues' conflation
 	now := h.g.nowMs()
 	if ev.GetKind() != api.EventKind_EVENT_STATE && len(up.subs) > 0 {
 		h.g.prom.observePush(ev.GetServerTimeMs(), now)
@@ -434,6 +441,8 @@ func (h *hub) apply(up *upstream, ev *api.AuctionEvent) bool {
 	switch ev.GetKind() {
 	case api.EventKind_EVENT_HIGHEST:
 		up.highestSeq = seq
+		// Encoded once, shared by every watcher's queue (which never
+		// modifies frames).
 		frames := [][]byte{encode(highestPush{Type: "highest", Auction: up.auction, Amount: info.Highest, Bidder: info.Bidder,
 			ClosesAt: info.ClosesAtMs, Seq: seq, ServerTime: now})}
 		if ev.GetExtended() {
@@ -442,7 +451,7 @@ func (h *hub) apply(up *upstream, ev *api.AuctionEvent) bool {
 		for sub := range up.subs {
 			if seq > sub.lastSeq {
 				sub.lastSeq = seq
-				sub.c.q.pushConflating("highest\x00"+up.auction, frames...)
+				sub.c.q.pushConflating(up.highestKey, at, frames...)
 			}
 		}
 		h.updateLeads(up, seq, info, now)
@@ -467,8 +476,9 @@ func (h *hub) apply(up *upstream, ev *api.AuctionEvent) bool {
 		} else if changed && info.Bidder != "" {
 			up.highestSeq = seq
 		}
+		sf := &stateFrames{now: now, at: at}
 		for sub := range up.subs {
-			h.sendState(up, sub, now)
+			h.sendState(up, sub, sf)
 		}
 		if closed {
 			clear(up.leads)
@@ -479,19 +489,33 @@ func (h *hub) apply(up *upstream, ev *api.AuctionEvent) bool {
 	return true
 }
 
+// stateFrames are the pushes of an upstream's current state, encoded on
+// first use and shared by every watcher they are sent to.
+type stateFrames struct {
+	now             int64     // server_time
+	at              time.Time // when they are queued
+	highest, closed []byte
+}
+
 // sendState queues the pushes that bring sub up to date with up: the
 // current highest bid and the close, those newer than what sub has.
-func (h *hub) sendState(up *upstream, sub *subscription, now int64) {
+func (h *hub) sendState(up *upstream, sub *subscription, sf *stateFrames) {
 	info := up.info
 	if info.GetBidder() != "" && up.highestSeq > sub.lastSeq {
 		sub.lastSeq = up.highestSeq
-		sub.c.q.pushConflating("highest\x00"+up.auction, encode(highestPush{Type: "highest", Auction: up.auction,
-			Amount: info.Highest, Bidder: info.Bidder, ClosesAt: info.ClosesAtMs, Seq: up.highestSeq, ServerTime: now}))
+		if sf.highest == nil {
+			sf.highest = encode(highestPush{Type: "highest", Auction: up.auction, Amount: info.Highest, Bidder: info.Bidder,
+				ClosesAt: info.ClosesAtMs, Seq: up.highestSeq, ServerTime: sf.now})
+		}
+		sub.c.q.pushConflating(up.highestKey, sf.at, sf.highest)
 	}
 	if up.closedSeq > 0 && up.closedSeq > sub.lastSeq {
 		sub.lastSeq = up.closedSeq
-		sub.c.pushOrKill(encode(closedPush{Type: "closed", Auction: up.auction, Winner: info.Bidder, Amount: info.Highest,
-			Seq: up.closedSeq, ServerTime: now}))
+		if sf.closed == nil {
+			sf.closed = encode(closedPush{Type: "closed", Auction: up.auction, Winner: info.Bidder, Amount: info.Highest,
+				Seq: up.closedSeq, ServerTime: sf.now})
+		}
+		sub.c.pushOrKill(sf.closed)
 	}
 }
 

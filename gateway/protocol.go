@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -38,7 +40,7 @@ var usages = map[string]string{
 	opWatch:    "watch <auction> [from <seq>]",
 	opUnwatch:  "unwatch <auction>",
 	opAuctions: "auctions",
-	opOpen:     "open <auction> <duration> [item text]",
+	opOpen:     "open <auction> <duration> [--min-increment N] [--starting-price N] [--soft-close D] [item text]",
 	opMetrics:  "metrics [on|off]",
 	opLogin:    "login <name>",
 	opHelp:     "help",
@@ -56,7 +58,7 @@ var jsonFields = map[string][]string{
 	opWatch:    {"auction", "from"},
 	opUnwatch:  {"auction"},
 	opAuctions: nil,
-	opOpen:     {"auction", "duration", "item"},
+	opOpen:     {"auction", "duration", "item", "min_increment", "starting_price", "soft_close"},
 	opMetrics:  {"on"},
 }
 
@@ -77,7 +79,13 @@ type command struct {
 	from     uint64 // watch: resume after this seq
 	duration time.Duration
 	item     string
-	on       bool // metrics on or off
+	// An open's options, as gavel open's flags: the smallest raise over
+	// the highest bid (1 unless given), the smallest first bid, and the
+	// soft-close (anti-sniping) window.
+	minIncrement  int64
+	startingPrice int64
+	softClose     time.Duration
+	on            bool // metrics on or off
 }
 
 // lineError is a line that cannot be understood: the connection answers it
@@ -152,15 +160,7 @@ func parseText(line string) (command, *lineError) {
 			err = badLine(nil, "usage: %s", usage)
 		}
 	case opOpen:
-		if len(args) < 2 {
-			return command{}, badLine(nil, "usage: %s, e.g. open a1 10m a brass lamp", usage)
-		}
-		cmd.auction = args[0]
-		if err = auctionErr(nil, cmd.auction); err == nil {
-			cmd.duration, err = parseDuration(nil, args[1], false)
-		}
-		// The item is the rest of the line as typed, inner spaces kept.
-		cmd.item = strings.TrimSpace(afterWords(line, 3))
+		err = parseOpenText(&cmd, line, args, usage)
 	case opMetrics:
 		cmd.on = true
 		if err = nargs(0, 1); err == nil && len(args) == 1 {
@@ -179,6 +179,71 @@ func parseText(line string) (command, *lineError) {
 	return cmd, nil
 }
 
+// The options of open's text form: gavel open's flags.
+const (
+	flagMinIncrement  = "--min-increment"
+	flagStartingPrice = "--starting-price"
+	flagSoftClose     = "--soft-close"
+)
+
+// parseOpenText parses open's words (args, after the command word): the
+// auction and the duration, with options before, between or after them
+// (--name VALUE or --name=VALUE; "--" ends them), then the item: the rest
+// of the line as typed, inner spaces kept.
+func parseOpenText(cmd *command, line string, args []string, usage string) *lineError {
+	cmd.minIncrement = 1
+	var pos []string
+	i := 0
+	for ; i < len(args) && len(pos) < 2 || i < len(args) && strings.HasPrefix(args[i], "--"); i++ {
+		w := args[i]
+		if w == "--" {
+			i++
+			break
+		}
+		if !strings.HasPrefix(w, "--") {
+			pos = append(pos, w)
+			continue
+		}
+		name, value, hasValue := strings.Cut(w, "=")
+		if name != flagMinIncrement && name != flagStartingPrice && name != flagSoftClose {
+			return badLine(nil, "unknown option %q for open (known: %s, %s, %s)", clip(name), flagMinIncrement, flagStartingPrice, flagSoftClose)
+		}
+		if !hasValue {
+			if i+1 >= len(args) {
+				return badLine(nil, "option %s needs a value: usage: %s", name, usage)
+			}
+			i++
+			value = args[i]
+		}
+		var err *lineError
+		switch name {
+		case flagMinIncrement:
+			cmd.minIncrement, err = parsePrice(nil, name, value, false)
+		case flagStartingPrice:
+			cmd.startingPrice, err = parsePrice(nil, name, value, false)
+		case flagSoftClose:
+			cmd.softClose, err = parseSoftClose(nil, name, value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(pos) < 2 {
+		return badLine(nil, "usage: %s, e.g. open a1 10m --min-increment 5 a brass lamp", usage)
+	}
+	cmd.auction = pos[0]
+	if err := auctionErr(nil, cmd.auction); err != nil {
+		return err
+	}
+	var err *lineError
+	if cmd.duration, err = parseDuration(nil, pos[1], false); err != nil {
+		return err
+	}
+	// The item is the rest of the line as typed, inner spaces kept.
+	cmd.item = strings.TrimSpace(afterWords(line, 1+i))
+	return nil
+}
+
 // afterWords returns what follows the first n white-space separated words
 // of s.
 func afterWords(s string, n int) string {
@@ -195,30 +260,31 @@ func afterWords(s string, n int) string {
 
 // parseJSON parses the JSON form: {"op":..., "id":..., fields}.
 func parseJSON(line string) (command, *lineError) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(line), &obj); err != nil {
-		return command{}, badLine(nil, "invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+	obj, derr := decodeObject([]byte(line))
+	if derr != nil {
+		return command{}, badLine(nil, "invalid JSON: %s", strings.TrimPrefix(derr.Error(), "json: "))
 	}
 	cmd := command{line: line, json: true}
-	if raw, ok := obj["id"]; ok {
+	if raw, ok := obj.get("id"); ok {
 		if !isJSONString(raw) && !isJSONNumber(raw) {
 			return command{}, badLine(nil, `"id" must be a string or a number, got %s`, clip(string(raw)))
 		}
 		cmd.id = raw
 	}
-	rawOp, ok := obj["op"]
+	rawOp, ok := obj.get("op")
 	if !ok {
 		return command{}, badLine(cmd.id, `missing "op": want e.g. {"op":"bid","auction":"a1","amount":150}`)
 	}
-	if err := json.Unmarshal(rawOp, &cmd.op); err != nil || !isJSONString(rawOp) {
+	var okOp bool
+	if cmd.op, okOp = jsonString(rawOp); !okOp {
 		return command{}, badLine(cmd.id, `"op" must be a string, got %s`, clip(string(rawOp)))
 	}
 	allowed, known := jsonFields[cmd.op]
 	if !known {
 		return command{}, badLine(cmd.id, "unknown op %q: try help", cmd.op)
 	}
-	for k := range obj {
-		if k != "op" && k != "id" && !slices.Contains(allowed, k) {
+	for _, m := range obj {
+		if k := m.key; k != "op" && k != "id" && !slices.Contains(allowed, k) {
 			if len(allowed) == 0 {
 				return command{}, badLine(cmd.id, "unknown field %q: op %q takes none", k, cmd.op)
 			}
@@ -236,7 +302,7 @@ func parseJSON(line string) (command, *lineError) {
 		if cmd.auction, err = j.auction(); err != nil {
 			break
 		}
-		raw, ok := obj["amount"]
+		raw, ok := obj.get("amount")
 		if !ok {
 			err = badLine(cmd.id, `missing "amount"`)
 			break
@@ -244,7 +310,7 @@ func parseJSON(line string) (command, *lineError) {
 		if cmd.amount, cmd.amountOK, err = parseAmount(cmd.id, string(raw), true); err != nil {
 			break
 		}
-		if _, given := obj["bidder"]; given {
+		if _, given := obj.get("bidder"); given {
 			if cmd.bidder, err = j.str("bidder", true); err == nil {
 				err = nameErr(cmd.id, cmd.bidder)
 			}
@@ -253,7 +319,7 @@ func parseJSON(line string) (command, *lineError) {
 		cmd.auction, err = j.auction()
 	case opWatch:
 		if cmd.auction, err = j.auction(); err == nil {
-			if raw, ok := obj["from"]; ok {
+			if raw, ok := obj.get("from"); ok {
 				cmd.from, err = parseSeq(cmd.id, string(raw), true)
 			}
 		}
@@ -261,22 +327,34 @@ func parseJSON(line string) (command, *lineError) {
 		if cmd.auction, err = j.auction(); err != nil {
 			break
 		}
-		raw, ok := obj["duration"]
+		raw, ok := obj.get("duration")
 		switch {
 		case !ok:
 			err = badLine(cmd.id, `missing "duration": want e.g. "10m"`)
 		case !isJSONString(raw):
 			err = badLine(cmd.id, `"duration" must be a string such as "10m", got %s`, clip(string(raw)))
 		default:
-			var s string
-			_ = json.Unmarshal(raw, &s)
+			s, _ := jsonString(raw)
 			if cmd.duration, err = parseDuration(cmd.id, s, true); err == nil {
 				cmd.item, err = j.str("item", false)
 			}
 		}
+		cmd.minIncrement = 1
+		if raw, ok := obj.get("min_increment"); ok && err == nil {
+			cmd.minIncrement, err = parsePrice(cmd.id, "min_increment", string(raw), true)
+		}
+		if raw, ok := obj.get("starting_price"); ok && err == nil {
+			cmd.startingPrice, err = parsePrice(cmd.id, "starting_price", string(raw), true)
+		}
+		if _, ok := obj.get("soft_close"); ok && err == nil {
+			var s string
+			if s, err = j.str("soft_close", true); err == nil {
+				cmd.softClose, err = parseSoftClose(cmd.id, "soft_close", s)
+			}
+		}
 	case opMetrics:
 		cmd.on = true
-		if raw, ok := obj["on"]; ok {
+		if raw, ok := obj.get("on"); ok {
 			if err2 := json.Unmarshal(raw, &cmd.on); err2 != nil || (string(raw) != "true" && string(raw) != "false") {
 				err = badLine(cmd.id, `"on" must be true or false, got %s`, clip(string(raw)))
 			}
@@ -290,24 +368,141 @@ func parseJSON(line string) (command, *lineError) {
 
 // jsonArgs reads the fields of a JSON command.
 type jsonArgs struct {
-	obj map[string]json.RawMessage
+	obj jsonObject
 	id  json.RawMessage
 }
 
 // str returns field key, which must be a string when present.
 func (j jsonArgs) str(key string, required bool) (string, *lineError) {
-	raw, ok := j.obj[key]
+	raw, ok := j.obj.get(key)
 	if !ok {
 		if required {
 			return "", badLine(j.id, "missing %q", key)
 		}
 		return "", nil
 	}
-	var s string
-	if !isJSONString(raw) || json.Unmarshal(raw, &s) != nil {
+	s, ok := jsonString(raw)
+	if !ok {
 		return "", badLine(j.id, "%q must be a string, got %s", key, clip(string(raw)))
 	}
 	return s, nil
+}
+
+// jsonObject is the top level of a JSON object: its members in order,
+// keys unescaped, values as they are. Commands are small: a slice beats a
+// map, and decodeObject fills it without encoding/json's reflection.
+type jsonObject []jsonMember
+
+type jsonMember struct {
+	key string
+	raw json.RawMessage
+}
+
+// get returns the value of key; of its last occurrence, as encoding/json
+// decoding into a map keeps.
+func (o jsonObject) get(key string) (json.RawMessage, bool) {
+	for i := len(o) - 1; i >= 0; i-- {
+		if o[i].key == key {
+			return o[i].raw, true
+		}
+	}
+	return nil, false
+}
+
+// decodeObject reads a JSON object's members as json.Unmarshal into a
+// map[string]json.RawMessage would (same keys and values, same errors),
+// faster: once json.Valid has checked the whole text, finding where each
+// member starts and ends needs no more checks. The values share b.
+func decodeObject(b []byte) (jsonObject, error) {
+	i := skipSpace(b, 0)
+	if !json.Valid(b) || i == len(b) || b[i] != '{' {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, err
+		}
+		o := make(jsonObject, 0, len(m)) // a valid JSON null: no member
+		for k, v := range m {
+			o = append(o, jsonMember{k, v})
+		}
+		return o, nil
+	}
+	o := make(jsonObject, 0, 8)
+	for i++; ; {
+		i = skipSpace(b, i)
+		switch b[i] {
+		case '}':
+			return o, nil
+		case ',':
+			i++
+			continue
+		}
+		end := valueEnd(b, i) // the key: a string
+		key, _ := jsonString(b[i:end])
+		i = skipSpace(b, end) + 1 // past ':'
+		i = skipSpace(b, i)
+		end = valueEnd(b, i)
+		o = append(o, jsonMember{key, b[i:end:end]})
+		i = end
+	}
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// valueEnd returns the end of the JSON value starting at b[i], in valid
+// JSON.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		for i++; b[i] != '"'; i++ {
+			if b[i] == '\\' {
+				i++
+			}
+		}
+		return i + 1
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			case '"':
+				i = valueEnd(b, i) - 1
+			}
+		}
+	}
+	for i < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// jsonString returns the string a JSON string value holds, and false for
+// any other value. Without escapes or bad UTF-8 (the usual case) it is the
+// text between the quotes; otherwise encoding/json unquotes it.
+func jsonString(raw json.RawMessage) (string, bool) {
+	if !isJSONString(raw) || len(raw) < 2 || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), true
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // auction returns the required "auction" field.
@@ -343,6 +538,36 @@ func parseAmount(id json.RawMessage, s string, isJSON bool) (n int64, ok bool, e
 		return 0, false, badLine(id, "invalid amount %q: want a whole number of minor units, e.g. 150", clip(s))
 	}
 	return n, n > 0 && n <= auction.MaxAmount, nil
+}
+
+// parsePrice reads an open's minimum increment or starting price: a whole
+// number of minor units between 0 and auction.MaxAmount. name is the
+// option (--min-increment) or the JSON field (min_increment).
+func parsePrice(id json.RawMessage, name, s string, isJSON bool) (int64, *lineError) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if (isJSON && !isJSONNumber(json.RawMessage(s))) || err != nil || n < 0 || n > auction.MaxAmount {
+		if isJSON {
+			return 0, badLine(id, "%q must be a whole number of minor units between 0 and 10^15, got %s", name, clip(s))
+		}
+		return 0, badLine(id, "invalid %s %q: want a whole number of minor units between 0 and 10^15, e.g. 5", name, clip(s))
+	}
+	return n, nil
+}
+
+// maxSoftClose is the longest soft-close window the chain accepts.
+const maxSoftClose = 24 * time.Hour
+
+// parseSoftClose reads an open's soft-close window, such as 30s: 0 (none)
+// up to a day.
+func parseSoftClose(id json.RawMessage, name, s string) (time.Duration, *lineError) {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, badLine(id, "invalid %s %q: want a duration such as 30s or 2m (0 for none)", name, clip(s))
+	case d < 0 || d > maxSoftClose:
+		return 0, badLine(id, "%s must be between 0 and 24h, got %s", name, clip(s))
+	}
+	return d, nil
 }
 
 // parseSeq reads a sequence number (watch's from).
@@ -411,6 +636,32 @@ func auctionErr(id json.RawMessage, s string) *lineError {
 	return nil
 }
 
+// bidRequestID is the chain request id of a JSON bid that carries an
+// "id": a hash of the whole bid — bidder, auction, amount — and the id (a
+// string's value, a number's text). The same command sent again by the
+// same bidder — after a reconnection, to any gateway — is thus the same
+// request to the chain, which answers it with the first one's outcome;
+// two different bids never share a request id, whatever ids the client
+// gives them, so the chain never refuses one as a reused id
+// (REQUEST_MISMATCH), and clients that number their commands afresh on
+// each connection lose nothing (docs/gateway.md, "Exactly-once bids").
+// The parts are hashed as netstrings (length:text,), so that no two
+// different bids hash the same text.
+func bidRequestID(bidder, auctionID string, amount int64, id json.RawMessage) string {
+	key := "n" + string(id)
+	var s string
+	if isJSONString(id) && json.Unmarshal(id, &s) == nil {
+		key = "s" + s
+	}
+	b := []byte("gavel ws bid ")
+	for _, part := range []string{bidder, auctionID, strconv.FormatInt(amount, 10), key} {
+		b = strconv.AppendInt(b, int64(len(part)), 10)
+		b = append(append(append(b, ':'), part...), ',')
+	}
+	sum := sha256.Sum256(b)
+	return "ws-" + hex.EncodeToString(sum[:16])
+}
+
 // clip shortens s for an error message.
 func clip(s string) string {
 	if len(s) > 40 {
@@ -456,17 +707,21 @@ type bidReply struct {
 }
 
 type resultReply struct {
-	Type       string          `json:"type"` // "result"
-	Auction    string          `json:"auction"`
-	Item       string          `json:"item"`
-	State      string          `json:"state"`
-	Highest    int64           `json:"highest"`
-	Bidder     string          `json:"bidder"`
-	ClosesAt   int64           `json:"closes_at"`
-	Winner     string          `json:"winner"`
-	Version    uint64          `json:"version"`
-	ServerTime int64           `json:"server_time"`
-	ID         json.RawMessage `json:"id,omitempty"`
+	Type     string `json:"type"` // "result"
+	Auction  string `json:"auction"`
+	Item     string `json:"item"`
+	State    string `json:"state"`
+	Highest  int64  `json:"highest"`
+	Bidder   string `json:"bidder"`
+	ClosesAt int64  `json:"closes_at"`
+	Winner   string `json:"winner"`
+	Version  uint64 `json:"version"`
+	// The auction's terms, as opened.
+	MinIncrement  int64           `json:"min_increment"`
+	StartingPrice int64           `json:"starting_price"`
+	SoftCloseMs   int64           `json:"soft_close_ms"`
+	ServerTime    int64           `json:"server_time"`
+	ID            json.RawMessage `json:"id,omitempty"`
 }
 
 type watchingReply struct {
@@ -490,6 +745,10 @@ type auctionEntry struct {
 	Bidder   string `json:"bidder"`
 	ClosesAt int64  `json:"closes_at"`
 	Version  uint64 `json:"version"`
+	// The auction's terms, as opened.
+	MinIncrement  int64 `json:"min_increment"`
+	StartingPrice int64 `json:"starting_price"`
+	SoftCloseMs   int64 `json:"soft_close_ms"`
 }
 
 type auctionsReply struct {
@@ -500,14 +759,18 @@ type auctionsReply struct {
 }
 
 type openReply struct {
-	Type     string          `json:"type"` // "open"
-	Auction  string          `json:"auction"`
-	Outcome  string          `json:"outcome"`
-	Reason   string          `json:"reason"`
-	Detail   string          `json:"detail"`
-	ClosesAt int64           `json:"closes_at"`
-	Version  uint64          `json:"version"`
-	ID       json.RawMessage `json:"id,omitempty"`
+	Type     string `json:"type"` // "open"
+	Auction  string `json:"auction"`
+	Outcome  string `json:"outcome"`
+	Reason   string `json:"reason"`
+	Detail   string `json:"detail"`
+	ClosesAt int64  `json:"closes_at"`
+	Version  uint64 `json:"version"`
+	// The auction's terms, as the chain opened it (on success).
+	MinIncrement  int64           `json:"min_increment"`
+	StartingPrice int64           `json:"starting_price"`
+	SoftCloseMs   int64           `json:"soft_close_ms"`
+	ID            json.RawMessage `json:"id,omitempty"`
 }
 
 type metricsReply struct {

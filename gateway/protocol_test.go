@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -51,10 +52,25 @@ func TestParseValid(t *testing.T) {
 		{`{"op":"unwatch","auction":"a1"}`, command{op: opUnwatch, auction: "a1", json: true}},
 		{"auctions", command{op: opAuctions}},
 		{`{"op":"auctions","id":"x"}`, command{op: opAuctions, id: json.RawMessage(`"x"`), json: true}},
-		{"open a1 10m", command{op: opOpen, auction: "a1", duration: 10 * time.Minute}},
-		{"open a1 1h30m a brass  lamp ", command{op: opOpen, auction: "a1", duration: 90 * time.Minute, item: "a brass  lamp"}},
+		{"open a1 10m", command{op: opOpen, auction: "a1", duration: 10 * time.Minute, minIncrement: 1}},
+		{"open a1 1h30m a brass  lamp ", command{op: opOpen, auction: "a1", duration: 90 * time.Minute, item: "a brass  lamp", minIncrement: 1}},
 		{`{"op":"open","auction":"a1","duration":"10m","item":"a lamp"}`,
-			command{op: opOpen, auction: "a1", duration: 10 * time.Minute, item: "a lamp", json: true}},
+			command{op: opOpen, auction: "a1", duration: 10 * time.Minute, item: "a lamp", minIncrement: 1, json: true}},
+		// The options of gavel open, anywhere before the item.
+		{"open a1 10m --min-increment 5 --starting-price 100 --soft-close 30s a brass  lamp",
+			command{op: opOpen, auction: "a1", duration: 10 * time.Minute, item: "a brass  lamp", minIncrement: 5, startingPrice: 100,
+				softClose: 30 * time.Second}},
+		{"open --soft-close=1m a1 --min-increment=0 10m",
+			command{op: opOpen, auction: "a1", duration: 10 * time.Minute, softClose: time.Minute}},
+		{"open a1 10m --starting-price 7 -- --vintage-- lamp",
+			command{op: opOpen, auction: "a1", duration: 10 * time.Minute, item: "--vintage-- lamp", minIncrement: 1, startingPrice: 7}},
+		{"open a1 10m lamp --min-increment 5", // past the item: item text
+			command{op: opOpen, auction: "a1", duration: 10 * time.Minute, item: "lamp --min-increment 5", minIncrement: 1}},
+		{`{"op":"open","auction":"a1","duration":"10m","min_increment":5,"starting_price":100,"soft_close":"30s"}`,
+			command{op: opOpen, auction: "a1", duration: 10 * time.Minute, minIncrement: 5, startingPrice: 100,
+				softClose: 30 * time.Second, json: true}},
+		{`{"op":"open","auction":"a1","duration":"10m","min_increment":0,"soft_close":"0s"}`,
+			command{op: opOpen, auction: "a1", duration: 10 * time.Minute, json: true}},
 		{"metrics", command{op: opMetrics, on: true}},
 		{"metrics on", command{op: opMetrics, on: true}},
 		{"metrics OFF", command{op: opMetrics}},
@@ -108,8 +124,17 @@ func TestParseMalformed(t *testing.T) {
 		{"watch a1 5", "usage: watch", ""},
 		{"unwatch", "usage: unwatch <auction>", ""},
 		{"auctions all", "usage: auctions", ""},
-		{"open", "usage: open <auction> <duration> [item text]", ""},
+		{"open", "usage: open <auction> <duration> [--min-increment N] [--starting-price N] [--soft-close D] [item text]", ""},
 		{"open a1", "usage: open", ""},
+		{"open a1 --min-increment 5", "usage: open", ""},
+		{"open a1 10m --min-increment", "option --min-increment needs a value", ""},
+		{"open a1 10m --min-increment -1", `invalid --min-increment "-1": want a whole number of minor units between 0 and 10^15`, ""},
+		{"open a1 10m --min-increment 1000000000000001", "invalid --min-increment", ""},
+		{"open a1 10m --starting-price 1.5", `invalid --starting-price "1.5"`, ""},
+		{"open a1 10m --soft-close soon", `invalid --soft-close "soon": want a duration such as 30s`, ""},
+		{"open a1 10m --soft-close 25h", "--soft-close must be between 0 and 24h", ""},
+		{"open a1 10m --soft-close=-1s", "--soft-close must be between 0 and 24h", ""},
+		{"open a1 10m --reserve 5 lamp", `unknown option "--reserve" for open (known: --min-increment, --starting-price, --soft-close)`, ""},
 		{"open a1 soon", `invalid duration "soon": want e.g. 90s, 10m or 1h30m`, ""},
 		{"open a1 10", `invalid duration "10"`, ""},
 		{"open a1 -5m", "duration must be positive", ""},
@@ -153,6 +178,12 @@ func TestParseMalformed(t *testing.T) {
 		{`{"op":"open","auction":"a1","duration":600}`, `"duration" must be a string such as "10m", got 600`, ""},
 		{`{"op":"open","auction":"a1","duration":"10 min"}`, `invalid duration "10 min"`, ""},
 		{`{"op":"open","auction":"a1","duration":"10m","item":5}`, `"item" must be a string`, ""},
+		{`{"op":"open","auction":"a1","duration":"10m","min_increment":"5"}`, `"min_increment" must be a whole number of minor units`, ""},
+		{`{"op":"open","auction":"a1","duration":"10m","min_increment":-1,"id":2}`, `"min_increment" must be a whole number`, "2"},
+		{`{"op":"open","auction":"a1","duration":"10m","starting_price":2.5}`, `"starting_price" must be a whole number`, ""},
+		{`{"op":"open","auction":"a1","duration":"10m","soft_close":30}`, `"soft_close" must be a string`, ""},
+		{`{"op":"open","auction":"a1","duration":"10m","soft_close":"2d"}`, `invalid soft_close "2d"`, ""},
+		{`{"op":"open","auction":"a1","duration":"10m","reserve":5}`, `unknown field "reserve" for op "open" (known: auction, duration, item, min_increment, starting_price, soft_close)`, ""},
 		{`{"op":"metrics","on":"yes"}`, `"on" must be true or false, got "yes"`, ""},
 		{`{"op":"metrics","on":1}`, `"on" must be true or false`, ""},
 	} {
@@ -189,6 +220,37 @@ func FuzzParseLine(f *testing.F) {
 	})
 }
 
+// A JSON bid's request id is a function of the bid (bidder, auction,
+// amount) and the id: the same for the same command, different when any
+// part differs (a string id is not the number of the same digits), and
+// short enough for the chain.
+func TestBidRequestID(t *testing.T) {
+	base := bidRequestID("alice", "a1", 100, json.RawMessage(`"7"`))
+	if base != bidRequestID("alice", "a1", 100, json.RawMessage(`"7"`)) || base != bidRequestID("alice", "a1", 100, json.RawMessage(`"\u0037"`)) {
+		t.Error("the same command got another request id")
+	}
+	if len(base) > auction.MaxIDLen {
+		t.Errorf("request id %q is longer than %d bytes", base, auction.MaxIDLen)
+	}
+	seen := map[string]string{base: "alice a1 100 \"7\""}
+	for _, v := range []struct {
+		bidder, auction string
+		amount          int64
+		id              string
+	}{
+		{"bob", "a1", 100, `"7"`}, {"alice", "a2", 100, `"7"`}, {"alice", "a1", 101, `"7"`}, {"alice", "a1", 100, `7`},
+		{"alice", "a1", 100, `"8"`}, {"alice", "a1\x007", 100, `""`}, {"alice\x00a1", "7", 100, `""`},
+		{"alice", "a1\x00sX", 100, `""`}, {"alice", "a1", 100, `"X\u0000s"`},
+	} {
+		id := bidRequestID(v.bidder, v.auction, v.amount, json.RawMessage(v.id))
+		what := fmt.Sprintf("%q %q %d %s", v.bidder, v.auction, v.amount, v.id)
+		if other, dup := seen[id]; dup {
+			t.Errorf("%s has the request id of %s", what, other)
+		}
+		seen[id] = what
+	}
+}
+
 // help lists every command, login only in open mode; every message
 // type encodes with its "type" and the id echoed.
 func TestHelpAndEncode(t *testing.T) {
@@ -208,4 +270,52 @@ func TestHelpAndEncode(t *testing.T) {
 	if got := string(encode(errorMsg{Type: "error", Error: "x", Line: "<l>&"})); got != `{"type":"error","error":"x","line":"<l>&"}` {
 		t.Errorf("encode(error) = %s", got)
 	}
+}
+
+// decodeObject reads the same members as json.Unmarshal into a map (the
+// last of a repeated key), fails on the same inputs, and unquotes
+// strings as encoding/json does.
+func FuzzDecodeObject(f *testing.F) {
+	for _, s := range []string{`{"op":"bid","auction":"a1","amount":5,"id":"x"}`, `{"a":{"b":[1,"}",{"c":"\""}]},"a":2}`,
+		` { "o\u0070" : "b\"id" , "x" : -1.5e3, "y":[ ], "z":null,"t":true} `, `{"k":"\xff\x00"}`, `{"k":1} x`, `{`, `{}`,
+		`{"a":"\u00e9\ud83d\ude00"}`, `{"\xffk":"v"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var want map[string]json.RawMessage
+		werr := json.Unmarshal([]byte(s), &want)
+		got, gerr := decodeObject([]byte(s))
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("decodeObject(%q): err %v, json.Unmarshal: %v", s, gerr, werr)
+		}
+		if werr != nil {
+			if werr.Error() != gerr.Error() {
+				t.Fatalf("decodeObject(%q): err %v, json.Unmarshal: %v", s, gerr, werr)
+			}
+			return
+		}
+		m := map[string]json.RawMessage{}
+		for _, mb := range got {
+			m[mb.key] = mb.raw
+		}
+		if len(m) != len(want) {
+			t.Fatalf("decodeObject(%q) = %q, want %q", s, m, want)
+		}
+		for k, v := range want {
+			if g, ok := got.get(k); !ok || string(g) != string(v) {
+				t.Fatalf("decodeObject(%q)[%q] = %q, want %q", s, k, g, v)
+			}
+			var ws string
+			gs, ok := jsonString(v)
+			if !isJSONString(v) {
+				if ok {
+					t.Fatalf("jsonString(%q) = %q, true for a value that is no string", v, gs)
+				}
+				continue
+			}
+			if werr := json.Unmarshal(v, &ws); (werr == nil) != ok || gs != ws {
+				t.Fatalf("jsonString(%q) = %q %v, json.Unmarshal: %q %v", v, gs, ok, ws, werr)
+			}
+		}
+	})
 }

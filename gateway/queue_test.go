@@ -18,7 +18,7 @@ func highestFrame(a string, seq uint64) []byte {
 // newest pending one of each auction takes the newest value; the closed
 // push is kept; replies are kept in order.
 func TestQueueConflatesHighest(t *testing.T) {
-	q := newOutQueue(4, 8)
+	q := newOutQueue(4, 8, 0, nil)
 	ctx := context.Background()
 	if err := q.reply(ctx, []byte(`{"type":"watching","auction":"a1"}`)); err != nil {
 		t.Fatal(err)
@@ -28,7 +28,7 @@ func TestQueueConflatesHighest(t *testing.T) {
 		if seq%2 == 0 {
 			a = "a2"
 		}
-		q.pushConflating("highest\x00"+a, highestFrame(a, seq))
+		q.pushConflating("highest\x00"+a, time.Time{}, highestFrame(a, seq))
 		if seq == 5000 {
 			if err := q.reply(ctx, []byte(`{"type":"result"}`)); err != nil {
 				t.Fatal(err)
@@ -64,7 +64,7 @@ func TestQueueConflatesHighest(t *testing.T) {
 	// Below the limit nothing is conflated: a reader that keeps up, even
 	// a little late, misses no highest bid.
 	for seq := uint64(10002); seq < 10005; seq++ {
-		q.pushConflating("highest\x00a1", highestFrame("a1", seq))
+		q.pushConflating("highest\x00a1", time.Time{}, highestFrame("a1", seq))
 	}
 	if n := len(q.take()); n != 3 {
 		t.Errorf("took %d after 3 pushes below the limit, want 3", n)
@@ -74,7 +74,7 @@ func TestQueueConflatesHighest(t *testing.T) {
 // Replies are never dropped: past the limit, reply waits until the writer
 // takes, and fails only when its context ends or the queue closes.
 func TestQueueBoundsReplies(t *testing.T) {
-	q := newOutQueue(2, 2)
+	q := newOutQueue(2, 2, 0, nil)
 	ctx := context.Background()
 	for i := range 2 {
 		if err := q.reply(ctx, []byte(fmt.Sprint(i))); err != nil {
@@ -123,22 +123,144 @@ func TestQueueBoundsReplies(t *testing.T) {
 	}
 }
 
-// The writer is told when there is something to take.
-func TestQueueReady(t *testing.T) {
-	q := newOutQueue(4, 4)
-	select {
-	case <-q.ready:
-		t.Fatal("ready before anything was queued")
-	default:
-	}
+// A writer is started when something is queued and none runs; it ends
+// when it finds nothing to do, and the next push starts another. Closing
+// starts one to say goodbye, which gets what is left.
+func TestQueueStartsWriter(t *testing.T) {
+	starts := 0
+	q := newOutQueue(4, 4, 0, func() { starts++ })
 	q.pushLatest("metrics", []byte("m1"))
 	q.pushLatest("metrics", []byte("m2"))
-	select {
-	case <-q.ready:
-	default:
-		t.Fatal("not ready after a push")
+	if starts != 1 {
+		t.Fatalf("%d writers started for two pushes, want 1", starts)
 	}
-	if got := q.take(); len(got) != 1 || string(got[0]) != "m2" {
-		t.Errorf("took %q, want the newest metrics only", got)
+	frames, ping, closing, ok := q.next()
+	if !ok || closing || ping || len(frames) != 1 || string(frames[0]) != "m2" {
+		t.Errorf("next = %q ping %v closing %v ok %v, want the newest metrics only", frames, ping, closing, ok)
+	}
+	if _, _, _, ok := q.next(); ok {
+		t.Fatal("next with nothing queued: the writer should end")
+	}
+	q.ping()
+	if starts != 2 {
+		t.Fatalf("a ping into an idle queue started %d writers in all, want 2", starts)
+	}
+	q.push([]byte("c1"))
+	if starts != 2 {
+		t.Fatal("a push started a second writer while one runs")
+	}
+	if frames, ping, _, ok := q.next(); !ok || !ping || len(frames) != 1 {
+		t.Errorf("next = %q ping %v, want c1 and a ping", frames, ping)
+	}
+	q.push([]byte("c2"))
+	q.close()
+	if frames, _, closing, ok := q.next(); !ok || !closing || len(frames) != 1 || string(frames[0]) != "c2" {
+		t.Errorf("next after close = %q closing %v ok %v, want the last frame and closing", frames, closing, ok)
+	}
+	if starts != 2 {
+		t.Errorf("%d writers started, want 2 (the running one says goodbye)", starts)
+	}
+	idle := newOutQueue(4, 4, 0, func() { starts++ })
+	idle.close()
+	if starts != 3 {
+		t.Error("closing an idle queue started no writer to say goodbye")
+	}
+
+	// The reader claims an idle queue to send its reply itself; what is
+	// queued meanwhile goes to a writer goroutine when it releases.
+	r := newOutQueue(4, 4, 0, func() { starts++ })
+	if !r.claim() {
+		t.Fatal("claim of an idle queue failed")
+	}
+	r.reply(context.Background(), []byte("reply"))
+	if r.claim() || starts != 3 {
+		t.Fatalf("a claimed queue was claimed again or started a writer (%d)", starts)
+	}
+	if frames, _, _, ok := r.next(); !ok || len(frames) != 1 {
+		t.Fatalf("next = %q, want the reply", frames)
+	}
+	r.push([]byte("push"))
+	r.release()
+	if starts != 4 {
+		t.Fatal("release with a push queued started no writer")
+	}
+	if frames, _, _, ok := r.next(); !ok || string(frames[0]) != "push" {
+		t.Fatalf("the writer got %q, want the push", frames)
+	}
+	if _, _, _, ok := r.next(); ok {
+		t.Fatal("the writer did not end on an empty queue")
+	}
+	if !r.claim() {
+		t.Fatal("claim after the writer ended failed")
+	}
+	r.release()
+	if starts != 4 {
+		t.Fatal("release of an empty queue started a writer")
+	}
+}
+
+// Past keyedIndexAt pending messages the queue indexes its keys; it
+// conflates the same way.
+func TestQueueConflatesLongQueue(t *testing.T) {
+	q := newOutQueue(20, 20, 0, nil)
+	for seq := uint64(1); seq <= 1000; seq++ {
+		a := fmt.Sprint("a", seq%3)
+		q.pushConflating("highest\x00"+a, time.Time{}, highestFrame(a, seq))
+		if seq%100 == 0 {
+			q.push([]byte(`{"type":"closed"}`))
+		}
+	}
+	if n := q.pending(); n != 20+10 {
+		t.Fatalf("pending = %d, want 20 pushes and 10 closed", n)
+	}
+	newest := map[string]uint64{}
+	for _, f := range q.take() {
+		var m struct {
+			Type, Auction string
+			Seq           uint64
+		}
+		if err := json.Unmarshal(f, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Type == "highest" {
+			newest[m.Auction] = max(newest[m.Auction], m.Seq)
+		}
+	}
+	if newest["a0"] != 999 || newest["a1"] != 1000 || newest["a2"] != 998 {
+		t.Errorf("newest pushed = %v, want the last of each auction", newest)
+	}
+}
+
+// A highest push that has waited lag or more is replaced by a newer one
+// of its auction, however short the queue: the watcher is behind.
+func TestQueueConflatesLateHighest(t *testing.T) {
+	q := newOutQueue(256, 256, 50*time.Millisecond, nil)
+	t0 := time.Now()
+	push := func(seq uint64, after time.Duration) bool {
+		return q.pushConflating("highest\x00a1", t0.Add(after), highestFrame("a1", seq))
+	}
+	if push(1, 0) || push(2, 10*time.Millisecond) {
+		t.Fatal("a push younger than the lag was replaced")
+	}
+	if !push(3, 60*time.Millisecond) { // seq 2 waited 50ms: replaced
+		t.Fatal("a push older than the lag was not replaced")
+	}
+	if !push(4, 65*time.Millisecond) { // the replacement keeps seq 2's time
+		t.Fatal("the replacement of a late push was not replaced in turn")
+	}
+	var seqs []uint64
+	for _, f := range q.take() {
+		var m struct{ Seq uint64 }
+		if err := json.Unmarshal(f, &m); err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, m.Seq)
+	}
+	if fmt.Sprint(seqs) != "[1 4]" {
+		t.Errorf("took seqs %v, want [1 4]", seqs)
+	}
+	// Taken: the next push starts afresh.
+	if push(5, 200*time.Millisecond) || push(6, 210*time.Millisecond) {
+		t.Error("a push into a drained queue was conflated")
 	}
 }

@@ -40,12 +40,19 @@
 //   #bid-outcome                 the last bid's outcome: data-outcome
 //                                "pending"|"success"|"fail"|"exception"|
 //                                "error", data-reason (e.g. "too_low"),
-//                                data-auction, data-amount
+//                                data-auction, data-amount. A bid whose
+//                                reply the connection lost stays pending
+//                                and is sent again, with the same id, on
+//                                the next connection (within resendWindow):
+//                                the gateway answers with its outcome,
+//                                placing it at most once (docs/gateway.md)
 //   #bid-history                 every bid's outcome, newest first (li with
 //                                the same data attributes)
 //   #open-panel                  the open form's section (hidden for a
 //                                token that is not an admin's)
-//   #open-form, #open-auction, #open-duration, #open-item, #open-submit
+//   #open-form, #open-auction, #open-duration, #open-item,
+//   #open-min-increment, #open-starting-price, #open-soft-close (empty:
+//   the gateway's defaults: 1, 0, none), #open-submit
 //   #open-outcome                data-outcome, data-reason, data-auction
 //   #chain                       chain members head first:
 //                                li[data-member=ID][data-role=head|middle|tail|single]
@@ -110,8 +117,16 @@
   let attempts = 0; // failed connections since the last good one
   let retryTimer = 0;
   let retryAt = 0;
+  // Command ids: unique to this page load, so that a bid's id (which the
+  // gateway makes the bid's request id at the chain, per bidder and
+  // auction) never names an earlier page's bid.
+  const idPrefix = "p" + Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("") + "-";
   let nextID = 1;
-  const pending = new Map(); // command id -> {op, auction, amount}
+  const pending = new Map(); // command id -> {op, auction, amount, cmd, sentAt, bidder}
+  // A bid whose reply was lost with the connection is sent again on the
+  // next one if it was first sent less than this long ago; after that
+  // the page says the outcome is unknown rather than place it late.
+  const resendWindow = 30000;
   let watching = new Set(); // auctions watched on the current connection
   let refreshTimer = 0;
 
@@ -143,6 +158,9 @@
       attempts = 0;
       setStatus("open", "connected");
       logEvent("connected to " + location.host);
+      // Bids whose replies were lost go again, same id: the gateway
+      // answers with their outcome, placing each at most once.
+      resendBids();
       // Resume the watches of the auctions already known, from the last
       // seq seen of each, then learn about new ones and follow the chain.
       for (const a of auctions.values()) watch(a);
@@ -178,6 +196,10 @@
       logEvent("connection closed" + why);
       for (const [id, p] of pending) {
         if (p.op === "bid") {
+          if (Date.now() - p.sentAt < resendWindow && p.bidder === me) {
+            $("#bid-outcome").textContent = "connection lost: bid of " + p.amount + " on " + p.auction + " will be sent again on reconnection…";
+            continue; // resendBids sends it again
+          }
           showBid(p, { outcome: "error", reason: "disconnected", detail: "connection lost before the reply: look at the auction to see whether the bid was placed" });
         } else if (p.op === "open") {
           showOpen(p, { outcome: "error", reason: "disconnected", detail: "connection lost before the reply" });
@@ -228,11 +250,32 @@
   // no open connection.
   function send(cmd, meta) {
     if (!ws || ws.readyState !== WebSocket.OPEN) return "";
-    const id = "p" + nextID++;
+    const id = idPrefix + nextID++;
     cmd.id = id;
-    if (meta) pending.set(id, meta);
+    if (meta) {
+      meta.cmd = cmd;
+      meta.sentAt = Date.now();
+      meta.bidder = me;
+      pending.set(id, meta);
+    }
     ws.send(JSON.stringify(cmd));
     return id;
+  }
+
+  // resendBids sends again, with their ids, the bids still pending from
+  // a connection that was lost; those too old, or of another bidder name,
+  // are reported as unknown.
+  function resendBids() {
+    for (const [id, p] of pending) {
+      if (p.op !== "bid") continue;
+      if (Date.now() - p.sentAt >= resendWindow || p.bidder !== me) {
+        pending.delete(id);
+        showBid(p, { outcome: "error", reason: "disconnected", detail: "connection lost before the reply: look at the auction to see whether the bid was placed" });
+        continue;
+      }
+      ws.send(JSON.stringify(p.cmd));
+      logEvent("sent again: bid of " + p.amount + " on " + p.auction + " (same id: placed at most once)");
+    }
   }
 
   function watch(a) {
@@ -627,7 +670,19 @@
     const item = $("#open-item").value.trim();
     const p = { op: "open", auction };
     if (!auction || /\s/.test(auction)) return showOpen(p, { outcome: "error", reason: "invalid", detail: "the auction id must be one word" });
-    const id = send({ op: "open", auction, duration, item }, p);
+    const cmd = { op: "open", auction, duration, item };
+    // The options of gavel open; empty ones are left to the gateway.
+    for (const [field, sel] of [["min_increment", "#open-min-increment"], ["starting_price", "#open-starting-price"]]) {
+      const raw = $(sel).value.trim();
+      if (raw === "") continue;
+      if (!/^[0-9]+$/.test(raw) || !Number.isSafeInteger(Number(raw))) {
+        return showOpen(p, { outcome: "error", reason: "invalid", detail: field.replace("_", " ") + " must be a whole number ≥ 0" });
+      }
+      cmd[field] = Number(raw);
+    }
+    const soft = $("#open-soft-close").value.trim();
+    if (soft !== "" && soft !== "none") cmd.soft_close = soft;
+    const id = send(cmd, p);
     if (!id) return showOpen(p, { outcome: "error", reason: "disconnected", detail: "not connected to the gateway" });
     showOpen(p, { outcome: "pending" });
   });
