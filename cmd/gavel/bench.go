@@ -14,6 +14,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/wsbench"
 )
 
 // benchWorker is one closed-loop client's tally.
@@ -73,10 +74,20 @@ type benchParams struct {
 	// unary sends each bid as its own Bid call instead of on the client's
 	// BidStream session.
 	unary bool
+	// via is "grpc" (bids straight at the chain) or "ws" (through a
+	// gateway's WebSocket, one connection per client).
+	via string
 }
 
+// bidFunc places one bid of a closed-loop client and waits for its
+// outcome.
+type bidFunc func(ctx context.Context, auction, bidder string, amount int64, requestID string) (*api.BidReply, error)
+
 func cmdBench(ctx context.Context, e *env, args []string) error {
-	f := newFlags(e, "bench", "[--clients N] [--duration D] [flags]", `
+	if rest, ok := subcommand(args, "ws"); ok {
+		return cmdBenchWS(ctx, e, rest)
+	}
+	f := newFlags(e, "bench", "[--clients N] [--duration D] [--via grpc|ws] [flags]", `
 Closed-loop load generator. Opens --auctions fresh auctions (bench-<run>-<i>),
 then runs --clients concurrent clients; each places a bid, waits for its
 outcome, and places the next, until --duration has passed after --warmup.
@@ -85,9 +96,20 @@ amount any client has sent to that auction, so most bids succeed and some
 fail (too low). Bids go straight to the chain head, each client on its own
 BidStream (--unary: one Bid call per bid, as the bid command does).
 
+With --via ws the bids go through a gateway instead (--gateway, default the
+first of the config): each client has a WebSocket of its own, as bidder
+bidder-<i mod --bidders>, and sends each bid as a JSON command with an id,
+waiting for the reply that echoes it. Compare:
+
+  gavel bench --clients 64
+  gavel bench --clients 64 --via ws
+
 Prints throughput, outcome counts and latency quantiles of the bids after the
 warmup; a progress line goes to stderr every second (not with --json).
---timeout bounds each bid.`)
+--timeout bounds each bid.
+
+gavel bench ws (see gavel bench ws --help) measures the gateway's pushes
+to many watchers instead.`)
 	var p benchParams
 	f.IntVar(&p.clients, "clients", 64, "concurrent clients")
 	f.DurationVar(&p.duration, "duration", 10*time.Second, "measured run time, after the warmup")
@@ -95,6 +117,8 @@ warmup; a progress line goes to stderr every second (not with --json).
 	f.IntVar(&p.bidders, "bidders", 32, "distinct bidder names")
 	f.DurationVar(&p.warmup, "warmup", time.Second, "unmeasured time before the run")
 	f.BoolVar(&p.unary, "unary", false, "one unary Bid call per bid instead of a stream per client")
+	f.StringVar(&p.via, "via", "grpc", "grpc: bids straight at the chain; ws: through a gateway's WebSocket")
+	gw := f.String("gateway", "", "with --via ws: the gateway, an id of the config or host:port (default: the config's first)")
 	cpuprofile := f.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
 	_ = f.MarkHidden("cpuprofile")
 	com, err := parseCommonNoArgs(f, args)
@@ -112,13 +136,25 @@ warmup; a progress line goes to stderr every second (not with --json).
 		return f.usageErr("--duration must be positive")
 	case p.warmup < 0:
 		return f.usageErr("--warmup must not be negative")
+	case p.via != "grpc" && p.via != "ws":
+		return f.usageErr("--via must be grpc or ws, got %q", p.via)
+	case p.via == "ws" && p.unary:
+		return f.usageErr("--unary applies to --via grpc only")
+	case p.via != "ws" && f.Changed("gateway"):
+		return f.usageErr("--gateway applies to --via ws only")
 	}
-	cl, _, err := com.client()
+	cl, cfg, err := com.client()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	p.timeout = com.timeout
+	var target wsbench.Target
+	if p.via == "ws" {
+		if target, err = gatewayTarget(f, cfg, *gw); err != nil {
+			return err
+		}
+	}
 
 	if *cpuprofile != "" {
 		stop, err := startCPUProfile(*cpuprofile)
@@ -138,11 +174,32 @@ warmup; a progress line goes to stderr every second (not with --json).
 	if err != nil {
 		return err
 	}
-	if !com.json {
-		fmt.Fprintf(e.stderr, "bench: %d clients, %d auctions (bench-%s-*), %d bidders, %v after a %v warmup\n",
-			p.clients, p.auctions, run, p.bidders, p.duration, p.warmup)
+	newBid := func(int) (bidFunc, func()) {
+		if p.unary {
+			return cl.Bid, func() {}
+		}
+		s := cl.NewBidSession()
+		return s.Bid, func() { s.Close() }
 	}
-	tot, elapsed := benchRun(ctx, cl, run, ids, p, func(t *benchTotals, rate float64, elapsed time.Duration, warm bool) {
+	via := "straight to the chain"
+	if p.via == "ws" {
+		bidders, err := benchDialWS(ctx, target, p)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, b := range bidders {
+				b.Close()
+			}
+		}()
+		newBid = func(i int) (bidFunc, func()) { return wsBidFunc(bidders[i]), func() {} }
+		via = "through the gateway at " + target.Addr
+	}
+	if !com.json {
+		fmt.Fprintf(e.stderr, "bench: %d clients, %d auctions (bench-%s-*), %d bidders, %v after a %v warmup, %s\n",
+			p.clients, p.auctions, run, p.bidders, p.duration, p.warmup, via)
+	}
+	tot, elapsed := benchRun(ctx, newBid, run, ids, p, func(t *benchTotals, rate float64, elapsed time.Duration, warm bool) {
 		if com.json {
 			return
 		}
@@ -198,10 +255,12 @@ func benchOpen(ctx context.Context, cl *client.Client, run string, p benchParams
 }
 
 // benchRun runs the closed loop and returns the totals of the measured
-// bids and the measured time. progress is called every second with the
-// totals so far, the bids per second since the previous call, and the time
-// since the start of the measurement (of the warmup when warm is set).
-func benchRun(ctx context.Context, cl *client.Client, run string, ids []string, p benchParams,
+// bids and the measured time. Client i places its bids with the function
+// newBid(i) returns, and calls the cleanup returned with it when it ends.
+// progress is called every second with the totals so far, the bids per
+// second since the previous call, and the time since the start of the
+// measurement (of the warmup when warm is set).
+func benchRun(ctx context.Context, newBid func(i int) (bidFunc, func()), run string, ids []string, p benchParams,
 	progress func(t *benchTotals, rate float64, elapsed time.Duration, warm bool)) (*benchTotals, time.Duration) {
 	bidders := make([]string, p.bidders)
 	for i := range bidders {
@@ -220,12 +279,8 @@ func benchRun(ctx context.Context, cl *client.Client, run string, ids []string, 
 		workers[i] = w
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(i)))
-			bid := cl.Bid
-			if !p.unary {
-				s := cl.NewBidSession()
-				defer s.Close()
-				bid = s.Bid
-			}
+			bid, done := newBid(i)
+			defer done()
 			prefix := fmt.Sprintf("%s-%d-", run, i)
 			for n := 0; ; n++ {
 				t0 := time.Now()

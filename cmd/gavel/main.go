@@ -42,7 +42,7 @@ var commands = []command{
 	{"auctions", "list every auction", cmdAuctions},
 	{"status", "show every node's role, epoch and progress", cmdStatus},
 	{"reconfigure", "push a new chain configuration to the nodes (admin)", cmdReconfigure},
-	{"bench", "closed-loop load generator: bids/s and latency", cmdBench},
+	{"bench", "closed-loop load generator: bids/s and latency; bench ws: the gateway's pushes to many watchers", cmdBench},
 	{"token", "print a bearer token for the gateways (auth.secret)", cmdToken},
 	{"config", "check the configuration, list its nodes", cmdConfig},
 	{"launch", "start, inspect and stop the processes of the configuration on its hosts", cmdLaunch},
