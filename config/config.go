@@ -257,6 +257,12 @@ type GatewaySection struct {
 	// ReadLimit is the largest frame, in bytes, a client may send
 	// (default 65536); a larger one closes the connection.
 	ReadLimit int `mapstructure:"read_limit"`
+	// SendBuffer is the kernel's send buffer, in bytes, for each client
+	// connection (default 65536): what a client that stops reading can
+	// hold up in the kernel before the gateway's writes to it stall and
+	// write_timeout cuts it off. 0 leaves the kernel's autotuning, which
+	// may grow each buffer to several MB.
+	SendBuffer int `mapstructure:"send_buffer"`
 	// MetricsInterval is the period of the metrics push (default 1s).
 	MetricsInterval time.Duration `mapstructure:"metrics_interval"`
 }
@@ -331,6 +337,7 @@ func Default() *Config {
 			PingInterval:    10 * time.Second,
 			PongWait:        30 * time.Second,
 			ReadLimit:       64 << 10,
+			SendBuffer:      64 << 10,
 			MetricsInterval: time.Second,
 		},
 		Auth: AuthConfig{TokenTTL: 24 * time.Hour},

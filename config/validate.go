@@ -239,6 +239,9 @@ func (s GatewaySection) validate(p *problems) {
 	if s.ReadLimit < 512 {
 		p.add("gateway.read_limit", nil, "must be at least 512 bytes, got %d", s.ReadLimit)
 	}
+	if s.SendBuffer != 0 && (s.SendBuffer < 4096 || s.SendBuffer > 64<<20) {
+		p.add("gateway.send_buffer", nil, "must be 0 (the kernel's default) or between 4096 and 67108864 bytes, got %d", s.SendBuffer)
+	}
 	positiveDuration(p, "gateway.metrics_interval", s.MetricsInterval)
 }
 

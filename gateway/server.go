@@ -109,6 +109,11 @@ type Options struct {
 	PingInterval, PongWait time.Duration
 	// ReadLimit is the largest frame a client may send (default 64 KiB).
 	ReadLimit int
+	// SendBuffer, when positive, is the kernel send buffer (SO_SNDBUF) of
+	// every accepted connection: it bounds what a client that stops
+	// reading holds up in the kernel before the gateway's writes to it
+	// stall and WriteTimeout cuts it off.
+	SendBuffer int
 	// MetricsInterval is the period of the metrics push (default 1s).
 	MetricsInterval time.Duration
 	// CallTimeout bounds one bid, open or read, retries included
@@ -265,6 +270,9 @@ func (g *Gateway) Start(lis net.Listener) {
 	}
 	g.log.Info("gateway started", "addr", lis.Addr().String(), "scheme", scheme, "mode", mode,
 		"masters", len(g.opts.Masters), "nodes", len(g.opts.Nodes))
+	if g.opts.SendBuffer > 0 {
+		lis = sendBufferListener{Listener: lis, size: g.opts.SendBuffer}
+	}
 	g.goFn(func() {
 		var err error
 		if g.http.TLSConfig != nil {
@@ -579,4 +587,20 @@ func (g *Gateway) pushMetrics(only *conn) {
 	for _, c := range to {
 		c.q.pushLatest("metrics", frame)
 	}
+}
+
+// sendBufferListener sets the kernel send buffer of every connection it
+// accepts (Options.SendBuffer).
+type sendBufferListener struct {
+	net.Listener
+	size int
+}
+
+// Accept accepts a connection and sets its send buffer.
+func (l sendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok && err == nil {
+		_ = tc.SetWriteBuffer(l.size) // best effort: the kernel clamps it
+	}
+	return c, err
 }
