@@ -107,11 +107,10 @@ var dialSmallBuffer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second,
 // again while 1,000 more connections misbehave: 250 send a line that is
 // not a command about once a second (each answered with an error), 250
 // send a frame over the read limit (cut off with 1009), 250 send binary
-// junk about once a second, and 250 watch the auction and send commands
-// until the gateway stops taking them, but never read (cut off once a
-// write to them has waited gateway.write_timeout, or, when the kernel's
-// buffers took every write, once they have not answered a ping within
-// gateway.pong_wait). Every misbehaving
+// junk about once a second, and 250 watch the auction and send a burst
+// of commands whose replies outgrow their buffers (gateway.send_buffer and
+// a 4 KiB receive buffer), but never read (cut off once a write to them
+// has waited gateway.write_timeout). Every misbehaving
 // connection must be answered or cut off, and the good watchers' p99 may
 // at most double (over a floor of 10 ms), with no push missed.
 func TestBadClientsAtScale(t *testing.T) {
@@ -121,7 +120,7 @@ func TestBadClientsAtScale(t *testing.T) {
 		phase         = 3 * time.Second
 		auction       = "s1"
 	)
-	c := newGatewayClusterWith(t, 3, gatewayOptions{ExtraYAML: "gateway:\n  write_timeout: 2s\n  read_limit: 4096\n  ping_interval: 1s\n  pong_wait: 3s\n"})
+	c := newGatewayClusterWith(t, 3, gatewayOptions{ExtraYAML: "gateway:\n  write_timeout: 2s\n  read_limit: 4096\n"})
 	url := func(name string) string { return c.wsURL("g1", name) }
 	bidder, err := dialWS(t, url("bidder"), nil)
 	if err != nil {
@@ -261,28 +260,31 @@ func TestBadClientsAtScale(t *testing.T) {
 				}
 			}()
 		}
-		// Watch, send commands until the gateway stops taking them, never
-		// read: cut off once the gateway's writes to it stall.
+		// Watch, send a burst of commands whose replies outgrow the
+		// connection's buffers, and never read: cut off once the gateway's
+		// write to it has waited write_timeout.
 		if conn := dialBad(dialSmallBuffer, fmt.Sprintf("deaf%03d", i)); conn != nil {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				line := []byte("help\nresult " + auction + "\nhelp")
-				_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-				for err := conn.WriteMessage(websocket.TextMessage, []byte("watch "+auction)); err == nil; {
-					err = conn.WriteMessage(websocket.TextMessage, line)
-				}
+				burst := []byte(strings.TrimSuffix(strings.Repeat("help\n", 400), "\n"))
+				_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+				_ = conn.WriteMessage(websocket.TextMessage, []byte("watch "+auction))
+				_ = conn.WriteMessage(websocket.TextMessage, burst)
+				_ = conn.WriteMessage(websocket.TextMessage, burst)
 				<-stop
-				// Now read: a connection the gateway cut off ends (after
-				// what it had sent); one it still serves keeps going.
-				_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+				// Read the raw socket, answering no ping: a connection the
+				// gateway cut off ends (after what it had sent), one it
+				// still serves stays silent until the deadline.
+				raw := conn.UnderlyingConn()
+				_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
+				buf := make([]byte, 64<<10)
 				for {
-					if _, _, err := conn.ReadMessage(); err != nil {
+					if _, err := raw.Read(buf); err != nil {
 						var ne net.Error
 						if errors.As(err, &ne) && ne.Timeout() {
 							stuck.Add(1)
 						} else {
-							noteClose("deaf", err)
 							cutOff.Add(1)
 						}
 						return
@@ -296,8 +298,7 @@ func TestBadClientsAtScale(t *testing.T) {
 	t.Logf("the same with %d misbehaving connections: p99 delivery %v, %d pushes missed", 4*perKind,
 		loaded.Round(time.Microsecond), missed)
 	// The deaf connections are cut off once a write has waited
-	// write_timeout (2s) or pong_wait (3s) has passed: the phase took
-	// longer than that.
+	// write_timeout (2s): the phase took longer than that.
 	close(stop)
 	wg.Wait()
 	closeCodes.Range(func(k, v any) bool {

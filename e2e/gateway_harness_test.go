@@ -158,7 +158,7 @@ func readAllLimit(resp *http.Response, n int64) (string, error) {
 }
 
 // wsMsg is one JSON object from the gateway: a reply or a push. The fields
-// are the union of docs/gateway.md's; Fields has every key as decoded.
+// are the union of docs/gateway.md's; fields() has every key as decoded.
 type wsMsg struct {
 	Type       string `json:"type"`
 	ID         string `json:"id"`
@@ -180,31 +180,42 @@ type wsMsg struct {
 	Error      string `json:"error"`
 	Line       string `json:"line"`
 
-	Fields map[string]any `json:"-"`
-	Raw    string         `json:"-"`
-	At     time.Time      `json:"-"` // when the test received it
+	Raw string    `json:"-"`
+	At  time.Time `json:"-"` // when the test received it
 }
 
-// parseWSMsg decodes one JSON object sent by the gateway.
+// parseWSMsg decodes one JSON object sent by the gateway, in one pass (a
+// test with thousands of watchers decodes hundreds of thousands of them).
 func parseWSMsg(raw string) (wsMsg, error) {
-	var m wsMsg
-	dec := json.NewDecoder(strings.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&m.Fields); err != nil {
-		return m, err
+	type plain wsMsg // wsMsg's fields, without this function's id handling
+	var aux struct {
+		plain
+		// ID shadows plain's: "id" may come back as a number for a
+		// numeric id; keep its text.
+		ID json.RawMessage `json:"id"`
 	}
-	// "id" may come back as a number for a numeric id; keep its text.
-	if id, ok := m.Fields["id"]; ok {
-		if _, isString := id.(string); !isString {
-			m.Fields["id"] = fmt.Sprint(id)
+	if err := json.Unmarshal([]byte(raw), &aux); err != nil {
+		return wsMsg{}, fmt.Errorf("%w in %s", err, raw)
+	}
+	m := wsMsg(aux.plain)
+	if len(aux.ID) > 0 && aux.ID[0] == '"' {
+		if err := json.Unmarshal(aux.ID, &m.ID); err != nil {
+			return wsMsg{}, fmt.Errorf("%w in %s", err, raw)
 		}
-	}
-	norm, _ := json.Marshal(m.Fields)
-	if err := json.Unmarshal(norm, &m); err != nil {
-		return m, fmt.Errorf("%w in %s", err, raw)
+	} else if len(aux.ID) > 0 && string(aux.ID) != "null" {
+		m.ID = string(aux.ID)
 	}
 	m.Raw = raw
 	return m, nil
+}
+
+// fields decodes every key of the message, numbers as json.Number.
+func (m wsMsg) fields() map[string]any {
+	var f map[string]any
+	dec := json.NewDecoder(strings.NewReader(m.Raw))
+	dec.UseNumber()
+	_ = dec.Decode(&f)
+	return f
 }
 
 // isPush reports whether a message is a push rather than a reply.

@@ -27,11 +27,13 @@ import (
 // duplicated, nothing regressing, across the failover.
 func TestWatchersFollowTailFailover(t *testing.T) {
 	watchers := envInt(t, "GAVEL_TAIL_WATCHERS", 2000)
+	// Each bidder pauses between bids so that the pushes (bids x watchers)
+	// stay within what this test process, race detector on, can read.
+	bidPause := time.Duration(max(25, watchers/10)) * time.Millisecond
 	const (
 		wsBidders  = 3
 		duration   = 10 * time.Second
 		killAfter  = 4 * time.Second // after the open
-		bidPause   = 25 * time.Millisecond
 		auctionID  = "f1"
 		replyLimit = 10 * time.Second
 	)

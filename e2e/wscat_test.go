@@ -181,7 +181,7 @@ func TestWscatSession(t *testing.T) {
 	ws := startWscat(t, c.wsURL("g1", ""))
 
 	help := ws.do("help", "help")
-	if cmds, _ := help.Fields["commands"].([]any); len(cmds) == 0 {
+	if cmds, _ := help.fields()["commands"].([]any); len(cmds) == 0 {
 		t.Errorf("help lists no commands: %s", help.Raw)
 	}
 	if m := ws.do("login alice", "login"); m.Bidder != "alice" {
@@ -298,7 +298,7 @@ func TestWscatSession(t *testing.T) {
 
 	list := ws.do("auctions", "auctions")
 	found := false
-	if as, _ := list.Fields["auctions"].([]any); as != nil {
+	if as, _ := list.fields()["auctions"].([]any); as != nil {
 		for _, a := range as {
 			if o, _ := a.(map[string]any); o != nil && o["auction"] == "lamp" && fmt.Sprint(o["highest"]) == "250" {
 				found = true
