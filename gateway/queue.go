@@ -177,12 +177,14 @@ func (q *outQueue) pushKeyed(key string, always bool, now time.Time, frames [][]
 		q.keyed[key] = len(q.items)
 	case len(q.items) >= keyedIndexAt:
 		// A long queue: index the keys rather than scan it on each push.
-		q.keyed = map[string]int{key: len(q.items)}
+		// The new push is the newest of its key: it is indexed last.
+		q.keyed = make(map[string]int, keyedIndexAt)
 		for i, it := range q.items {
 			if it.key != "" {
 				q.keyed[it.key] = i
 			}
 		}
+		q.keyed[key] = len(q.items)
 	}
 	q.items = append(q.items, outItem{key: key, frames: frames, at: now})
 	q.wake()

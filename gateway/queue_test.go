@@ -264,3 +264,39 @@ func TestQueueConflatesLateHighest(t *testing.T) {
 		t.Error("a push into a drained queue was conflated")
 	}
 }
+
+// The pushes of one auction leave the queue in seq order whatever its
+// length: when a queue holding several pushes of an auction grows long
+// enough to be indexed by key, the index points at the newest of them, so
+// a later replacement never rewrites an older one (which would send a
+// newer seq before an older one).
+func TestQueueKeepsSeqOrderAcrossIndexing(t *testing.T) {
+	q := newOutQueue(256, 256, 50*time.Millisecond, nil)
+	t0 := time.Now()
+	key := "highest\x00a1"
+	// Young pushes: each is queued, not conflated; the last one crosses
+	// keyedIndexAt.
+	for seq := uint64(1); seq <= keyedIndexAt+1; seq++ {
+		if q.pushConflating(key, t0.Add(time.Duration(seq)*time.Millisecond), highestFrame("a1", seq)) {
+			t.Fatalf("push %d was conflated though young", seq)
+		}
+	}
+	// An old one now: it replaces the newest pending push.
+	if !q.pushConflating(key, t0.Add(time.Second), highestFrame("a1", 100)) {
+		t.Fatal("a push after the lag did not replace the newest pending one")
+	}
+	var last uint64
+	for _, f := range q.take() {
+		var m struct{ Seq uint64 }
+		if err := json.Unmarshal(f, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Seq <= last {
+			t.Fatalf("seq %d left the queue after seq %d", m.Seq, last)
+		}
+		last = m.Seq
+	}
+	if last != 100 {
+		t.Fatalf("last seq taken %d, want 100", last)
+	}
+}
