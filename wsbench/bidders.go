@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gavel-auction/gavel/latency"
 )
 
 // bidReq is one bid the pacer hands a bidder.
@@ -27,8 +29,8 @@ type pendingBid struct {
 // bidStats are one bidder's counts.
 type bidStats struct {
 	sent, ok, fail, exc, errs uint64
-	unanswered                uint64    // no reply within the timeout after the last bid
-	lat                       histogram // sent -> reply
+	unanswered                uint64            // no reply within the timeout after the last bid
+	lat                       latency.Histogram // sent -> reply
 }
 
 // bidder is one of the bench's bidders: a WebSocket connection of its own
@@ -67,7 +69,7 @@ func (bd *bidder) record(b *bench, auction int, sent time.Duration, res BidResul
 	}
 	bd.mu.Lock()
 	defer bd.mu.Unlock()
-	bd.stats.lat.record(now - sent)
+	bd.stats.lat.Record(now - sent)
 	switch {
 	case err != nil:
 		bd.stats.errs++

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/gavel-auction/gavel/latency"
 )
 
 // The delivery tracker matches the pushes watchers receive to the bids
@@ -37,7 +39,7 @@ type auctionTrack struct {
 	early map[uint64][]time.Duration
 	// fromReply and fromSend are the latencies of early pushes, resolved
 	// when their bid's reply came: fromReply counts them as 0.
-	fromReply, fromSend histogram
+	fromReply, fromSend latency.Histogram
 	earlyN              uint64 // early pushes resolved (matched, with a latency)
 }
 
@@ -48,7 +50,7 @@ type latShard struct {
 	mu sync.Mutex // guards the fields below
 	// fromReply: push arrival - the bid's reply at its bidder;
 	// fromSend: push arrival - the bid's sending.
-	fromReply, fromSend histogram
+	fromReply, fromSend latency.Histogram
 	received            uint64 // highest pushes received (duplicates excluded)
 	matched             uint64 // of which with the seq of a successful bid known then
 	early               uint64 // of which arrived before the bid's reply
@@ -85,8 +87,8 @@ func (t *tracker) succeeded(a int, seq uint64, sent, reply time.Duration) {
 	if times, ok := at.early[seq]; ok {
 		delete(at.early, seq)
 		for _, arr := range times {
-			at.fromReply.record(max(0, arr-reply))
-			at.fromSend.record(arr - sent)
+			at.fromReply.Record(max(0, arr-reply))
+			at.fromSend.Record(arr - sent)
 		}
 		at.earlyN += uint64(len(times))
 	}
@@ -116,8 +118,8 @@ func (t *tracker) delivered(a int, seq uint64, arr time.Duration, sh *latShard) 
 	if arr < bt.reply {
 		sh.early++ // arrived while the reply was being recorded
 	}
-	sh.fromReply.record(arr - bt.reply)
-	sh.fromSend.record(arr - bt.sent)
+	sh.fromReply.Record(arr - bt.reply)
+	sh.fromSend.Record(arr - bt.sent)
 	sh.mu.Unlock()
 }
 
@@ -137,7 +139,7 @@ func (t *tracker) finalSeq(a int) uint64 {
 // deliveryTotals are the tracker's counts at the end of a run.
 type deliveryTotals struct {
 	received, matched, early, unmatched uint64
-	fromReply, fromSend                 histogram
+	fromReply, fromSend                 latency.Histogram
 }
 
 // totals merges the shards and the auctions' early pushes; pushes still
@@ -150,8 +152,8 @@ func (t *tracker) totals() *deliveryTotals {
 		d.received += sh.received
 		d.matched += sh.matched
 		d.early += sh.early
-		d.fromReply.merge(&sh.fromReply)
-		d.fromSend.merge(&sh.fromSend)
+		d.fromReply.Merge(&sh.fromReply)
+		d.fromSend.Merge(&sh.fromSend)
 		sh.mu.Unlock()
 	}
 	for i := range t.auctions {
@@ -159,8 +161,8 @@ func (t *tracker) totals() *deliveryTotals {
 		at.mu.Lock()
 		d.matched += at.earlyN
 		d.early += at.earlyN
-		d.fromReply.merge(&at.fromReply)
-		d.fromSend.merge(&at.fromSend)
+		d.fromReply.Merge(&at.fromReply)
+		d.fromSend.Merge(&at.fromSend)
 		for _, times := range at.early {
 			d.unmatched += uint64(len(times))
 		}
@@ -183,15 +185,15 @@ func (t *tracker) received() (n uint64) {
 // progress returns the pushes received so far and the p99 of the
 // delivery latency (from the reply).
 func (t *tracker) progress() (received uint64, p99 time.Duration) {
-	var h histogram
+	var h latency.Histogram
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		received += sh.received
-		h.merge(&sh.fromReply)
+		h.Merge(&sh.fromReply)
 		sh.mu.Unlock()
 	}
-	return received, h.quantile(0.99)
+	return received, h.Quantile(0.99)
 }
 
 // coverage counts, for watchers whose last seqs per auction are given,

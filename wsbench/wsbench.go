@@ -81,6 +81,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gavel-auction/gavel/latency"
 )
 
 // Defaults for the zero values of Config.
@@ -558,7 +560,7 @@ func (b *bench) drive(ctx context.Context) time.Duration {
 		pushes, p99 := b.track.progress()
 		secs := (elapsed - lastT).Seconds()
 		b.progress("%3.0fs  %6.0f bids/s  %8.0f pushes/s  delivery p99 %.3fms  (success %d, fail %d, exception %d, error %d, skipped %d)",
-			elapsed.Seconds(), float64(s.sent-lastSent)/secs, float64(pushes-lastPushes)/secs, ms(p99),
+			elapsed.Seconds(), float64(s.sent-lastSent)/secs, float64(pushes-lastPushes)/secs, latency.Ms(p99),
 			s.ok, s.fail, s.exc, s.errs, b.skipped.Load())
 		lastSent, lastPushes, lastT = s.sent, pushes, elapsed
 	})
@@ -721,7 +723,7 @@ func (b *bench) report(rep *Report) {
 		t := bd.snapshot()
 		s.sent, s.ok, s.fail, s.exc, s.errs = s.sent+t.sent, s.ok+t.ok, s.fail+t.fail, s.exc+t.exc, s.errs+t.errs
 		s.unanswered += t.unanswered
-		s.lat.merge(&t.lat)
+		s.lat.Merge(&t.lat)
 		if t := bd.lastErrText(); t != "" && rep.BidError == "" {
 			rep.BidError = t
 		}
@@ -733,7 +735,7 @@ func (b *bench) report(rep *Report) {
 		rep.AnsweredPerS = math.Round(float64(s.ok+s.fail+s.exc)/rep.Seconds*10) / 10
 		rep.Seconds = math.Round(rep.Seconds*1000) / 1000
 	}
-	rep.BidP50Ms, rep.BidP99Ms, rep.BidMaxMs = ms(s.lat.quantile(0.5)), ms(s.lat.quantile(0.99)), ms(s.lat.max)
+	rep.BidP50Ms, rep.BidP99Ms, rep.BidMaxMs = latency.Ms(s.lat.Quantile(0.5)), latency.Ms(s.lat.Quantile(0.99)), latency.Ms(s.lat.Max())
 
 	lastSeqs := make([][]uint64, len(b.auctions))
 	var dups uint64
@@ -756,7 +758,7 @@ func (b *bench) report(rep *Report) {
 		rep.PushesConflated = covered - d.matched
 	}
 	rep.PushesUnmatched, rep.PushesEarly = d.unmatched, d.early
-	rep.LatencyP50Ms, rep.LatencyP90Ms = ms(d.fromReply.quantile(0.5)), ms(d.fromReply.quantile(0.9))
-	rep.LatencyP99Ms, rep.LatencyMaxMs = ms(d.fromReply.quantile(0.99)), ms(d.fromReply.max)
-	rep.FromSendP50Ms, rep.FromSendP99Ms, rep.FromSendMaxMs = ms(d.fromSend.quantile(0.5)), ms(d.fromSend.quantile(0.99)), ms(d.fromSend.max)
+	rep.LatencyP50Ms, rep.LatencyP90Ms = latency.Ms(d.fromReply.Quantile(0.5)), latency.Ms(d.fromReply.Quantile(0.9))
+	rep.LatencyP99Ms, rep.LatencyMaxMs = latency.Ms(d.fromReply.Quantile(0.99)), latency.Ms(d.fromReply.Max())
+	rep.FromSendP50Ms, rep.FromSendP99Ms, rep.FromSendMaxMs = latency.Ms(d.fromSend.Quantile(0.5)), latency.Ms(d.fromSend.Quantile(0.99)), latency.Ms(d.fromSend.Max())
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gavel-auction/gavel/latency"
 )
 
 // run runs the bench against g (started over http unless it was) with
@@ -306,8 +308,8 @@ func TestEarlyPushes(t *testing.T) {
 	if d.received != 3 || d.matched != 2 || d.early != 1 || d.unmatched != 1 {
 		t.Errorf("totals %+v", *d)
 	}
-	if d.fromReply.max != 3*time.Millisecond || d.fromSend.max != 8*time.Millisecond || d.fromReply.quantile(0.5) != 0 {
-		t.Errorf("latencies: from reply max %v p50 %v, from send max %v", d.fromReply.max, d.fromReply.quantile(0.5), d.fromSend.max)
+	if d.fromReply.Max() != 3*time.Millisecond || d.fromSend.Max() != 8*time.Millisecond || d.fromReply.Quantile(0.5) != 0 {
+		t.Errorf("latencies: from reply max %v p50 %v, from send max %v", d.fromReply.Max(), d.fromReply.Quantile(0.5), d.fromSend.Max())
 	}
 }
 
@@ -326,18 +328,18 @@ func TestLoopbackSources(t *testing.T) {
 }
 
 func TestHistogram(t *testing.T) {
-	var h histogram
+	var h latency.Histogram
 	for i := 1; i <= 1000; i++ {
-		h.record(time.Duration(i) * time.Microsecond)
+		h.Record(time.Duration(i) * time.Microsecond)
 	}
-	if p := h.quantile(0.5); p < 495*time.Microsecond || p > 505*time.Microsecond {
+	if p := h.Quantile(0.5); p < 495*time.Microsecond || p > 505*time.Microsecond {
 		t.Errorf("p50 %v", p)
 	}
-	if h.quantile(1) != time.Millisecond || h.max != time.Millisecond {
-		t.Errorf("max %v %v", h.quantile(1), h.max)
+	if h.Quantile(1) != time.Millisecond || h.Max() != time.Millisecond {
+		t.Errorf("max %v %v", h.Quantile(1), h.Max())
 	}
-	h.record(-time.Second)
-	if h.quantile(0) != 0 {
-		t.Errorf("a negative value: %v", h.quantile(0))
+	h.Record(-time.Second)
+	if h.Quantile(0) != 0 {
+		t.Errorf("a negative value: %v", h.Quantile(0))
 	}
 }

@@ -14,13 +14,14 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/latency"
 	"github.com/gavel-auction/gavel/wsbench"
 )
 
 // benchWorker is one closed-loop client's tally.
 type benchWorker struct {
 	mu   sync.Mutex // guards the fields below: the worker takes it once per bid, the progress reporter once a second
-	hist histogram
+	hist latency.Histogram
 	ok   uint64
 	fail uint64
 	exc  uint64
@@ -29,7 +30,7 @@ type benchWorker struct {
 
 // benchTotals is the merged tally of every worker.
 type benchTotals struct {
-	hist                histogram
+	hist                latency.Histogram
 	ok, fail, exc, errs uint64
 }
 
@@ -40,7 +41,7 @@ func (t *benchTotals) collect(ws []*benchWorker) {
 	*t = benchTotals{}
 	for _, w := range ws {
 		w.mu.Lock()
-		t.hist.merge(&w.hist)
+		t.hist.Merge(&w.hist)
 		t.ok += w.ok
 		t.fail += w.fail
 		t.exc += w.exc
@@ -208,14 +209,14 @@ to many watchers instead.`)
 			return
 		}
 		fmt.Fprintf(e.stderr, "bench: %3.0fs  %8.0f bids/s  p99 %.3fms  (success %d, fail %d, exception %d, error %d)\n",
-			elapsed.Seconds(), rate, ms(t.hist.quantile(0.99)), t.ok, t.fail, t.exc, t.errs)
+			elapsed.Seconds(), rate, latency.Ms(t.hist.Quantile(0.99)), t.ok, t.fail, t.exc, t.errs)
 	})
 
 	secs := elapsed.Seconds()
 	rep := benchJSON{Clients: p.clients, Seconds: float64(elapsed.Round(time.Millisecond)) / 1e9,
 		Auctions: p.auctions, Bidders: p.bidders, Ops: tot.ops(), OK: tot.ok, Fail: tot.fail,
-		Exception: tot.exc, Errors: tot.errs, P50Ms: ms(tot.hist.quantile(0.50)), P90Ms: ms(tot.hist.quantile(0.90)),
-		P99Ms: ms(tot.hist.quantile(0.99)), MaxMs: ms(tot.hist.max)}
+		Exception: tot.exc, Errors: tot.errs, P50Ms: latency.Ms(tot.hist.Quantile(0.50)), P90Ms: latency.Ms(tot.hist.Quantile(0.90)),
+		P99Ms: latency.Ms(tot.hist.Quantile(0.99)), MaxMs: latency.Ms(tot.hist.Max())}
 	if secs > 0 {
 		rep.OpsPerS = float64(int64(float64(rep.Ops)/secs*10)) / 10
 	}
@@ -297,7 +298,7 @@ func benchRun(ctx context.Context, newBid func(i int) (bidFunc, func()), run str
 					continue // warmup, or interrupted
 				}
 				w.mu.Lock()
-				w.hist.record(lat)
+				w.hist.Record(lat)
 				switch {
 				case err != nil:
 					w.errs++

@@ -200,45 +200,6 @@ func TestResultLine(t *testing.T) {
 	}
 }
 
-func TestHistogram(t *testing.T) {
-	var h histogram
-	if h.quantile(0.99) != 0 {
-		t.Fatal("empty histogram has a quantile")
-	}
-	// 1..10000 microseconds, once each.
-	for i := 1; i <= 10000; i++ {
-		h.record(time.Duration(i) * time.Microsecond)
-	}
-	for _, q := range []float64{0.5, 0.9, 0.99, 1} {
-		want := time.Duration(q*10000) * time.Microsecond
-		got := h.quantile(q)
-		if diff := float64(got-want) / float64(want); diff > 0.01 || diff < -0.01 {
-			t.Errorf("quantile(%v) = %v, want %v within 1%%", q, got, want)
-		}
-	}
-	if h.max != 10*time.Millisecond {
-		t.Errorf("max %v", h.max)
-	}
-	var m histogram
-	m.merge(&h)
-	m.merge(&h)
-	if m.n != 20000 || m.quantile(0.5) != h.quantile(0.5) {
-		t.Errorf("merge: n %d p50 %v", m.n, m.quantile(0.5))
-	}
-	// Every bucket's midpoint maps back to the bucket, and buckets grow.
-	for i := 1; i < histBuckets; i++ {
-		if bucketOf(bucketMid(i)) != i {
-			t.Fatalf("bucketOf(bucketMid(%d)) = %d", i, bucketOf(bucketMid(i)))
-		}
-		if bucketMid(i) <= bucketMid(i-1) {
-			t.Fatalf("bucket %d midpoint %v not above bucket %d's", i, bucketMid(i), i-1)
-		}
-	}
-	if bucketOf(-1) != 0 || bucketOf(1<<62) != histBuckets-1 {
-		t.Fatal("out-of-range values are not clamped")
-	}
-}
-
 // mastersYAML is a masters: section for writeConfig: master i (m1, m2, ...)
 // at addrs[i], Raft on 127.0.0.1:1000+i (never dialled by the CLI).
 func mastersYAML(dir string, addrs ...string) string {

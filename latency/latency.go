@@ -1,4 +1,8 @@
-package wsbench
+// Package latency is the latency histogram of gavel's load generators
+// (gavel bench, gavel bench ws): log-linear buckets of fixed size, so that
+// recording costs an index computation and an increment, and histograms
+// of many clients merge by adding counts.
+package latency
 
 import (
 	"math"
@@ -6,7 +10,7 @@ import (
 	"time"
 )
 
-// Histogram geometry (the same as gavel bench's): values (nanoseconds)
+// Histogram geometry: values (nanoseconds)
 // below 2^(subBits+1) have a bucket each; above, every power of two is
 // split into 2^subBits buckets, so a bucket's midpoint is within 1/128
 // (0.8%) of any value in it. Values of 2^(maxExp+subBits+1) ns (about 52
@@ -18,10 +22,11 @@ const (
 	histBuckets = (maxExp + 2) * subCount
 )
 
-// histogram is a log-linear (HDR-like) latency histogram of fixed size
+// Histogram is a log-linear (HDR-like) latency histogram of fixed size
 // (21 KiB): recording is an index computation and an increment, and two
-// histograms merge by adding counts. It is not safe for concurrent use.
-type histogram struct {
+// histograms merge by adding counts. Its zero value is empty. It is not
+// safe for concurrent use.
+type Histogram struct {
 	counts [histBuckets]uint64
 	n      uint64
 	max    time.Duration
@@ -53,15 +58,15 @@ func bucketMid(i int) time.Duration {
 	return time.Duration(m<<e + (uint64(1)<<e)/2)
 }
 
-// record adds one value.
-func (h *histogram) record(d time.Duration) {
+// Record adds one value.
+func (h *Histogram) Record(d time.Duration) {
 	h.counts[bucketOf(d)]++
 	h.n++
 	h.max = max(h.max, d)
 }
 
-// merge adds o's values to h.
-func (h *histogram) merge(o *histogram) {
+// Merge adds o's values to h.
+func (h *Histogram) Merge(o *Histogram) {
 	for i, c := range o.counts {
 		h.counts[i] += c
 	}
@@ -69,9 +74,9 @@ func (h *histogram) merge(o *histogram) {
 	h.max = max(h.max, o.max)
 }
 
-// quantile returns the value below which a fraction q of the values lie
+// Quantile returns the value below which a fraction q of the values lie
 // (0 for an empty histogram); never more than the largest value recorded.
-func (h *histogram) quantile(q float64) time.Duration {
+func (h *Histogram) Quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
 	}
@@ -87,7 +92,13 @@ func (h *histogram) quantile(q float64) time.Duration {
 	return h.max
 }
 
-// ms converts a duration to milliseconds, rounded to the microsecond.
-func ms(d time.Duration) float64 {
+// Max is the largest value recorded (0 for an empty histogram).
+func (h *Histogram) Max() time.Duration { return h.max }
+
+// Count is how many values were recorded.
+func (h *Histogram) Count() uint64 { return h.n }
+
+// Ms converts a duration to milliseconds, rounded to the microsecond.
+func Ms(d time.Duration) float64 {
 	return math.Round(float64(d)/1e3) / 1e3
 }
