@@ -845,8 +845,10 @@ func TestGatewayIdleConnectionHoldsOneGoroutine(t *testing.T) {
 		}
 	}
 	after := settle(1 + n)
-	// A few goroutines of the test's chain may come and go meanwhile.
-	if d := after - before; d < n || d > n+5 {
+	// A few goroutines of the test's chain and gateway may come and go
+	// meanwhile (a gRPC stream's, a writer ending late): a margin of 5
+	// either way still tells one goroutine per connection from two.
+	if d := after - before; d < n-5 || d > n+5 {
 		t.Errorf("%d idle watchers added %d goroutines, want %d (one each)", n, d, n)
 	}
 }
