@@ -270,8 +270,11 @@ func TestBadClientsAtScale(t *testing.T) {
 				burst := []byte(strings.TrimSuffix(strings.Repeat("help\n", 400), "\n"))
 				_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
 				_ = conn.WriteMessage(websocket.TextMessage, []byte("watch "+auction))
-				_ = conn.WriteMessage(websocket.TextMessage, burst)
-				_ = conn.WriteMessage(websocket.TextMessage, burst)
+				// 1,200 help replies of about 400 bytes: several times what
+				// the gateway's queue and both socket buffers hold.
+				for range 3 {
+					_ = conn.WriteMessage(websocket.TextMessage, burst)
+				}
 				<-stop
 				// Read the raw socket, answering no ping: a connection the
 				// gateway cut off ends (after what it had sent), one it
