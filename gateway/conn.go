@@ -160,16 +160,7 @@ func closeFor(err error) (int, string) {
 // writeLoop is a writer goroutine: it sends what the queue holds until the
 // queue is empty, or says goodbye once the connection is closing.
 func (c *conn) writeLoop() {
-	for {
-		frames, ping, closing, ok := c.q.next()
-		switch {
-		case !ok:
-			return
-		case closing:
-			c.goodbye(frames)
-			return
-		}
-		c.send(frames, ping)
+	for c.writeRound() {
 	}
 }
 
@@ -178,16 +169,25 @@ func (c *conn) writeLoop() {
 // spares the reply a goroutine and a hand-over, and leaves what comes
 // meanwhile to a writer goroutine.
 func (c *conn) writeInline() {
+	if c.writeRound() {
+		c.q.release()
+	}
+}
+
+// writeRound sends one round of what the queue holds (outQueue.next). It
+// returns false when the caller is no longer the writer: the queue was
+// empty, or the connection was closing and the round said goodbye.
+func (c *conn) writeRound() bool {
 	frames, ping, closing, ok := c.q.next()
 	switch {
 	case !ok:
-		return
+		return false
 	case closing:
 		c.goodbye(frames)
-		return
+		return false
 	}
 	c.send(frames, ping)
-	c.q.release()
+	return true
 }
 
 // send writes frames, each with its write deadline, then a ping if asked;

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gavel-auction/gavel/chain"
 	"github.com/gavel-auction/gavel/config"
 	"github.com/gavel-auction/gavel/gateway"
 )
@@ -47,20 +46,7 @@ func startClusterWithGateway(t *testing.T, n int, secure bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, id := range cfg.NodeIDs() {
-		opts, err := nodeOptions(cfg, id, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		node, err := chain.NewNode(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := node.Start(lis[i]); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(node.Stop)
-	}
+	startNodes(t, cfg, lis)
 	opts, _, err := gatewayOptions(cfg, "g1")
 	if err != nil {
 		t.Fatal(err)

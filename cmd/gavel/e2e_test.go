@@ -14,6 +14,26 @@ import (
 	"github.com/gavel-auction/gavel/config"
 )
 
+// startNodes starts cfg's nodes in-process, node i on lis[i], in the
+// initial configuration `gavel node` builds; they stop when the test ends.
+func startNodes(t *testing.T, cfg *config.Config, lis []net.Listener) {
+	t.Helper()
+	for i, id := range cfg.NodeIDs() {
+		opts, err := nodeOptions(cfg, id, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		node, err := chain.NewNode(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := node.Start(lis[i]); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(node.Stop)
+	}
+}
+
 // startCluster starts n chain nodes in-process on 127.0.0.1 listeners, in
 // the initial configuration that `gavel node` builds from the config file,
 // and returns that file's path. The nodes stop when the test ends.
@@ -34,20 +54,7 @@ func startCluster(t *testing.T, n int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, id := range cfg.NodeIDs() {
-		opts, err := nodeOptions(cfg, id, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		node, err := chain.NewNode(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := node.Start(lis[i]); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(node.Stop)
-	}
+	startNodes(t, cfg, lis)
 	return path
 }
 
