@@ -265,6 +265,10 @@ type GatewaySection struct {
 	SendBuffer int `mapstructure:"send_buffer"`
 	// MetricsInterval is the period of the metrics push (default 1s).
 	MetricsInterval time.Duration `mapstructure:"metrics_interval"`
+	// Pprof serves Go's profiles (net/http/pprof) on /debug/pprof/ at the
+	// gateway's address (default false). They show the process's command
+	// line and memory: enable it only where that address is not public.
+	Pprof bool `mapstructure:"pprof"`
 }
 
 // AuthConfig is the auth: section: bearer tokens for the gateways.

@@ -236,6 +236,7 @@ func TestBadValue(t *testing.T) {
 		{nodesYAML + "gateway: {pong_wait: 1}\n", "gateway.pong_wait", "give a unit"},
 		{nodesYAML + "gateway: {read_limit: 100}\n", "gateway.read_limit", "at least 512 bytes"},
 		{nodesYAML + "gateway: {metrics_interval: -1s}\n", "gateway.metrics_interval", "must be a positive duration"},
+		{nodesYAML + "gateway: {pprof: yes please}\n", "gateway.pprof", `invalid boolean "yes please"`},
 		{nodesYAML + "auth: {secret: short}\n", "auth.secret", "too short (5 characters)"},
 		{nodesYAML + "auth: {token_ttl: 0s}\n", "auth.token_ttl", "must be a positive duration"},
 	} {
@@ -298,12 +299,13 @@ func TestEnvOverrides(t *testing.T) {
 	t.Setenv("GAVEL_CLUSTER_NAME", "prod")
 	t.Setenv("GAVEL_CLIENT_TIMEOUT", "2s")
 	t.Setenv("GAVEL_CHAIN_MAX_BATCH", "64")
+	t.Setenv("GAVEL_GATEWAY_PPROF", "true")
 	c, err := Load(writeConfig(t, nodesYAML+"chain: {tick: 5ms, hello_retry: 70ms}\nlog: {level: warn}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Chain.Tick, c.Log.Level, c.Cluster.Name, c.Client.Timeout, c.Chain.MaxBatch, c.Chain.HelloRetry}
-	want := []any{20 * time.Millisecond, "debug", "prod", 2 * time.Second, 64, 70 * time.Millisecond}
+	got := []any{c.Chain.Tick, c.Log.Level, c.Cluster.Name, c.Client.Timeout, c.Chain.MaxBatch, c.Chain.HelloRetry, c.Gateway.Pprof}
+	want := []any{20 * time.Millisecond, "debug", "prod", 2 * time.Second, 64, 70 * time.Millisecond, true}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}

@@ -224,7 +224,7 @@ var (
 // decodeHook converts YAML values and environment strings to field types,
 // with messages that say what was expected. It replaces mapstructure's weak
 // typing, which would read "tick: 10" as ten nanoseconds. A section with a
-// field of another kind (bool, float) adds its case here, so that the
+// field of another kind (float, say) adds its case here, so that the
 // environment's strings convert. A list of strings may also be written as
 // one comma-separated string; an empty list decodes as nil.
 func decodeHook(_, to reflect.Type, data any) (any, error) {
@@ -287,6 +287,17 @@ func decodeHook(_, to reflect.Type, data any) (any, error) {
 			return nil, fmt.Errorf("invalid integer %q", n)
 		}
 		return nil, fmt.Errorf("expected an integer, got %s", describe(data))
+	case to.Kind() == reflect.Bool:
+		switch b := data.(type) {
+		case bool:
+			return b, nil
+		case string:
+			if v, err := strconv.ParseBool(strings.TrimSpace(b)); err == nil {
+				return v, nil
+			}
+			return nil, fmt.Errorf("invalid boolean %q (want true or false)", b)
+		}
+		return nil, fmt.Errorf("expected true or false, got %s", describe(data))
 	case to.Kind() == reflect.String:
 		switch data.(type) {
 		case string:

@@ -93,3 +93,18 @@ func TestPageHandlerRefusesUnknownKinds(t *testing.T) {
 		t.Error("no index.html: no error")
 	}
 }
+
+// /debug/pprof/ is served only when Options.Pprof asks for it.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		g, err := New(Options{ID: "g1", Nodes: []string{"127.0.0.1:1"}, Pprof: on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		g.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+		if got := rec.Code == 200 && strings.Contains(rec.Body.String(), "goroutine"); got != on {
+			t.Errorf("Pprof %v: /debug/pprof/ = %d", on, rec.Code)
+		}
+	}
+}

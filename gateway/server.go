@@ -24,6 +24,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strings"
 	"sync"
@@ -116,6 +117,10 @@ type Options struct {
 	SendBuffer int
 	// MetricsInterval is the period of the metrics push (default 1s).
 	MetricsInterval time.Duration
+	// Pprof serves Go's profiles on /debug/pprof/ (CPU, heap, goroutines,
+	// trace). They reveal the command line and memory contents: for an
+	// address only operators reach.
+	Pprof bool
 	// CallTimeout bounds one bid, open or read, retries included
 	// (default 5s, the config's client.timeout).
 	CallTimeout time.Duration
@@ -248,12 +253,19 @@ func New(opts Options) (*Gateway, error) {
 }
 
 // Handler returns the gateway's HTTP handler: /ws, /healthz, /metrics
-// (Prometheus) and the page.
+// (Prometheus), /debug/pprof/ with Options.Pprof, and the page.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", g.serveWS)
 	mux.HandleFunc("/healthz", g.serveHealth)
 	mux.Handle("/metrics", g.prom.handler())
+	if g.opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { pageHandler.ServeHTTP(w, r) }))
 	return mux
 }

@@ -31,7 +31,7 @@ func gatewayOptions(cfg *config.Config, id string) (gateway.Options, string, err
 	return gateway.Options{ID: gw.ID, Nodes: cfg.NodeAddrs(), Masters: cfg.MasterAddrs(), Secret: cfg.Auth.Secret,
 		AllowedOrigins: s.AllowedOrigins, QueueSize: s.QueueSize, WriteTimeout: s.WriteTimeout,
 		PingInterval: s.PingInterval, PongWait: s.PongWait, ReadLimit: s.ReadLimit,
-		SendBuffer:      s.SendBuffer,
+		SendBuffer: s.SendBuffer, Pprof: s.Pprof,
 		MetricsInterval: s.MetricsInterval, CallTimeout: cfg.Client.Timeout, TLS: ident}, config.Bind(gw.Addr, gw.ListenAddr), nil
 }
 
