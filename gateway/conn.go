@@ -39,6 +39,7 @@ import (
 type conn struct {
 	g      *Gateway
 	ws     *websocket.Conn
+	nc     *corkConn // the connection under ws
 	remote string
 	q      *outQueue
 
@@ -66,9 +67,9 @@ type conn struct {
 	subs map[string]*subscription
 }
 
-func newConn(g *Gateway, ws *websocket.Conn, id identity, remote string) *conn {
+func newConn(g *Gateway, ws *websocket.Conn, nc *corkConn, id identity, remote string) *conn {
 	ctx, cancel := context.WithCancel(g.ctx)
-	c := &conn{g: g, ws: ws, remote: remote, ctx: ctx, cancel: cancel, ended: make(chan struct{}),
+	c := &conn{g: g, ws: ws, nc: nc, remote: remote, ctx: ctx, cancel: cancel, ended: make(chan struct{}),
 		bidder: id.bidder, role: id.role, token: id.token, subs: map[string]*subscription{}}
 	c.q = newOutQueue(g.opts.QueueSize, g.opts.QueueSize+maxWatches, g.opts.ConflateAfter, func() { go c.writeLoop() })
 	return c
@@ -190,10 +191,19 @@ func (c *conn) writeRound() bool {
 	return true
 }
 
-// send writes frames, each with its write deadline, then a ping if asked;
-// a failed write closes the connection.
+// send writes frames, each with its write deadline, then a ping if asked,
+// all in one write to the socket when there are several; a failed write
+// closes the connection.
 func (c *conn) send(frames [][]byte, ping bool) {
 	o := c.g.opts
+	if len(frames) > 1 || ping && len(frames) > 0 {
+		c.nc.cork()
+		defer func() {
+			if err := c.nc.uncork(); err != nil {
+				c.close(websocket.CloseGoingAway, "write: "+err.Error())
+			}
+		}()
+	}
 	for _, f := range frames {
 		_ = c.ws.SetWriteDeadline(time.Now().Add(o.WriteTimeout))
 		if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
@@ -331,6 +341,10 @@ func (c *conn) bid(cmd command) {
 	if cmd.id != nil {
 		requestID = bidRequestID(c.bidder, cmd.auction, cmd.amount, cmd.id)
 	}
+	// Pushes for this connection wait for the bid's reply and leave with
+	// it, in one write (outQueue.hold): its client is waiting for the
+	// reply and is served nothing else before it anyway.
+	c.q.hold()
 	start := time.Now()
 	ctx, cancel := c.callCtx()
 	r, err := c.g.bids.Bid(ctx, cmd.auction, c.bidder, cmd.amount, requestID)

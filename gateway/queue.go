@@ -29,6 +29,10 @@ import (
 //   - Other pushes (closed, errors about a watch) come at most once per
 //     watched auction; past pushLimit of them pending, push reports an
 //     overflow and the connection is closed as too slow.
+//
+// While the reader has a command at the chain (hold), pushes start no
+// writer: they wait, at most maxPushHold, for the command's reply, and
+// the reader sends them together with it, in one write.
 type outQueue struct {
 	limit     int           // most replies pending
 	pushLimit int           // most unkeyed pushes pending
@@ -46,6 +50,11 @@ type outQueue struct {
 	closed  bool
 	pingDue bool // a ping is to be sent
 	writing bool // a writer runs (or was started): it takes what is queued
+	// held: pushes wait for the reader's next reply (hold), or until
+	// holdTimer, armed by the first push that waits, ends the hold.
+	held      bool
+	holdArmed bool
+	holdTimer *time.Timer // nil until a push first waits
 	// space is closed (and set to nil) when reply slots free up or the
 	// queue closes; nil while no reply waits for one.
 	space chan struct{}
@@ -64,12 +73,60 @@ func newOutQueue(limit, pushLimit int, lag time.Duration, start func()) *outQueu
 	return &outQueue{limit: max(1, limit), pushLimit: max(1, pushLimit), lag: max(0, lag), start: start}
 }
 
+// maxPushHold is how long a push waits, at most, for the reply to a
+// command in flight on its connection (outQueue.hold).
+const maxPushHold = 50 * time.Millisecond
+
 // wake makes sure a writer will take what is queued: it starts one unless
-// one runs; mu held.
+// one runs, or, while the queue is held, arms the end of the hold; mu
+// held.
 func (q *outQueue) wake() {
-	if !q.writing && q.start != nil {
+	switch {
+	case q.writing || q.start == nil:
+	case q.held && !q.closed:
+		if !q.holdArmed {
+			q.holdArmed = true
+			if q.holdTimer == nil {
+				q.holdTimer = time.AfterFunc(maxPushHold, q.endHold)
+			} else {
+				q.holdTimer.Reset(maxPushHold)
+			}
+		}
+	default:
 		q.writing = true
 		q.start()
+	}
+}
+
+// hold makes pushes wait for the reader's next reply (claim ends the
+// hold), or at most maxPushHold: the reader is about to wait for the
+// chain, and will send what waits with its reply. It never blocks.
+func (q *outQueue) hold() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.held = true
+}
+
+// endHold ends a hold that has lasted maxPushHold: a writer takes what
+// waits.
+func (q *outQueue) endHold() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.holdArmed = false
+	if q.held {
+		q.held = false
+		if len(q.items) > 0 || q.pingDue || q.closed {
+			q.wake()
+		}
+	}
+}
+
+// unhold ends the hold, if any, before the reader queues a reply; mu held.
+func (q *outQueue) unhold() {
+	q.held = false
+	if q.holdArmed {
+		q.holdArmed = false
+		q.holdTimer.Stop()
 	}
 }
 
@@ -267,12 +324,13 @@ func (q *outQueue) next() (frames [][]byte, ping, closing, ok bool) {
 	return frames, ping, false, true
 }
 
-// claim makes the caller the writer if none runs (and the queue is not
-// closed): it then sends a round (next) and calls release. It never
-// blocks.
+// claim ends a hold and makes the caller the writer if none runs (and
+// the queue is not closed): it then sends a round (next) and calls
+// release. It never blocks.
 func (q *outQueue) claim() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.unhold()
 	if q.writing || q.closed {
 		return false
 	}

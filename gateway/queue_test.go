@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -298,5 +299,58 @@ func TestQueueKeepsSeqOrderAcrossIndexing(t *testing.T) {
 	}
 	if last != 100 {
 		t.Fatalf("last seq taken %d, want 100", last)
+	}
+}
+
+// While held (a command at the chain), pushes start no writer: the
+// reader's claim ends the hold and takes them with its reply, in order.
+// Without a reply they go to a writer after maxPushHold; closing does not
+// wait for the hold.
+func TestQueueHoldsPushesForTheReply(t *testing.T) {
+	var mu sync.Mutex
+	starts := 0
+	started := func() { mu.Lock(); starts++; mu.Unlock() }
+	count := func() int { mu.Lock(); defer mu.Unlock(); return starts }
+
+	q := newOutQueue(4, 4, 0, started)
+	q.hold()
+	q.pushLatest("outbid\x00a1", []byte("outbid"))
+	q.ping()
+	if n := count(); n != 0 {
+		t.Fatalf("%d writers started while held", n)
+	}
+	if !q.claim() {
+		t.Fatal("claim of a held queue failed")
+	}
+	q.reply(context.Background(), []byte("reply"))
+	frames, ping, _, ok := q.next()
+	if !ok || !ping || fmt.Sprintf("%s", frames) != "[outbid reply]" {
+		t.Fatalf("the reader's round = %q ping %v, want the push, the reply and the ping", frames, ping)
+	}
+	q.release()
+	time.Sleep(2 * maxPushHold)
+	if n := count(); n != 0 {
+		t.Fatalf("%d writers started after the hold ended with the reply", n)
+	}
+
+	// No reply comes: the hold ends by itself.
+	q.hold()
+	start := time.Now()
+	q.pushLatest("outbid\x00a1", []byte("late"))
+	for count() == 0 {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the hold never ended")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if waited := time.Since(start); waited < maxPushHold {
+		t.Errorf("the push waited %v, want maxPushHold (%v)", waited, maxPushHold)
+	}
+
+	c := newOutQueue(4, 4, 0, started)
+	c.hold()
+	c.close()
+	if n := count(); n != 2 {
+		t.Errorf("closing a held queue started %d writers in all, want 2: goodbye waits for no reply", n)
 	}
 }

@@ -392,11 +392,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		httpError(w, code, msg)
 		return
 	}
-	ws, err := g.up.Upgrade(w, r, nil)
+	cw := &corkingWriter{ResponseWriter: w}
+	ws, err := g.up.Upgrade(cw, r, nil)
 	if err != nil {
 		return // the upgrader has answered the request
 	}
-	c := newConn(g, ws, id, r.RemoteAddr)
+	c := newConn(g, ws, cw.conn, id, r.RemoteAddr)
 	if !g.adopt(c) {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "gateway stopping"),
 			time.Now().Add(time.Second))
