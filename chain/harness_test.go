@@ -932,7 +932,7 @@ func (cl *simClient) send(op *clientOp) {
 			c.drain(n)
 			return
 		}
-		info, err := n.r.Read(op.in.Auction)
+		info, err := n.r.Read(op.in.Auction, c.clockOf(n))
 		if info != nil {
 			info = proto.Clone(info).(*api.AuctionInfo)
 		}

@@ -140,7 +140,7 @@ func (ms *membership) heartbeatLoop(ctx context.Context) {
 			cur = (cur + 1) % len(ms.masters)
 			continue
 		}
-		sent := time.Now()
+		sentMs := n.nowMs()
 		cctx, cancel := context.WithTimeout(ctx, heartbeatTimeout(ms.period))
 		rep, err := c.Heartbeat(cctx, req)
 		cancel()
@@ -166,9 +166,7 @@ func (ms *membership) heartbeatLoop(ctx context.Context) {
 		n.enqueue(input{f: func(r *Replica) {
 			n.installFromMaster(r, rep.Config)
 			if rep.LeaseMs > 0 {
-				if until := sent.Add(time.Duration(rep.LeaseMs) * time.Millisecond); until.After(n.leaseUntil) {
-					n.leaseUntil = until
-				}
+				r.GrantLease(sentMs + rep.LeaseMs)
 			}
 		}})
 	}
@@ -224,7 +222,6 @@ func (n *Node) installFromMaster(r *Replica, cfg *api.ChainConfig) {
 	if (named && inc != n.incarnation) || (!named && r.Config() == nil) {
 		return
 	}
-	before := r.Role()
 	err := r.Reconfigure(cfg)
 	if err == nil || err == ErrRemoved {
 		n.transport.setAddrs(cfg)
@@ -234,10 +231,6 @@ func (n *Node) installFromMaster(r *Replica, cfg *api.ChainConfig) {
 	if err != nil && err != ErrRemoved {
 		n.log.Warn("configuration from the master refused", "node", n.opts.ID, "epoch", cfg.Epoch, "err", err)
 		return
-	}
-	if before != r.Role() && r.Role() == api.Role_REMOVED {
-		// Whatever lease we held was for a position we no longer have.
-		n.leaseUntil = time.Time{}
 	}
 }
 
@@ -253,42 +246,14 @@ func incarnationIn(cfg *api.ChainConfig, id string) (uint64, bool) {
 	return 0, false
 }
 
-// leaseErr says whether this node may serve reads (as tail) and take bids
-// (as head) now; driver only. Without a master there is no lease to hold.
-func (n *Node) leaseErr() error {
-	if n.membership == nil || time.Now().Before(n.leaseUntil) {
-		return nil
-	}
-	return ErrNoLease
-}
-
-// leaseLeftMs is the lease time left in milliseconds, -1 without a
-// master; driver only.
-func (n *Node) leaseLeftMs() int64 {
-	if n.membership == nil {
-		return -1
-	}
-	return max(0, time.Until(n.leaseUntil)).Milliseconds()
-}
-
 // read serves a read at the tail under the lease rule; driver only.
 func (n *Node) read(r *Replica, auctionID string) (*api.AuctionInfo, error) {
 	n.flushForRead(r)
-	if r.Readable() {
-		if err := n.leaseErr(); err != nil {
-			return nil, err
-		}
-	}
-	return r.Read(auctionID)
+	return r.Read(auctionID, n.nowMs())
 }
 
 // list serves a listing at the tail under the lease rule; driver only.
 func (n *Node) list(r *Replica) ([]*api.AuctionInfo, error) {
 	n.flushForRead(r)
-	if r.Readable() {
-		if err := n.leaseErr(); err != nil {
-			return nil, err
-		}
-	}
-	return r.List()
+	return r.List(n.nowMs())
 }

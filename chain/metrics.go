@@ -144,7 +144,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		role, epoch, applied, committed, caughtUp = r.Role(), r.Epoch(), r.Applied(), r.Committed(), r.CaughtUp()
 		length, joining = len(r.Config().GetChain()), len(r.Config().GetJoining())
 		watchers, auct = c.n.watches.count(), r.State().Len()
-		lease = c.n.leaseLeftMs()
+		lease = r.LeaseLeft(c.n.nowMs())
 	}); err != nil {
 		return // a stopping node reports only its counters
 	}

@@ -130,6 +130,9 @@ type Node struct {
 	opts  NodeOptions
 	log   *slog.Logger
 	start time.Time
+	// clock0 is opts.Now() when the node was made: the replica's clock
+	// (nowMs) counts from it.
+	clock0 time.Time
 
 	stop chan struct{} // closed by Stop
 	done chan struct{} // closed when the helper has ended
@@ -165,8 +168,6 @@ type Node struct {
 	// stopped is set once Stop has answered every waiting client; later
 	// requests are answered ErrUnavailable without reaching the replica.
 	stopped bool
-	// leaseUntil is when the master's lease runs out (see membership).
-	leaseUntil time.Time
 	// watches are the Auctions.Watch streams this node serves as tail.
 	watches *watchHub
 
@@ -209,6 +210,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		opts.Now = time.Now
 	}
 	n := &Node{
+		clock0:     opts.Now(),
 		opts:       opts,
 		log:        opts.Logger,
 		stop:       make(chan struct{}),
@@ -233,7 +235,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		n.membership = newMembership(n, opts.Masters, opts.Heartbeat)
 	}
 	n.tick = func(r *Replica) {
-		r.Tick(n.opts.Now().UnixMilli())
+		r.Tick(n.nowMs())
 		if n.store != nil && r.ticks%100 == 0 {
 			n.dataBytes.Store(n.store.Size())
 		}
@@ -242,7 +244,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		}
 		n.checkWatchers(r)
 	}
-	n.replica = NewReplica(Options{ID: opts.ID, MaxBatch: opts.MaxBatch,
+	n.replica = NewReplica(Options{ID: opts.ID, MaxBatch: opts.MaxBatch, Leased: n.membership != nil,
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
 	if n.opts.SnapshotEvery <= 0 {
 		n.opts.SnapshotEvery = DefaultSnapshotEvery
@@ -471,21 +473,20 @@ func (n *Node) process(batch []input) {
 	n.spare = batch[:0]
 }
 
+// nowMs is the replica's clock (Tick, Propose, Read, leases), in unix ms:
+// the wall clock when the node was made plus the monotonic time since, so
+// that a step of the wall clock moves neither a lease nor a close.
+func (n *Node) nowMs() int64 { return n.clock0.UnixMilli() + time.Since(n.clock0).Milliseconds() }
+
 // sequence gives a proposal to the replica; driver only.
 func (n *Node) sequence(p proposal) {
 	if n.stopped || n.storageErr != nil {
 		p.to.deliver(p.cmd, Reply{Err: ErrUnavailable})
 		return
 	}
-	if n.replica.isHead() {
-		if err := n.leaseErr(); err != nil {
-			p.to.deliver(p.cmd, Reply{Err: err, Epoch: n.replica.Epoch()})
-			return
-		}
-	}
 	n.nextH++
 	n.pending[n.nextH] = p
-	n.replica.Propose(n.nextH, p.cmd, n.opts.Now().UnixMilli())
+	n.replica.Propose(n.nextH, p.cmd, n.nowMs())
 }
 
 // dispatch hands a Ready's messages to the transport and its replies to
@@ -586,7 +587,7 @@ func (n *Node) status(ctx context.Context) (*api.NodeStatus, error) {
 	var st *api.NodeStatus
 	if err := n.do(ctx, func(r *Replica) {
 		st = r.Status()
-		st.Incarnation, st.LeaseMs = n.incarnation, n.leaseLeftMs()
+		st.Incarnation, st.LeaseMs = n.incarnation, n.replica.LeaseLeft(n.nowMs())
 		st.Durable = n.durable(r)
 		d := r.State().Digest()
 		st.StateDigest = hex.EncodeToString(d[:8])

@@ -89,7 +89,11 @@ type Options struct {
 	// HelloRetryTicks is how many ticks to wait before repeating an
 	// unanswered Hello.
 	HelloRetryTicks int
-	Logger          *slog.Logger
+	// Leased makes the replica sequence (as head) and serve reads (as
+	// tail) only while it holds a lease from the master (GrantLease). A
+	// chain without a master has no lease to hold.
+	Leased bool
+	Logger *slog.Logger
 }
 
 // Recovered is the durable history a replica restarts from: a state
@@ -174,6 +178,12 @@ type Replica struct {
 	waiters []waiter
 
 	ticks uint64
+	// leaseUntil is when the master's lease runs out, in the clock of
+	// Tick, Propose and Read (with Options.Leased); 0: none held.
+	leaseUntil int64
+	// leaseOverrunMs is a deliberate bug for the simulation's own test:
+	// the replica serves that long past its lease. Always 0 otherwise.
+	leaseOverrunMs int64
 	// stateGen counts the times state was replaced (a snapshot, a reset
 	// on rejoining): history kept outside the replica is void after one.
 	stateGen uint64
@@ -314,6 +324,34 @@ func (r *Replica) Status() *api.NodeStatus {
 		Auctions: uint64(r.state.Len()), CaughtUp: r.caughtUp}
 }
 
+// GrantLease extends the replica's lease to untilMs, in the clock of
+// Tick, Propose and Read: the edge calls it with a heartbeat's send time
+// plus the lease the master's reply grants. A shorter lease than the one
+// held changes nothing.
+func (r *Replica) GrantLease(untilMs int64) {
+	if untilMs > r.leaseUntil && r.role != api.Role_REMOVED {
+		r.leaseUntil = untilMs
+	}
+}
+
+// LeaseLeft is the lease time left at nowMs, in ms: -1 for a replica that
+// needs none (Options.Leased unset), 0 once it has run out.
+func (r *Replica) LeaseLeft(nowMs int64) int64 {
+	if !r.opts.Leased {
+		return -1
+	}
+	return max(0, r.leaseUntil+r.leaseOverrunMs-nowMs)
+}
+
+// leaseErr is ErrNoLease when the replica needs a lease and holds none at
+// nowMs.
+func (r *Replica) leaseErr(nowMs int64) error {
+	if r.LeaseLeft(nowMs) == 0 {
+		return ErrNoLease
+	}
+	return nil
+}
+
 func (r *Replica) isHead() bool { return r.role == api.Role_HEAD || r.role == api.Role_SINGLE }
 func (r *Replica) isTail() bool { return r.role == api.Role_TAIL || r.role == api.Role_SINGLE }
 
@@ -326,10 +364,15 @@ func (r *Replica) logger() *slog.Logger {
 
 // Propose submits a bid or an open at the head; nowMs is the head's clock.
 // The reply comes out of Ready once the update is committed (or at once for
-// a request that is invalid, or a node that is not the head).
+// a request that is invalid, or a node that is not the head, or one
+// without the lease it needs).
 func (r *Replica) Propose(h Handle, cmd *api.Command, nowMs int64) {
 	if !r.isHead() {
 		r.replies = append(r.replies, Reply{Handle: h, Err: r.notHeadErr()})
+		return
+	}
+	if err := r.leaseErr(nowMs); err != nil {
+		r.replies = append(r.replies, Reply{Handle: h, Err: err})
 		return
 	}
 	if !r.caughtUp {
@@ -450,9 +493,10 @@ func (r *Replica) failWaiters(err error) {
 	r.waiters = r.waiters[:0]
 }
 
-// Read returns an auction's committed state; only a readable tail serves it.
-func (r *Replica) Read(id string) (*api.AuctionInfo, error) {
-	if err := r.readErr(); err != nil {
+// Read returns an auction's committed state at nowMs, the tail's clock;
+// only a readable tail that holds the lease it needs serves it.
+func (r *Replica) Read(id string, nowMs int64) (*api.AuctionInfo, error) {
+	if err := r.readErr(nowMs); err != nil {
 		return nil, err
 	}
 	a, ok := r.state.Get(id)
@@ -462,15 +506,19 @@ func (r *Replica) Read(id string) (*api.AuctionInfo, error) {
 	return a.Info(), nil
 }
 
-// List returns every auction's committed state; only a readable tail serves it.
-func (r *Replica) List() ([]*api.AuctionInfo, error) {
-	if err := r.readErr(); err != nil {
+// List returns every auction's committed state at nowMs, like Read.
+func (r *Replica) List(nowMs int64) ([]*api.AuctionInfo, error) {
+	if err := r.readErr(nowMs); err != nil {
 		return nil, err
 	}
 	return r.state.List(), nil
 }
 
-func (r *Replica) readErr() error {
+// ServeErr says why the replica may not serve reads at nowMs (nil: it
+// may): not a caught-up tail, or no lease.
+func (r *Replica) ServeErr(nowMs int64) error { return r.readErr(nowMs) }
+
+func (r *Replica) readErr(nowMs int64) error {
 	switch {
 	case r.removed || r.role == api.Role_REMOVED:
 		return ErrRemoved
@@ -481,7 +529,7 @@ func (r *Replica) readErr() error {
 	case !r.caughtUp:
 		return ErrNotReady
 	}
-	return nil
+	return r.leaseErr(nowMs)
 }
 
 // ---------------------------------------------------------------------------
@@ -778,15 +826,16 @@ func (r *Replica) PeerDown(peer string) {
 	}
 }
 
-// Tick advances time: it repeats unanswered Hellos and, at the head,
-// sequences the close of auctions whose closing time has passed.
+// Tick advances time: it repeats unanswered Hellos and, at a head that
+// holds the lease it needs, sequences the close of auctions whose closing
+// time has passed.
 func (r *Replica) Tick(nowMs int64) {
 	r.ticks++
 	if r.upstream != "" && !r.upEstablished && !r.removed &&
 		r.ticks-r.lastHelloTick >= uint64(r.opts.HelloRetryTicks) {
 		r.sendHello()
 	}
-	if r.isHead() && r.caughtUp {
+	if r.isHead() && r.caughtUp && r.leaseErr(nowMs) == nil {
 		for _, id := range r.state.Due(nowMs) {
 			r.sequence(&api.Command{Op: &api.Command_Close{Close: &api.CloseAuction{Auction: id}}}, nowMs)
 		}
@@ -889,6 +938,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		r.upstream = cfg.Chain[n-1].Id
 	case pos < 0:
 		r.role, r.removed, r.upstream, r.sent = api.Role_REMOVED, true, "", nil
+		r.leaseUntil = 0 // held for a position the node no longer has
 		r.failWaiters(ErrRemoved)
 		r.logger().Warn("removed from the chain", "head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id)
 		return nil

@@ -547,7 +547,7 @@ func TestLastCopyLostFailsSafe(t *testing.T) {
 		t.Fatalf("%s lacks bob's acknowledged bid (seq %d, applied %d) but claims to be caught up",
 			j, b.res.Seq, survivor.Applied())
 	}
-	if _, err := survivor.Read("a1"); !errors.Is(err, ErrNotReady) {
+	if _, err := survivor.Read("a1", c.clockOf(c.node(j))); !errors.Is(err, ErrNotReady) {
 		t.Errorf("read at the survivor: %v, want ErrNotReady", err)
 	}
 	survivor.Propose(1<<40, &api.Command{Op: &api.Command_Bid{Bid: &api.PlaceBid{Auction: "a1", Bidder: "carol",

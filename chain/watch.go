@@ -256,8 +256,8 @@ func (n *Node) watchable(r *Replica) error {
 		return status.Errorf(codes.FailedPrecondition, "%s is %s, not a readable tail; the tail in epoch %d is %s at %s",
 			n.opts.ID, r.Role(), r.Epoch(), id, addr)
 	}
-	if err := n.leaseErr(); err != nil {
-		return status.Error(codes.Unavailable, err.Error())
+	if r.LeaseLeft(n.nowMs()) == 0 {
+		return status.Error(codes.Unavailable, ErrNoLease.Error())
 	}
 	return nil
 }
