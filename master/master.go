@@ -107,16 +107,11 @@ type Master struct {
 	// mu guards the leader's view below, shared by the heartbeat handlers
 	// and the leader loop.
 	mu sync.Mutex
-	// leading is set while this master acts as leader (from its first
-	// barrier in a term until it notices the term is over).
-	leading     bool
-	leaderTerm  uint64
-	leaderSince time.Time
-	reports     map[string]Report
-	// removing: node id -> incarnation the leader has decided to remove.
-	// Such a node gets no lease, whatever it sends, so every lease it holds
-	// has run out before the removal commits.
-	removing map[string]uint64
+	// leader is this master's view of the nodes while it acts as leader
+	// (from its first barrier in a term until it notices the term is
+	// over); nil otherwise.
+	leader     *Leader
+	leaderTerm uint64
 	// silent: members (id -> incarnation) already logged as "heartbeat lost".
 	silent map[string]uint64
 
@@ -135,8 +130,8 @@ func New(opts Options) (*Master, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Master{opts: opts, log: opts.Logger.With("master", opts.ID), stop: make(chan struct{}),
-		done: make(chan struct{}), kick: make(chan struct{}, 1), reports: map[string]Report{},
-		removing: map[string]uint64{}, silent: map[string]uint64{}, conns: map[string]*grpc.ClientConn{}}
+		done: make(chan struct{}), kick: make(chan struct{}, 1),
+		silent: map[string]uint64{}, conns: map[string]*grpc.ClientConn{}}
 	found := false
 	for _, p := range opts.Peers {
 		if p.ID == opts.ID {
@@ -291,7 +286,7 @@ func (m *Master) Config() Config { return m.fsm.config() }
 func (m *Master) IsLeader() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.leading && m.raft.State() == raft.Leader
+	return m.leader != nil && m.raft.State() == raft.Leader
 }
 
 // term returns the current Raft term.
@@ -350,11 +345,11 @@ func (m *Master) checkLeadership() bool {
 		term = m.term()
 	}
 	m.mu.Lock()
-	wasLeading, oldTerm := m.leading, m.leaderTerm
+	wasLeading, oldTerm := m.leader != nil, m.leaderTerm
 	m.mu.Unlock()
 	if wasLeading && (!isLeader || term != oldTerm) {
 		m.mu.Lock()
-		m.leading = false
+		m.leader = nil
 		m.mu.Unlock()
 		m.leadingNow.Store(false)
 		m.log.Warn("master leadership lost", "term", oldTerm, "epoch", m.fsm.config().Epoch)
@@ -372,9 +367,7 @@ func (m *Master) checkLeadership() bool {
 		return false
 	}
 	m.mu.Lock()
-	m.leading, m.leaderTerm, m.leaderSince = true, term, time.Now()
-	clear(m.reports)
-	clear(m.removing)
+	m.leader, m.leaderTerm = NewLeader(time.Now()), term
 	clear(m.silent)
 	m.mu.Unlock()
 	m.leadingNow.Store(true)
@@ -389,12 +382,13 @@ func (m *Master) checkLeadership() bool {
 func (m *Master) step() {
 	now := time.Now()
 	m.mu.Lock()
+	if m.leader == nil {
+		m.mu.Unlock()
+		return // the term ended meanwhile
+	}
 	cfg := m.fsm.config()
 	m.logSilences(cfg, now)
-	cmd, ok := Decide(cfg, m.reports, now, m.leaderSince, m.opts.FailureTimeout)
-	if ok && cmd.Op == OpRemove {
-		m.removing[cmd.Member.ID] = cmd.Member.Incarnation
-	}
+	cmd, ok := m.leader.Decide(cfg, now, m.opts.FailureTimeout)
 	m.mu.Unlock()
 	if !ok {
 		return
@@ -414,11 +408,8 @@ func (m *Master) step() {
 	}
 	// A removal is done once the node is out of the configuration.
 	m.mu.Lock()
-	now2 := m.fsm.config()
-	for id, inc := range m.removing {
-		if !now2.Has(id, inc) {
-			delete(m.removing, id)
-		}
+	if m.leader != nil {
+		m.leader.Settled(m.fsm.config())
 	}
 	m.mu.Unlock()
 }
@@ -428,8 +419,8 @@ func (m *Master) step() {
 func (m *Master) logSilences(cfg Config, now time.Time) {
 	for _, list := range [][]Member{cfg.Chain, cfg.Joining} {
 		for _, mem := range list {
-			r, ok := m.reports[mem.ID]
-			last := m.leaderSince
+			r, ok := m.leader.Report(mem.ID)
+			last := m.leader.Since()
 			if ok && r.Incarnation == mem.Incarnation && r.At.After(last) {
 				last = r.At
 			}
@@ -446,47 +437,25 @@ func (m *Master) logSilences(cfg Config, now time.Time) {
 func (m *Master) heartbeat(req *api.HeartbeatRequest) (*api.HeartbeatReply, error) {
 	now := time.Now()
 	m.mu.Lock()
-	if !m.leading || m.raft.State() != raft.Leader {
+	if m.leader == nil || m.raft.State() != raft.Leader {
 		m.mu.Unlock()
 		return nil, ErrNotLeader
 	}
 	cfg := m.fsm.config()
-	doomed := false
-	if inc, ok := m.removing[req.Id]; ok && inc == req.Incarnation {
-		doomed = true
-	}
-	prev, known := m.reports[req.Id]
-	if !doomed {
-		since := now
-		if known && prev.Incarnation == req.Incarnation {
-			since = prev.Since
-		}
-		m.reports[req.Id] = Report{
-			Member: Member{ID: req.Id, Addr: req.Addr, Incarnation: req.Incarnation},
-			Role:   req.Role, Epoch: req.Epoch, Applied: req.Applied, Committed: req.Committed,
-			CaughtUp: req.CaughtUp, Linked: req.Linked, Durable: req.Durable, At: now, Since: since,
-		}
-		if inc, logged := m.silent[req.Id]; logged && inc == req.Incarnation {
-			delete(m.silent, req.Id)
-			m.log.Info("heartbeat back", "node", req.Id, "epoch", cfg.Epoch)
-		}
-	}
-	member := cfg.Has(req.Id, req.Incarnation)
-	lease := int64(0)
-	if member && !doomed {
-		lease = m.opts.Lease.Milliseconds()
+	res := m.leader.Heartbeat(cfg, req, now, m.opts.Lease)
+	if inc, logged := m.silent[req.Id]; logged && inc == req.Incarnation && !m.leader.Doomed(req.Id) {
+		delete(m.silent, req.Id)
+		m.log.Info("heartbeat back", "node", req.Id, "epoch", cfg.Epoch)
 	}
 	m.mu.Unlock()
-	// A node that is not a member (new, restarted, or back after removal),
-	// or a joining node that just linked, wakes the leader loop.
-	if !member || (known && !prev.Linked && req.Linked) {
+	if res.Wake {
 		select {
 		case m.kick <- struct{}{}:
 		default:
 		}
 	}
-	return &api.HeartbeatReply{Config: cfg.Proto(), LeaseMs: lease, LeaderId: m.self.ID,
-		LeaderAddr: m.self.Addr, Member: member}, nil
+	return &api.HeartbeatReply{Config: cfg.Proto(), LeaseMs: res.Lease.Milliseconds(), LeaderId: m.self.ID,
+		LeaderAddr: m.self.Addr, Member: res.Member}, nil
 }
 
 // leaderConn returns a connection to the current Raft leader's gRPC
@@ -526,7 +495,7 @@ func (m *Master) leaderConn() (*grpc.ClientConn, string, error) {
 func (m *Master) nodeHealth() []*api.NodeHealth {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.leading {
+	if m.leader == nil {
 		return nil
 	}
 	cfg := m.fsm.config()
@@ -534,11 +503,10 @@ func (m *Master) nodeHealth() []*api.NodeHealth {
 	var out []*api.NodeHealth
 	add := func(mem Member) {
 		h := &api.NodeHealth{Id: mem.ID, Addr: mem.Addr, Incarnation: mem.Incarnation, LastHeartbeatMs: -1}
-		if r, ok := m.reports[mem.ID]; ok && r.Incarnation == mem.Incarnation {
+		if r, ok := m.leader.Report(mem.ID); ok && r.Incarnation == mem.Incarnation {
 			h.Role, h.Epoch, h.Applied, h.Committed, h.CaughtUp = r.Role, r.Epoch, r.Applied, r.Committed, r.CaughtUp
 			h.LastHeartbeatMs = now.Sub(r.At).Milliseconds()
-			_, doomed := m.removing[mem.ID]
-			h.Leased = !doomed && now.Sub(r.At) < m.opts.Lease
+			h.Leased = !m.leader.Doomed(mem.ID) && now.Sub(r.At) < m.opts.Lease
 		}
 		out = append(out, h)
 	}

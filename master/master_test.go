@@ -279,7 +279,7 @@ func (c *cluster) waitConfig(i int, want string) time.Time {
 func leaderSince(m *Master) time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.leaderSince
+	return m.leader.Since()
 }
 
 // waitFor polls cond every millisecond until it holds and returns when it
@@ -993,7 +993,7 @@ func soloLeader(t *testing.T) *Master {
 		opts: Options{ID: "m1", Heartbeat: hbPeriod, FailureTimeout: failTimeout, Lease: leaseTime},
 		log:  slog.New(slog.DiscardHandler), self: Peer{ID: "m1", Addr: "m1.test:1"},
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
-		reports: map[string]Report{}, removing: map[string]uint64{}, silent: map[string]uint64{},
+		silent: map[string]uint64{},
 		conns: map[string]*grpc.ClientConn{},
 	}
 	m.fsm = newFSM(m.log, nil)
@@ -1074,17 +1074,17 @@ func TestLeaderLeases(t *testing.T) {
 	// long: the next step removes it. Until the removal commits b is
 	// doomed: its heartbeats earn no lease and are not recorded.
 	m.mu.Lock()
-	r := m.reports["b"]
+	r, _ := m.leader.Report("b")
 	r.At = time.Now().Add(-2 * failTimeout)
-	m.reports["b"] = r
-	m.leaderSince = r.At
-	m.removing["b"] = 1 // as step does before it proposes the removal
+	m.leader.reports["b"] = r
+	m.leader.since = r.At
+	m.leader.removing["b"] = 1 // as Leader.Decide does before step proposes the removal
 	m.mu.Unlock()
 	if rep := beat(t, m, "b", 1); !rep.Member || rep.LeaseMs != 0 {
 		t.Errorf("doomed member's reply = %v, want membership but no lease", rep)
 	}
 	m.mu.Lock()
-	recorded := m.reports["b"].At != r.At
+	recorded := m.leader.reports["b"].At != r.At
 	m.mu.Unlock()
 	if recorded {
 		t.Error("a doomed member's heartbeat was recorded")
@@ -1100,7 +1100,7 @@ func TestLeaderLeases(t *testing.T) {
 		t.Fatalf("after b's silence and a step: %s, want e3 [a]", got)
 	}
 	m.mu.Lock()
-	_, still := m.removing["b"]
+	still := m.leader.Doomed("b")
 	m.mu.Unlock()
 	if still {
 		t.Error("b still marked for removal after its removal committed")
