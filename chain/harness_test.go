@@ -79,6 +79,22 @@ type simOptions struct {
 	CompactEvery int
 	// WaitCloses makes finish wait until every auction has closed.
 	WaitCloses bool
+	// Policy replaces the scripted master by the master's own policy
+	// (master.Leader, master.Decide, master.Apply) on simulated
+	// heartbeats, with leases (simmaster_test.go): it removes silent
+	// nodes, partitioned and paused ones included, adds joiners and
+	// grants leases, and can fail over.
+	Policy bool
+	// With Policy: the heartbeat period, the master's failure timeout and
+	// lease, how long a master failover leaves the group without a leader,
+	// and the most a node's clock rate may differ from real time (0.01:
+	// 1%).
+	HeartbeatEvery, FailureTimeout, Lease int64
+	ElectionDelay                         [2]int64
+	ClockDrift                            float64
+	// LeaseOverrunMs is a deliberate bug: every tail serves reads that
+	// long past its lease (the simulation's own test).
+	LeaseOverrunMs int64
 	// Log writes replica and harness logs to stderr (-simlog); Trace adds
 	// every chain message (-simtrace).
 	Log, Trace bool
@@ -96,8 +112,13 @@ func defaultOptions() simOptions {
 		ClientTimeout: 40 * ms,
 		GiveUpAfter:   0,
 		CompactEvery:  16,
-		Log:           *flagSimLog || *flagSimTrace,
-		Trace:         *flagSimTrace,
+		// The defaults of config.yaml.
+		HeartbeatEvery: 50 * ms,
+		FailureTimeout: 500 * ms,
+		Lease:          200 * ms,
+		ElectionDelay:  [2]int64{300 * ms, 800 * ms},
+		Log:            *flagSimLog || *flagSimTrace,
+		Trace:          *flagSimTrace,
 	}
 }
 
@@ -133,9 +154,17 @@ type simNode struct {
 	id      string
 	r       *Replica
 	crashed bool
-	skewMs  int64 // this node's clock offset
-	rec     nodeRecord
-	snapAt  uint64 // applied at the last simulated snapshot (CompactEvery)
+	skewMs  int64   // this node's clock offset
+	rate    float64 // this node's clock rate (1: real time)
+	// incarnation is this run's number (Policy); run counts the node's
+	// runs, so that a crashed run's ticks and heartbeats stop for good.
+	incarnation uint64
+	run         int
+	// pausedUntil: until then the node runs nothing (a stop-the-world
+	// pause); what reaches it waits, in order.
+	pausedUntil int64
+	rec         nodeRecord
+	snapAt      uint64 // applied at the last simulated snapshot (CompactEvery)
 }
 
 // nodeRecord is the sequence of updates a node applied, from Ready().Applied.
@@ -198,6 +227,7 @@ type simCluster struct {
 	faults bool                // random drops and client losses are on
 
 	master     simMaster
+	pm         policyMaster // with Policy
 	clients    []*simClient
 	rec        *checker.Recorder
 	handles    map[Handle]handleRef
@@ -269,7 +299,11 @@ func newCluster(t testing.TB, opts simOptions) *simCluster {
 	for range opts.Nodes {
 		chain = append(chain, c.addNode())
 	}
-	c.setConfig(chain, nil, "bootstrap")
+	if opts.Policy {
+		c.bootstrapPolicy(chain)
+	} else {
+		c.setConfig(chain, nil, "bootstrap")
+	}
 	t.Cleanup(func() { CheckInvariants(t, c) })
 	return c
 }
@@ -338,8 +372,14 @@ func (c *simCluster) violation(format string, args ...any) {
 
 func (c *simCluster) nowMs() int64 { return baseMs + c.now/1000 }
 
-// clockOf is a node's clock, in unix ms.
-func (c *simCluster) clockOf(n *simNode) int64 { return c.nowMs() + n.skewMs }
+// clockOf is a node's clock, in unix ms: offset by its skew, and running
+// at its rate.
+func (c *simCluster) clockOf(n *simNode) int64 {
+	if n.rate == 1 {
+		return c.nowMs() + n.skewMs
+	}
+	return baseMs + n.skewMs + int64(float64(c.now)*n.rate)/1000
+}
 
 func (c *simCluster) between(r [2]int64) int64 {
 	if r[1] <= r[0] {
@@ -401,30 +441,81 @@ func (c *simCluster) runUntil(cond func() bool, limit int64) bool {
 func (c *simCluster) addNode() string {
 	c.master.nextNode++
 	id := fmt.Sprintf("n%d", c.master.nextNode)
-	n := &simNode{id: id, skewMs: c.between(c.opts.ClockSkew), r: NewReplica(Options{ID: id,
-		MaxBatch: c.opts.MaxBatch, HelloRetryTicks: c.opts.HelloRetryTicks, Logger: c.log})}
+	n := &simNode{id: id, skewMs: c.between(c.opts.ClockSkew), rate: 1}
+	if d := c.opts.ClockDrift; d > 0 {
+		n.rate = 1 - d + 2*d*c.rng.Float64()
+	}
+	n.r = c.newReplica(id)
 	c.nodes[id] = n
 	c.order = append(c.order, n)
-	var tick func()
-	tick = func() {
-		if n.crashed {
-			return
-		}
-		n.r.Tick(c.clockOf(n))
-		c.drain(n)
-		c.at(c.now+tickEvery, false, tick)
-	}
-	c.at(c.now+c.rng.Int64N(tickEvery), false, tick)
+	c.startRun(n)
 	if len(c.order) == 1 {
 		var masterTick func()
 		masterTick = func() {
-			c.masterTick()
+			if c.opts.Policy {
+				c.policyTick()
+			} else {
+				c.masterTick()
+			}
 			c.checkChainOrder()
 			c.at(c.now+tickEvery, false, masterTick)
 		}
 		c.at(c.now+tickEvery/2, false, masterTick)
 	}
 	return id
+}
+
+func (c *simCluster) newReplica(id string) *Replica {
+	r := NewReplica(Options{ID: id, MaxBatch: c.opts.MaxBatch, HelloRetryTicks: c.opts.HelloRetryTicks,
+		Leased: c.opts.Policy, Logger: c.log})
+	r.readLeaseOverrunMs = c.opts.LeaseOverrunMs
+	return r
+}
+
+// startRun starts a run of n's process: its ticks and, with Policy, its
+// heartbeats, until it crashes.
+func (c *simCluster) startRun(n *simNode) {
+	n.run++
+	run := n.run
+	alive := func() bool { return !n.crashed && n.run == run }
+	var tick func()
+	tick = func() {
+		if !alive() {
+			return
+		}
+		if c.now >= n.pausedUntil {
+			n.r.Tick(c.clockOf(n))
+			c.drain(n)
+		}
+		c.at(c.now+tickEvery, false, tick)
+	}
+	c.at(c.now+c.rng.Int64N(tickEvery), false, tick)
+	if c.opts.Policy {
+		n.incarnation = c.rng.Uint64() | 1
+		var beat func()
+		beat = func() {
+			if !alive() {
+				return
+			}
+			if c.now >= n.pausedUntil {
+				c.heartbeat(n)
+			}
+			c.at(c.now+c.opts.HeartbeatEvery, false, beat)
+		}
+		c.at(c.now+c.rng.Int64N(c.opts.HeartbeatEvery), false, beat)
+	}
+}
+
+// onNode runs fn at node n as soon as n runs: at once, later when n is
+// paused, never when it has crashed.
+func (c *simCluster) onNode(n *simNode, fn func()) {
+	switch {
+	case n == nil || n.crashed:
+	case c.now < n.pausedUntil:
+		c.at(n.pausedUntil, true, func() { c.onNode(n, fn) })
+	default:
+		fn()
+	}
 }
 
 func (c *simCluster) node(id string) *simNode {
@@ -560,12 +651,15 @@ func (c *simCluster) deliver(l *netLink, m *api.ChainMessage) {
 			return // the stream broke while this was in flight
 		}
 		n := c.nodes[m.To]
-		if n == nil || n.crashed {
-			return
-		}
-		c.tracef("deliver", m)
-		n.r.Step(m)
-		c.drain(n)
+		c.onNode(n, func() {
+			if l.gen != gen {
+				c.tracef("lost in flight", m)
+				return
+			}
+			c.tracef("deliver", m)
+			n.r.Step(m)
+			c.drain(n)
+		})
 	})
 }
 
@@ -584,9 +678,11 @@ func (c *simCluster) breakLink(l *netLink, why string) {
 }
 
 func (c *simCluster) peerDown(at, peer string) {
-	if n := c.nodes[at]; n != nil && !n.crashed {
-		n.r.PeerDown(peer)
-		c.drain(n)
+	if n := c.nodes[at]; n != nil {
+		c.onNode(n, func() {
+			n.r.PeerDown(peer)
+			c.drain(n)
+		})
 	}
 }
 
@@ -646,6 +742,9 @@ func (c *simCluster) crash(id string) {
 			}
 		}
 	})
+	if c.opts.Policy {
+		return // the master notices the silence
+	}
 	var detect func()
 	detect = func() {
 		if c.anyCut() {
@@ -699,6 +798,10 @@ func (c *simCluster) push(id string, cfg *api.ChainConfig) {
 		c.master.heldPush[id] = append(q, cfg)
 		return
 	}
+	if c.opts.Policy {
+		c.pushPolicy(id, cfg)
+		return
+	}
 	c.after(c.between(c.opts.ConfigDelay), func() {
 		n := c.nodes[id]
 		if n == nil || n.crashed {
@@ -748,6 +851,9 @@ func (c *simCluster) masterRemove(id string) {
 // join adds a fresh node as a joiner; the master promotes it later.
 func (c *simCluster) join() string {
 	id := c.addNode()
+	if c.opts.Policy {
+		return id // its heartbeats ask the master to join
+	}
 	c.setConfig(memberIDs(c.master.cfg.Chain), append(memberIDs(c.master.cfg.Joining), id), "join "+id)
 	return id
 }
@@ -970,7 +1076,7 @@ func (cl *simClient) retry(op *clientOp, why string) {
 
 // retryable are the errors that tell a client to try again elsewhere.
 func retryableErr(err error) bool {
-	for _, e := range []error{ErrNotHead, ErrNotTail, ErrNotReady, ErrHeadChanged, ErrRemoved, ErrNoConfig} {
+	for _, e := range []error{ErrNotHead, ErrNotTail, ErrNotReady, ErrHeadChanged, ErrRemoved, ErrNoConfig, ErrNoLease} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -983,9 +1089,8 @@ func (c *simCluster) toNode(id string, fn func(n *simNode)) {
 		return
 	}
 	c.after(c.between(c.opts.ClientDelay), func() {
-		if n := c.nodes[id]; n != nil && !n.crashed {
-			fn(n)
-		}
+		n := c.nodes[id]
+		c.onNode(n, func() { fn(n) })
 	})
 }
 
@@ -1128,6 +1233,12 @@ func (c *simCluster) settle() bool {
 	c.faults = false
 	for k := range c.cuts {
 		c.cuts[k] = c.now
+	}
+	for _, n := range c.order {
+		n.pausedUntil = min(n.pausedUntil, c.now)
+	}
+	if c.opts.Policy && c.pm.leader == nil {
+		c.electLeader()
 	}
 	for _, l := range c.sortedLinks() {
 		if l.held {

@@ -215,11 +215,7 @@ func (n *Node) report(r *Replica) *api.HeartbeatRequest {
 // our heartbeat reaches it). One that does not name us at all, before we
 // ever had one, is skipped too: we are not a member yet.
 func (n *Node) installFromMaster(r *Replica, cfg *api.ChainConfig) {
-	if cfg.GetEpoch() <= r.Epoch() {
-		return
-	}
-	inc, named := incarnationIn(cfg, n.opts.ID)
-	if (named && inc != n.incarnation) || (!named && r.Config() == nil) {
+	if !forThisRun(r, n.incarnation, cfg) {
 		return
 	}
 	err := r.Reconfigure(cfg)
@@ -232,6 +228,17 @@ func (n *Node) installFromMaster(r *Replica, cfg *api.ChainConfig) {
 		n.log.Warn("configuration from the master refused", "node", n.opts.ID, "epoch", cfg.Epoch, "err", err)
 		return
 	}
+}
+
+// forThisRun reports whether cfg, from the master, is for replica r run
+// as the given incarnation: newer than what r has, and either naming this
+// incarnation or leaving out a node that has been a member (a removal).
+func forThisRun(r *Replica, incarnation uint64, cfg *api.ChainConfig) bool {
+	if cfg.GetEpoch() <= r.Epoch() {
+		return false
+	}
+	inc, named := incarnationIn(cfg, r.ID())
+	return !(named && inc != incarnation) && (named || r.Config() != nil)
 }
 
 // incarnationIn finds id in cfg and returns its incarnation.

@@ -181,9 +181,10 @@ type Replica struct {
 	// leaseUntil is when the master's lease runs out, in the clock of
 	// Tick, Propose and Read (with Options.Leased); 0: none held.
 	leaseUntil int64
-	// leaseOverrunMs is a deliberate bug for the simulation's own test:
-	// the replica serves that long past its lease. Always 0 otherwise.
-	leaseOverrunMs int64
+	// readLeaseOverrunMs is a deliberate bug for the simulation's own
+	// test: the tail serves reads that long past its lease. Always 0
+	// otherwise.
+	readLeaseOverrunMs int64
 	// stateGen counts the times state was replaced (a snapshot, a reset
 	// on rejoining): history kept outside the replica is void after one.
 	stateGen uint64
@@ -340,7 +341,7 @@ func (r *Replica) LeaseLeft(nowMs int64) int64 {
 	if !r.opts.Leased {
 		return -1
 	}
-	return max(0, r.leaseUntil+r.leaseOverrunMs-nowMs)
+	return max(0, r.leaseUntil-nowMs)
 }
 
 // leaseErr is ErrNoLease when the replica needs a lease and holds none at
@@ -529,7 +530,7 @@ func (r *Replica) readErr(nowMs int64) error {
 	case !r.caughtUp:
 		return ErrNotReady
 	}
-	return r.leaseErr(nowMs)
+	return r.leaseErr(nowMs - r.readLeaseOverrunMs)
 }
 
 // ---------------------------------------------------------------------------

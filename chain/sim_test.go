@@ -13,10 +13,12 @@ import (
 )
 
 var (
-	flagSeed     = flag.Uint64("seed", 0, "TestSim: replay only this seed")
-	flagSeeds    = flag.Int("seeds", defaultSeeds(), "TestSim: run seeds 1..N (default $SIM_SEEDS, else 1000)")
-	flagSimLog   = flag.Bool("simlog", false, "log every replica and harness event of simulated runs to stderr")
-	flagSimTrace = flag.Bool("simtrace", false, "like -simlog, and log every chain message too")
+	flagSeed       = flag.Uint64("seed", 0, "TestSim: replay only this seed")
+	flagSeeds      = flag.Int("seeds", defaultSeeds(), "TestSim: run seeds 1..N (default $SIM_SEEDS, else 1000)")
+	flagSimLog     = flag.Bool("simlog", false, "log every replica and harness event of simulated runs to stderr")
+	flagSimTrace   = flag.Bool("simtrace", false, "like -simlog, and log every chain message too")
+	flagLeaseSeeds = flag.Int("leaseseeds", defaultLeaseSeeds(),
+		"TestSimLeases: run seeds 1..N (default $SIM_LEASE_SEEDS, else 2000)")
 )
 
 // TestSim runs random schedules — bids, reads, retries, message drops and
@@ -36,31 +38,82 @@ func TestSim(t *testing.T) {
 	}
 }
 
+// TestSimLeases runs random schedules with the master's own policy in the
+// simulation (simOptions.Policy): heartbeats, leases, removals of silent
+// nodes, joins, and the faults that leases exist for — partitions from the
+// master, pauses past the failure timeout, clock-rate drift — besides
+// crashes, restarts with durable state, master failovers, drops, delays
+// and partitions between nodes. Every run ends with CheckInvariants,
+// porcupine included, and the minimum-progress guard. `go test ./chain
+// -run TestSimLeases -seed 42` replays one seed; -leaseseeds K runs 1..K.
+func TestSimLeases(t *testing.T) {
+	if *flagSeed != 0 {
+		runSimWith(t, *flagSeed, simKind{policy: true})
+		return
+	}
+	for seed := uint64(1); seed <= uint64(*flagLeaseSeeds); seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			runSimWith(t, seed, simKind{policy: true})
+		})
+	}
+}
+
 // TestSimDeterministic runs seeds twice and compares the digests of the
 // runs: the same seed must give the same history, event for event.
 func TestSimDeterministic(t *testing.T) {
-	for _, seed := range []uint64{3, 42, 977} {
-		var d [2][32]byte
-		for i := range d {
-			t.Run(fmt.Sprintf("seed=%d/run=%d", seed, i), func(t *testing.T) { d[i] = runSim(t, seed) })
-		}
-		if d[0] != d[1] {
-			t.Errorf("seed %d: two runs differ: %x vs %x", seed, d[0][:8], d[1][:8])
+	for _, kind := range []simKind{{}, {policy: true}} {
+		for _, seed := range []uint64{3, 42, 977} {
+			var d [2][32]byte
+			for i := range d {
+				t.Run(fmt.Sprintf("policy=%v/seed=%d/run=%d", kind.policy, seed, i), func(t *testing.T) {
+					d[i] = runSimWith(t, seed, kind)
+				})
+			}
+			if d[0] != d[1] {
+				t.Errorf("policy %v, seed %d: two runs differ: %x vs %x", kind.policy, seed, d[0][:8], d[1][:8])
+			}
 		}
 	}
 }
 
-// runSim runs one random schedule and returns the digest of the run.
+// runSim runs one random schedule with the scripted master and returns
+// the digest of the run.
 func runSim(t *testing.T, seed uint64) [32]byte {
+	t.Helper()
+	return runSimWith(t, seed, simKind{})
+}
+
+// simKind picks the master of a run and its extra faults.
+type simKind struct {
+	// policy runs the master's own policy with leases (simOptions.Policy),
+	// with its faults: partitions from the master, pauses past the
+	// failure timeout, clock drift, restarts, master failovers.
+	policy bool
+	// leaseOverrunMs breaks the lease on purpose: tails serve reads that
+	// long past it (simOptions.LeaseOverrunMs).
+	leaseOverrunMs int64
+}
+
+// runSimWith runs one random schedule of the given kind and returns the
+// digest of the run.
+func runSimWith(t testing.TB, seed uint64, kind simKind) [32]byte {
 	t.Helper()
 	plan := rand.New(rand.NewPCG(seed, 0x5eed))
 	opts := defaultOptions()
 	opts.Seed = seed
+	opts.Policy, opts.LeaseOverrunMs = kind.policy, kind.leaseOverrunMs
+	if kind.policy {
+		opts.ClockDrift = []float64{0, 0.001, 0.01}[plan.IntN(3)]
+		opts.GiveUpAfter = 3000 * ms // a failover costs a second of service
+	}
 	opts.Nodes = []int{1, 2, 3, 3, 3, 4}[plan.IntN(6)]
 	opts.DropRate = []float64{0, 0, 0.002, 0.01, 0.03}[plan.IntN(5)]
 	opts.ClientLoss = []float64{0, 0, 0.01, 0.05}[plan.IntN(4)]
 	opts.MaxBatch = []int{1, 3, 0}[plan.IntN(3)]
-	opts.GiveUpAfter = 1500 * ms
+	if !kind.policy {
+		opts.GiveUpAfter = 1500 * ms
+	}
 	opts.ClockSkew = [2]int64{-30, 30}
 	opts.WaitCloses = true
 	c := newCluster(t, opts)
@@ -135,7 +188,13 @@ func runSim(t *testing.T, seed uint64) [32]byte {
 		start := plan.Int64N(50)
 		hint[id] = start
 		soft := []int64{0, 0, 20 + plan.Int64N(80)}[plan.IntN(3)] // some anti-sniping
-		admin.open(id, 200+plan.Int64N(600), 1+plan.Int64N(5), start, soft, func(*clientOp) { openNext(i + 1) })
+		dur := 200 + plan.Int64N(600)
+		if kind.policy {
+			// Outlives a crashed head's detection, a master failover and
+			// the leases they cost, so that bids have an open auction.
+			dur = 1500 + plan.Int64N(1500)
+		}
+		admin.open(id, dur, 1+plan.Int64N(5), start, soft, func(*clientOp) { openNext(i + 1) })
 	}
 	c.after(ms, func() { openNext(0) })
 
@@ -167,11 +226,61 @@ func runSim(t *testing.T, seed uint64) [32]byte {
 			if len(cand) == 0 {
 				return
 			}
-			c.crash(cand[plan.IntN(len(cand))].id)
-			if plan.IntN(3) > 0 {
+			victim := cand[plan.IntN(len(cand))].id
+			c.crash(victim)
+			switch {
+			case kind.policy && plan.IntN(2) == 0:
+				// The process comes back with its disk: it rejoins.
+				c.at(c.now+100*ms+plan.Int64N(900*ms), false, func() {
+					if c.faults {
+						c.restart(victim)
+					}
+				})
+			case plan.IntN(3) > 0:
 				c.at(c.now+60*ms+plan.Int64N(140*ms), false, join) // an operator replaces it
 			}
 		})
+	}
+	if kind.policy {
+		// A node cut off from the master, or paused, past the failure
+		// timeout is removed like a crashed one: the same rule picks it.
+		// Shorter ones cost it only its lease.
+		removable := func() *simNode {
+			var cand []*simNode
+			for _, n := range c.liveNodes() {
+				if !c.isCut(n.id, masterID) && c.now >= n.pausedUntil &&
+					(!isChainMember(c, n.id) || otherCaughtUp(c, n.id)) {
+					cand = append(cand, n)
+				}
+			}
+			if len(cand) == 0 {
+				return nil
+			}
+			return cand[plan.IntN(len(cand))]
+		}
+		outage := func() int64 {
+			if plan.IntN(2) == 0 {
+				return 50*ms + plan.Int64N(300*ms) // within the lease's reach
+			}
+			return opts.FailureTimeout + plan.Int64N(600*ms) // past the failure timeout
+		}
+		for range plan.IntN(3) {
+			fault(func() {
+				if n := removable(); n != nil {
+					c.partition(n.id, masterID, outage())
+				}
+			})
+		}
+		for range plan.IntN(3) {
+			fault(func() {
+				if n := removable(); n != nil {
+					c.pause(n.id, outage())
+				}
+			})
+		}
+		if plan.IntN(4) == 0 {
+			fault(c.failMaster)
+		}
 	}
 	for range plan.IntN(4) {
 		fault(join)
@@ -242,11 +351,19 @@ func isChainMember(c *simCluster, id string) bool {
 // every committed update.
 func otherCaughtUp(c *simCluster, id string) bool {
 	for _, n := range c.liveChain() {
-		if n.id != id && n.r.CaughtUp() {
+		if n.id != id && n.r.CaughtUp() && !c.isCut(n.id, masterID) && c.now >= n.pausedUntil {
 			return true
 		}
 	}
 	return false
+}
+
+// defaultLeaseSeeds is $SIM_LEASE_SEEDS when set, else 2000.
+func defaultLeaseSeeds() int {
+	if n, err := strconv.Atoi(os.Getenv("SIM_LEASE_SEEDS")); err == nil && n > 0 {
+		return n
+	}
+	return 2000
 }
 
 // defaultSeeds is $SIM_SEEDS when set (scripts/test passes it on), else 1000.

@@ -99,10 +99,13 @@ func Decide(c Config, reports map[string]Report, now, leaderSince time.Time, fai
 			if outage {
 				continue // it will be part of the rebuilt chain
 			}
-			if !othersHeardSince(c, reports, r) {
+			if !otherHeardSince(c, reports, r) {
 				// Every member may have restarted at once (a power cut):
-				// replace this one only once each other member's old run
-				// has heartbeated since, else the chain goes down whole.
+				// replace this one only once another member's old run has
+				// heartbeated since (the chain is up), else the chain goes
+				// down whole and rebuild takes every member's history.
+				// Not every other member: two members restarted while the
+				// others run would then wait for each other forever.
 				continue
 			}
 			reason = "restarted"
@@ -158,17 +161,16 @@ func rebuild(c Config, reports map[string]Report, now time.Time, failureTimeout 
 	return Command{Op: OpRebuild, Member: chain[0], Chain: chain, Epoch: c.Epoch, Reason: reason}, true
 }
 
-// othersHeardSince reports whether every chain member other than r's node
+// otherHeardSince reports whether a chain member other than r's node
 // heartbeated, as the incarnation in c, after r's incarnation first did.
-func othersHeardSince(c Config, reports map[string]Report, r Report) bool {
+func otherHeardSince(c Config, reports map[string]Report, r Report) bool {
 	for _, m := range c.Chain {
 		if m.ID == r.ID {
 			continue
 		}
-		o, ok := reports[m.ID]
-		if !ok || o.Incarnation != m.Incarnation || !o.At.After(r.Since) {
-			return false
+		if o, ok := reports[m.ID]; ok && o.Incarnation == m.Incarnation && o.At.After(r.Since) {
+			return true
 		}
 	}
-	return true
+	return false
 }
