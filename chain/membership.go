@@ -14,6 +14,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/internal/conns"
 )
 
 // membership is a node's side of the master: it heartbeats to the master
@@ -35,9 +36,8 @@ type membership struct {
 	// input queue.
 	latest atomic.Pointer[publishedReport]
 
-	// connMu guards conns.
-	connMu sync.Mutex
-	conns  map[string]*grpc.ClientConn
+	// conns are the connections to the masters.
+	conns *conns.Cache
 }
 
 // publishedReport is a heartbeat's content and when the driver made it.
@@ -60,7 +60,9 @@ func (ms *membership) publish(req *api.HeartbeatRequest) {
 }
 
 func newMembership(n *Node, masters []string, period time.Duration) *membership {
-	return &membership{n: n, masters: slices.Clone(masters), period: period, conns: map[string]*grpc.ClientConn{}}
+	return &membership{n: n, masters: slices.Clone(masters), period: period,
+		conns: conns.New(append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			client.ReconnectQuickly}, n.opts.DialOptions...)...)}
 }
 
 // newIncarnation draws a random non-zero incarnation number.
@@ -75,29 +77,15 @@ func newIncarnation() uint64 {
 }
 
 func (ms *membership) client(i int) (api.MasterClient, error) {
-	addr := ms.masters[i]
-	ms.connMu.Lock()
-	defer ms.connMu.Unlock()
-	if c, ok := ms.conns[addr]; ok {
-		return api.NewMasterClient(c), nil
-	}
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		client.ReconnectQuickly}, ms.n.opts.DialOptions...)...)
+	cc, err := ms.conns.Get(ms.masters[i])
 	if err != nil {
 		return nil, err
 	}
-	ms.conns[addr] = c
-	return api.NewMasterClient(c), nil
+	return api.NewMasterClient(cc), nil
 }
 
-func (ms *membership) close() {
-	ms.connMu.Lock()
-	defer ms.connMu.Unlock()
-	for _, c := range ms.conns {
-		c.Close()
-	}
-	clear(ms.conns)
-}
+// close closes the connections to the masters; client fails from then on.
+func (ms *membership) close() { ms.conns.Close() }
 
 // run starts the heartbeat and watch loops; both end when ctx is done.
 func (ms *membership) run(ctx context.Context, wg *sync.WaitGroup) {

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/internal/conns"
 	"github.com/gavel-auction/gavel/pki"
 	"github.com/gavel-auction/gavel/storage"
 )
@@ -139,9 +142,10 @@ type Node struct {
 	kick chan struct{} // capacity 1: hands the driver role to the helper
 
 	transport *transport
-	forwarder *forwarder
-	server    *grpc.Server
-	stopOnce  sync.Once
+	// forwards are the connections to other nodes for forwarded calls.
+	forwards *conns.Cache
+	server   *grpc.Server
+	stopOnce sync.Once
 
 	// incarnation is this run's number; membership is nil without masters.
 	incarnation uint64
@@ -227,6 +231,11 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		n.incarnation = newIncarnation()
 	}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
+	// Every connection the node makes (to peers, to masters, for
+	// forwarded calls) dials with its TLS identity first.
+	if opts.TLS != nil {
+		n.opts.DialOptions = append([]grpc.DialOption{opts.TLS.DialOption()}, opts.DialOptions...)
+	}
 	if len(opts.Masters) > 0 {
 		if opts.Heartbeat <= 0 {
 			opts.Heartbeat = 50 * time.Millisecond
@@ -260,11 +269,10 @@ func NewNode(opts NodeOptions) (*Node, error) {
 			opts.Initial = saved
 		}
 	}
-	if opts.TLS != nil {
-		n.opts.DialOptions = append([]grpc.DialOption{opts.TLS.DialOption()}, opts.DialOptions...)
-	}
 	n.transport = newTransport(opts.ID, opts.Logger, n.peerDown, n.opts.DialOptions...)
-	n.forwarder = newForwarder(n.opts.DialOptions)
+	n.forwards = conns.New(append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow), client.ReconnectQuickly},
+		n.opts.DialOptions...)...)
 	if opts.Initial != nil {
 		if err := n.replica.Reconfigure(opts.Initial); err != nil {
 			return nil, fmt.Errorf("chain: initial configuration: %w", err)
@@ -339,7 +347,7 @@ func (n *Node) Stop() {
 		// never end by themselves, so stop the server outright.
 		n.transport.close()
 		n.server.Stop()
-		n.forwarder.close()
+		n.forwards.Close()
 		if n.store != nil {
 			n.store.Close()
 		}

@@ -9,55 +9,16 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auction"
-	"github.com/gavel-auction/gavel/client"
 )
 
 // forwardedKey marks a call that one node already forwarded, so that a
 // stale view of the chain can never bounce a call around in a loop.
 const forwardedKey = "gavel-forwarded"
-
-// forwarder holds client connections to other nodes for forwarded calls.
-type forwarder struct {
-	extra []grpc.DialOption
-	mu    sync.Mutex // guards conns
-	conns map[string]*grpc.ClientConn
-}
-
-func newForwarder(extra []grpc.DialOption) *forwarder {
-	return &forwarder{extra: extra, conns: map[string]*grpc.ClientConn{}}
-}
-
-func (f *forwarder) client(addr string) (api.AuctionsClient, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, ok := f.conns[addr]
-	if !ok {
-		var err error
-		c, err = grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithStaticStreamWindowSize(streamWindow), grpc.WithStaticConnWindowSize(connWindow), client.ReconnectQuickly},
-			f.extra...)...)
-		if err != nil {
-			return nil, err
-		}
-		f.conns[addr] = c
-	}
-	return api.NewAuctionsClient(c), nil
-}
-
-func (f *forwarder) close() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.conns {
-		c.Close()
-	}
-	f.conns = map[string]*grpc.ClientConn{}
-}
 
 func forwarded(ctx context.Context) bool {
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -78,11 +39,11 @@ func (n *Node) target(ctx context.Context, head bool) (api.AuctionsClient, conte
 	if id == "" || id == n.opts.ID {
 		return nil, nil, status.Error(codes.Unavailable, "chain is reconfiguring: no other node to forward to")
 	}
-	c, err := n.forwarder.client(addr)
+	cc, err := n.forwards.Get(addr)
 	if err != nil {
 		return nil, nil, status.Errorf(codes.Unavailable, "cannot reach %s: %v", id, err)
 	}
-	return c, metadata.AppendToOutgoingContext(ctx, forwardedKey, n.opts.ID), nil
+	return api.NewAuctionsClient(cc), metadata.AppendToOutgoingContext(ctx, forwardedKey, n.opts.ID), nil
 }
 
 // toStatus maps a chain error to a gRPC status. Unavailable always means

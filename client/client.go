@@ -46,6 +46,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/internal/conns"
 )
 
 // Defaults for the zero values of Options.
@@ -115,10 +116,10 @@ type Client struct {
 	seeds []string // addresses given to New, deduplicated, in order
 	log   *slog.Logger
 
-	mu     sync.RWMutex // guards conns, view and closed
-	conns  map[string]*conn
-	view   *api.ChainConfig // highest-epoch configuration learned; nil before the first refresh
-	closed bool
+	conns *conns.Cache // one connection per node address
+
+	mu   sync.RWMutex     // guards view
+	view *api.ChainConfig // highest-epoch configuration learned; nil before the first refresh
 
 	refreshMu   sync.Mutex // serializes refreshes, so calls failing together share one
 	refreshedAt time.Time  // end of the last refresh; guarded by refreshMu
@@ -126,9 +127,8 @@ type Client struct {
 	session *requestSession // numbers bids and opens; safe for concurrent use
 }
 
-// conn is one node's connection and its service stubs.
+// conn is one node's service stubs.
 type conn struct {
-	cc       *grpc.ClientConn
 	auctions api.AuctionsClient
 	admin    api.AdminClient
 }
@@ -160,7 +160,16 @@ func New(addrs []string, opts Options) (*Client, error) {
 	if len(seeds) == 0 {
 		return nil, ErrNoAddrs
 	}
-	return &Client{opts: opts, seeds: seeds, log: opts.Logger, conns: map[string]*conn{}, session: newRequestSession()}, nil
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		ReconnectQuickly,
+		// Fixed flow-control windows: this turns off gRPC's dynamic window
+		// (BDP estimation), which pings the node after nearly every reply
+		// on a stream of small messages, costing a round of extra writes
+		// and wakeups per bid on both sides.
+		grpc.WithStaticStreamWindowSize(1 << 20), grpc.WithStaticConnWindowSize(8 << 20),
+	}, opts.DialOptions...)
+	return &Client{opts: opts, seeds: seeds, log: opts.Logger, conns: conns.New(dial...), session: newRequestSession()}, nil
 }
 
 // checkAddr returns an error wrapping ErrBadAddr unless addr is host:port.
@@ -177,20 +186,7 @@ func checkAddr(addr string) error {
 
 // Close closes every connection. Calls in flight fail; later calls return
 // ErrClosed.
-func (c *Client) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil
-	}
-	c.closed = true
-	var errs []error
-	for _, cn := range c.conns {
-		errs = append(errs, cn.cc.Close())
-	}
-	c.conns = nil
-	return errors.Join(errs...)
-}
+func (c *Client) Close() error { return c.conns.Close() }
 
 // NewRequestID returns a fresh random request id: 16 hex characters from
 // crypto/rand.
@@ -549,42 +545,17 @@ func (c *Client) pick(tgt target, avoid []string) (addr string, all bool) {
 	return c.seeds[0], true
 }
 
-// conn returns the connection to addr, creating it on first use.
+// conn returns the stubs of the connection to addr, creating the
+// connection on first use.
 func (c *Client) conn(addr string) (*conn, error) {
-	c.mu.RLock()
-	cn, ok := c.conns[addr]
-	closed := c.closed
-	c.mu.RUnlock()
-	if ok {
-		return cn, nil
-	}
-	if closed {
+	cc, err := c.conns.Get(addr)
+	switch {
+	case errors.Is(err, conns.ErrClosed):
 		return nil, ErrClosed
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	if cn, ok := c.conns[addr]; ok {
-		return cn, nil
-	}
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		ReconnectQuickly,
-		// Fixed flow-control windows: this turns off gRPC's dynamic window
-		// (BDP estimation), which pings the node after nearly every reply
-		// on a stream of small messages, costing a round of extra writes
-		// and wakeups per bid on both sides.
-		grpc.WithStaticStreamWindowSize(1 << 20), grpc.WithStaticConnWindowSize(8 << 20),
-	}, c.opts.DialOptions...)
-	cc, err := grpc.NewClient(addr, opts...)
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
-	cn = &conn{cc: cc, auctions: api.NewAuctionsClient(cc), admin: api.NewAdminClient(cc)}
-	c.conns[addr] = cn
-	return cn, nil
+	return &conn{auctions: api.NewAuctionsClient(cc), admin: api.NewAdminClient(cc)}, nil
 }
 
 // ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/internal/conns"
 	"github.com/gavel-auction/gavel/pki"
 )
 
@@ -170,8 +172,8 @@ type Gateway struct {
 	wg       sync.WaitGroup // every goroutine the gateway starts
 	stopOnce sync.Once
 
-	connsMu   sync.Mutex // guards grpcConns
-	grpcConns map[string]*grpc.ClientConn
+	// grpcConns are the gateway's connections to masters and nodes.
+	grpcConns *conns.Cache
 }
 
 // New returns a gateway for the chain of opts.Nodes. It does not listen
@@ -223,7 +225,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{opts: opts, log: log, client: cl, bids: cl.NewBidMux(bidLanes), ctx: ctx, cancel: cancel,
-		conns: map[*conn]struct{}{}, grpcConns: map[string]*grpc.ClientConn{}}
+		conns: map[*conn]struct{}{}, grpcConns: conns.New(slices.Concat(dialOptions, opts.DialOptions)...)}
 	if opts.Secret != "" {
 		g.secret = []byte(opts.Secret)
 	}
@@ -329,12 +331,7 @@ func (g *Gateway) Stop() {
 		}
 		g.bids.Close()
 		g.client.Close()
-		g.connsMu.Lock()
-		for _, cc := range g.grpcConns {
-			cc.Close()
-		}
-		g.grpcConns = nil
-		g.connsMu.Unlock()
+		g.grpcConns.Close()
 		g.log.Info("gateway stopped")
 	})
 }

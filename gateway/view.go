@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"context"
-	"slices"
+	"errors"
 	"sync"
 	"time"
 
@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/internal/conns"
 )
 
 // chainView is the gateway's view of the chain configuration, which tells
@@ -187,22 +188,14 @@ func tailOf(cfg *api.ChainConfig) *api.Member {
 
 // dial returns the gateway's connection to addr, made on first use (gRPC
 // connects lazily and reconnects by itself). Only a malformed address
-// fails.
+// fails, and every address once Stop has closed the connections
+// (ErrStopped).
 func (g *Gateway) dial(addr string) (*grpc.ClientConn, error) {
-	g.connsMu.Lock()
-	defer g.connsMu.Unlock()
-	if cc, ok := g.grpcConns[addr]; ok {
-		return cc, nil
-	}
-	if g.grpcConns == nil {
+	cc, err := g.grpcConns.Get(addr)
+	if errors.Is(err, conns.ErrClosed) {
 		return nil, ErrStopped
 	}
-	cc, err := grpc.NewClient(addr, slices.Concat(dialOptions, g.opts.DialOptions)...)
-	if err != nil {
-		return nil, err
-	}
-	g.grpcConns[addr] = cc
-	return cc, nil
+	return cc, err
 }
 
 // errText is a short description of an RPC error: its code and message.

@@ -14,8 +14,9 @@
 // The host side of every operation is gavel itself (`gavel launch agent`,
 // `gavel launch probe`), run through a Host: sh on the launching machine,
 // the system's ssh elsewhere. What the cluster says about itself (leader,
-// chain, each process's role) comes from an Observer, which cmd/gavel
-// implements with the gRPC status calls of `gavel status`.
+// chain, each process's role) comes from an Observer: NewStatusObserver
+// asks the processes with the gRPC status calls of `gavel status`
+// (package clusterstatus).
 package launch
 
 import (

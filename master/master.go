@@ -26,6 +26,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/internal/conns"
 	"github.com/gavel-auction/gavel/pki"
 )
 
@@ -117,9 +118,8 @@ type Master struct {
 
 	metrics *metrics // safe for concurrent use
 
-	// connMu guards conns, the gRPC connections to other masters.
-	connMu sync.Mutex
-	conns  map[string]*grpc.ClientConn
+	// conns are the gRPC connections to other masters.
+	conns *conns.Cache
 }
 
 // New opens (or creates) the master's Raft state in DataDir and starts its
@@ -129,9 +129,13 @@ func New(opts Options) (*Master, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), client.ReconnectQuickly}
+	if opts.TLS != nil {
+		dial = append(dial, opts.TLS.DialOption())
+	}
 	m := &Master{opts: opts, log: opts.Logger.With("master", opts.ID), stop: make(chan struct{}),
 		done: make(chan struct{}), kick: make(chan struct{}, 1),
-		silent: map[string]uint64{}, conns: map[string]*grpc.ClientConn{}}
+		silent: map[string]uint64{}, conns: conns.New(append(dial, opts.DialOptions...)...)}
 	found := false
 	for _, p := range opts.Peers {
 		if p.ID == opts.ID {
@@ -270,11 +274,7 @@ func (m *Master) Stop() {
 			m.log.Warn("raft shutdown", "err", err)
 		}
 		m.closeStores()
-		m.connMu.Lock()
-		for _, c := range m.conns {
-			c.Close()
-		}
-		m.connMu.Unlock()
+		m.conns.Close()
 		m.log.Info("master stopped")
 	})
 }
@@ -474,20 +474,10 @@ func (m *Master) leaderConn() (*grpc.ClientConn, string, error) {
 	if addr == "" {
 		return nil, "", ErrNotLeader
 	}
-	m.connMu.Lock()
-	defer m.connMu.Unlock()
-	if c, ok := m.conns[addr]; ok {
-		return c, string(id), nil
-	}
-	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), client.ReconnectQuickly}
-	if m.opts.TLS != nil {
-		dial = append(dial, m.opts.TLS.DialOption())
-	}
-	c, err := grpc.NewClient(addr, append(dial, m.opts.DialOptions...)...)
+	c, err := m.conns.Get(addr)
 	if err != nil {
 		return nil, "", err
 	}
-	m.conns[addr] = c
 	return c, string(id), nil
 }
 

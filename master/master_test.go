@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/internal/conns"
 )
 
 // Timings of the integration tests.
@@ -994,7 +995,7 @@ func soloLeader(t *testing.T) *Master {
 		log:  slog.New(slog.DiscardHandler), self: Peer{ID: "m1", Addr: "m1.test:1"},
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
 		silent: map[string]uint64{},
-		conns: map[string]*grpc.ClientConn{},
+		conns:  conns.New(grpc.WithTransportCredentials(insecure.NewCredentials())),
 	}
 	m.fsm = newFSM(m.log, nil)
 	rc := raft.DefaultConfig()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/config"
+	"github.com/gavel-auction/gavel/internal/clusterstatus"
 )
 
 // runCLI runs the command line and returns its exit code, stdout and stderr.
@@ -380,7 +380,7 @@ func TestStatusWithMasters(t *testing.T) {
 				Running               string `json:"running_incarnation"`
 			}
 		}
-		Nodes []nodeJSON
+		Nodes []clusterstatus.Node
 	}
 	js := expect(t, exitOK, nil, "status", "--config", path, "--json")
 	if strings.Count(strings.TrimSpace(js), "\n") != 0 {
@@ -438,67 +438,5 @@ func TestStatusWithMastersDown(t *testing.T) {
 	if code != exitException || !strings.Contains(errb, "no master and no node answered") ||
 		!strings.Contains(out, "masters: none answered (3 configured)") || !strings.Contains(out, "chain: unknown") {
 		t.Fatalf("nothing up: exit %d\nstdout: %s\nstderr: %s", code, out, errb)
-	}
-}
-
-func TestMasterRowsPicksTheLeader(t *testing.T) {
-	ok := func(id, state string, term, applied uint64) masterResult {
-		return masterResult{ID: id, Status: &api.MasterStatus{Id: id, RaftState: state, Term: term, AppliedIndex: applied}}
-	}
-	down := masterResult{ID: "mx", Err: errors.New("refused")}
-	cases := []struct {
-		name   string
-		res    []masterResult
-		view   int
-		leader bool
-	}{
-		{"none", []masterResult{down, down}, -1, false},
-		{"one leader", []masterResult{ok("m1", "Follower", 3, 9), ok("m2", "Leader", 3, 9), down}, 1, true},
-		{"deposed leader", []masterResult{ok("m1", "Leader", 2, 5), ok("m2", "Leader", 3, 9)}, 1, true},
-		{"deposed leader first", []masterResult{ok("m2", "Leader", 3, 9), ok("m1", "Leader", 2, 5)}, 0, true},
-		{"no leader: newest term", []masterResult{ok("m1", "Follower", 2, 9), ok("m2", "Candidate", 3, 5)}, 1, false},
-		{"no leader: newest log", []masterResult{ok("m1", "Follower", 3, 5), down, ok("m3", "Follower", 3, 9)}, 2, false},
-	}
-	for _, c := range cases {
-		rows, view, leader := masterRows(c.res)
-		if view != c.view || leader != c.leader {
-			t.Errorf("%s: view %d leader %v, want %d %v", c.name, view, leader, c.view, c.leader)
-		}
-		for i, r := range rows {
-			if r.Leader != (c.leader && i == c.view) {
-				t.Errorf("%s: row %d leader %v", c.name, i, r.Leader)
-			}
-		}
-	}
-}
-
-func TestChainView(t *testing.T) {
-	st := &api.MasterStatus{Id: "m2", Config: &api.ChainConfig{Epoch: 5,
-		Chain:   []*api.Member{{Id: "n1", Incarnation: 1}, {Id: "n2", Incarnation: 2}, {Id: "n3", Incarnation: 3}},
-		Joining: []*api.Member{{Id: "n4", Incarnation: 4}}},
-		Nodes: []*api.NodeHealth{
-			{Id: "n1", Incarnation: 1, Applied: 10, LastHeartbeatMs: 5},
-			{Id: "n2", Incarnation: 99, Applied: 50, LastHeartbeatMs: 5}, // another run: not this member's
-			{Id: "n3", Incarnation: 3, Applied: 8, LastHeartbeatMs: 5},
-			{Id: "n4", Incarnation: 4, Applied: 1, LastHeartbeatMs: 5},
-		}}
-	ch := chainView(st, true, []string{"n1", "n2", "n3", "n4", "n5"})
-	var got []string
-	for _, n := range ch.Nodes {
-		lag := "-"
-		if n.Lag != nil {
-			lag = strconv.FormatInt(*n.Lag, 10)
-		}
-		got = append(got, n.ID+":"+n.Role+":"+lag)
-	}
-	if want := "n1:head:0 n2:middle:- n3:tail:2 n4:joining:9"; strings.Join(got, " ") != want {
-		t.Errorf("chain view %q, want %q", strings.Join(got, " "), want)
-	}
-	if strings.Join(ch.Outside, ",") != "n5" || ch.Nodes[1].Heard {
-		t.Errorf("outside %v, n2 heard %v", ch.Outside, ch.Nodes[1].Heard)
-	}
-	single := chainView(&api.MasterStatus{Config: &api.ChainConfig{Epoch: 1, Chain: []*api.Member{{Id: "n1"}}}}, false, nil)
-	if single.Nodes[0].Role != "single" || single.Nodes[0].Heard || single.Nodes[0].Lag != nil {
-		t.Errorf("single: %+v", single.Nodes[0])
 	}
 }

@@ -66,13 +66,11 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"sync"
 	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/config"
+	"github.com/gavel-auction/gavel/internal/clusterstatus"
 	"github.com/gavel-auction/gavel/launch"
 )
 
@@ -176,11 +174,11 @@ in .run/ (ID.pid, ID.log) of each host's directory.`)
 	// Only up, status and restart ask the cluster about itself: down, kill
 	// and logs work without the client's certificate (missing, expired).
 	if opts.Config != nil && (word == "up" || word == "status" || word == "restart") {
-		obs, err := newLaunchObserver(cfg)
+		obs, cl, err := newLaunchObserver(cfg)
 		if err != nil {
 			return launchFailed(e, exitUsage, err)
 		}
-		defer obs.Close()
+		defer cl.Close()
 		opts.Observer = obs
 	}
 	l, err := launch.New(opts)
@@ -236,70 +234,17 @@ func launchFailed(e *env, code int, err error) error {
 	return exitWith(code)
 }
 
-// launchObserver answers the launcher's questions with the status calls
-// of gavel status: every master's and every node's own report.
-type launchObserver struct {
-	cfg  *config.Config
-	cl   *client.Client
-	dial []grpc.DialOption
-	ids  map[string]string // node addr -> id
-}
-
-var _ launch.Observer = (*launchObserver)(nil)
-
-// newLaunchObserver returns an observer of cfg's masters and nodes,
-// dialing with the configuration's TLS. Close it when done.
-func newLaunchObserver(cfg *config.Config) (*launchObserver, error) {
+// newLaunchObserver returns the launcher's observer of cfg's masters and
+// nodes, dialing with the configuration's TLS, and the client it asks the
+// nodes with: close it when done.
+func newLaunchObserver(cfg *config.Config) (launch.Observer, *client.Client, error) {
 	dial, err := clientDialOptions(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cl, err := client.New(nodeAddrs(cfg), client.Options{DialOptions: dial, AttemptTimeout: launchAttempt})
+	cl, err := client.New(cfg.NodeAddrs(), client.Options{DialOptions: dial, AttemptTimeout: launchAttempt})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	o := &launchObserver{cfg: cfg, cl: cl, dial: dial, ids: map[string]string{}}
-	for _, n := range cfg.Nodes {
-		o.ids[n.Addr] = n.ID
-	}
-	return o, nil
-}
-
-// Close closes the observer's connections.
-func (o *launchObserver) Close() { o.cl.Close() }
-
-// View asks every master and node for its status, in parallel.
-func (o *launchObserver) View(ctx context.Context) launch.View {
-	var mres []masterResult
-	var nres []client.NodeResult
-	var wg sync.WaitGroup
-	wg.Go(func() { mres = queryMasters(ctx, o.cfg.Masters, launchAttempt, o.dial) })
-	wg.Go(func() { nres = queryNodes(ctx, o.cl, nodeAddrs(o.cfg), launchAttempt) })
-	wg.Wait()
-	v := launch.View{Masters: map[string]launch.MasterView{}, Nodes: map[string]launch.NodeView{}}
-	mrows, view, leading := masterRows(mres)
-	for i, r := range mrows {
-		v.Masters[mres[i].ID] = launch.MasterView{Up: r.Up, State: r.State, LeaderID: r.LeaderID, Epoch: r.Epoch, Err: r.Error}
-	}
-	rows, best := statusRows(nres, o.ids)
-	for _, r := range rows {
-		v.Nodes[r.ID] = launch.NodeView{Up: r.Up, Role: r.Role, Epoch: r.Epoch, Applied: r.Applied, Lag: r.Lag, Err: r.Error}
-	}
-	switch {
-	case view >= 0:
-		ch := chainView(mres[view].Status, leading, o.cfg.NodeIDs())
-		crossCheck(ch, rows)
-		if leading {
-			v.Leader = mrows[view].ID
-		}
-		v.Epoch, v.Chain, v.Joining = ch.Epoch, ch.Chain, ch.Joining
-		for _, m := range ch.Nodes {
-			if m.Running != "" {
-				v.Restarted = append(v.Restarted, m.ID)
-			}
-		}
-	case len(o.cfg.Masters) == 0 && best != nil:
-		v.Epoch, v.Chain, v.Joining = best.Epoch, memberIDs(best.Chain), memberIDs(best.Joining)
-	}
-	return v
+	return launch.NewStatusObserver(clusterstatus.New(cfg, cl, dial, launchAttempt)), cl, nil
 }

@@ -47,8 +47,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/internal/conns"
 	"github.com/gavel-auction/gavel/tools/runlog"
 )
 
@@ -86,9 +88,9 @@ type demo struct {
 	reportMu sync.Mutex // guards report
 	report   lead       // the newest highest push the auctioneer got
 
-	mu    sync.Mutex // guards procs and conns
+	mu    sync.Mutex // guards procs
 	procs map[string]*proc
-	conns map[string]*grpc.ClientConn
+	conns *conns.Cache // to the masters
 }
 
 func main() {
@@ -166,7 +168,7 @@ func run(ctx context.Context, o options) (err error) {
 	d := &demo{opts: o, dir: dir, masters: []string{"m1", "m2", "m3"}, nodes: []string{"n1", "n2", "n3", "n4"},
 		gateway: "g1", addrs: map[string]string{}, stepFor: 6 * time.Second, callTimeout: 5 * time.Second,
 		log:   slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}}
+		procs: map[string]*proc{}, conns: conns.New(grpc.WithTransportCredentials(insecure.NewCredentials()))}
 	if o.short {
 		d.stepFor, d.callTimeout = 1500*time.Millisecond, 2*time.Second
 	}
@@ -183,11 +185,7 @@ func run(ctx context.Context, o options) (err error) {
 	d.log.Info("demo: stop the gateway, the nodes and the masters (SIGTERM)", "epoch", d.epoch.Load())
 	d.stopAll()
 	d.killAll()
-	d.mu.Lock()
-	for _, c := range d.conns {
-		c.Close()
-	}
-	d.mu.Unlock()
+	d.conns.Close()
 	if err == nil && len(d.problems) > 0 {
 		err = fmt.Errorf("checks failed: %s", strings.Join(d.problems, "; "))
 	}

@@ -15,9 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/tools/runlog"
 )
@@ -185,16 +182,10 @@ func (d *demo) running(id string) bool {
 
 // masterClient returns a client of master id (connections are kept).
 func (d *demo) masterClient(id string) (api.MasterClient, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c, ok := d.conns[id]; ok {
-		return api.NewMasterClient(c), nil
-	}
-	c, err := grpc.NewClient(d.addrs[id], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := d.conns.Get(d.addrs[id])
 	if err != nil {
 		return nil, err
 	}
-	d.conns[id] = c
 	return api.NewMasterClient(c), nil
 }
 
