@@ -50,8 +50,10 @@ type scriptCommand struct {
 // in the script (the test stops); what the system did, failures included,
 // is printed.
 var scriptCommands = map[string]scriptCommand{
-	// cluster: the script's cluster, without random faults, bootstrapped.
-	"cluster": {"nodes=N [seed=S]", 1, 2, cmdCluster},
+	// cluster: the script's cluster, without random faults, bootstrapped;
+	// master=policy runs the master's own policy, with leases
+	// (simOptions.Policy), instead of the scripted master.
+	"cluster": {"nodes=N [seed=S] [master=policy]", 1, 3, cmdCluster},
 	// open: client "admin" opens an auction (an hour long unless dur=) and
 	// waits for the outcome.
 	"open": {"AUCTION [dur=DURATION]", 1, 2, func(s *script, a []string) error {
@@ -144,13 +146,61 @@ var scriptCommands = map[string]scriptCommand{
 	"release": {"FROM TO", 2, 2, func(s *script, a []string) error {
 		return s.withNodes(a, func(ids []string) { s.c.release(ids[0], ids[1]) })
 	}},
-	// partition: cut two nodes apart for a duration.
-	"partition": {"NODE NODE DURATION", 3, 3, func(s *script, a []string) error {
+	// partition: cut two nodes, or a node and the master, apart for a
+	// duration.
+	"partition": {"NODE NODE|master DURATION", 3, 3, func(s *script, a []string) error {
 		d, err := parseSimDuration(a[2])
 		if err != nil {
 			return err
 		}
-		return s.withNodes(a[:2], func(ids []string) { s.c.partition(ids[0], ids[1], d) })
+		ids := a[:2]
+		if ids[1] == masterID {
+			if !s.c.opts.Policy {
+				return fmt.Errorf("partition from the master needs cluster master=policy")
+			}
+			ids = ids[:1]
+		}
+		return s.withNodes(ids, func([]string) { s.c.partition(a[0], a[1], d) })
+	}},
+	// pause: the node runs nothing for a duration (a stop-the-world pause).
+	"pause": {"NODE DURATION", 2, 2, func(s *script, a []string) error {
+		d, err := parseSimDuration(a[1])
+		if err != nil {
+			return err
+		}
+		return s.withNodes(a[:1], func(ids []string) { s.c.pause(ids[0], d) })
+	}},
+	// restart: a crashed node's process starts again with its disk
+	// (master=policy: it asks to join and catches up).
+	"restart": {"NODE", 1, 1, func(s *script, a []string) error {
+		if !s.c.opts.Policy {
+			return fmt.Errorf("restart needs cluster master=policy")
+		}
+		return s.withNodes(a, func(ids []string) { s.c.restart(ids[0]) })
+	}},
+	// readat: a read that reaches the node now, answered at once: what a
+	// client with an old view of the chain gets there.
+	"readat": {"NODE AUCTION", 2, 2, func(s *script, a []string) error {
+		return s.withNodes(a[:1], func(ids []string) {
+			n := s.c.node(ids[0])
+			switch info, err := n.r.Read(a[1], s.c.clockOf(n)); {
+			case n.crashed || s.c.now < n.pausedUntil:
+				s.printf("%s read %s: no answer (crashed or paused)", n.id, a[1])
+			case err != nil:
+				s.printf("%s read %s: refused: %v", n.id, a[1], err)
+			default:
+				s.printf("%s read %s: highest=%d bidder=%q version=%d", n.id, a[1], info.Highest, info.Bidder, info.Version)
+			}
+		})
+	}},
+	// failmaster: the master leader fails; another takes office after the
+	// election delay.
+	"failmaster": {"", 0, 0, func(s *script, _ []string) error {
+		if !s.c.opts.Policy {
+			return fmt.Errorf("failmaster needs cluster master=policy")
+		}
+		s.c.failMaster()
+		return nil
 	}},
 	// status: every node's role, epoch, applied, committed and readable,
 	// and the master's configuration.
@@ -314,7 +364,7 @@ func cmdCluster(s *script, a []string) error {
 	if s.c != nil {
 		return fmt.Errorf("a script has one cluster")
 	}
-	kv, err := keyValues(a, "nodes", "seed")
+	kv, err := keyValues(a, "nodes", "seed", "master")
 	if err != nil {
 		return err
 	}
@@ -328,11 +378,23 @@ func cmdCluster(s *script, a []string) error {
 			return fmt.Errorf("seed=%q: %v", v, err)
 		}
 	}
+	switch kv["master"] {
+	case "":
+	case "policy":
+		opts.Policy = true
+	default:
+		return fmt.Errorf("master=%q: want policy, or leave it out for the scripted master", kv["master"])
+	}
 	s.c = newCluster(s.t, opts)
 	// The replicas log through the harness's *slog.Logger: replacing its
 	// handler in place routes their lines through the script too.
 	*s.c.log = *slog.New(&scriptLogHandler{s: s, next: s.c.log.Handler()})
-	s.runUntil("bootstrap", s.c.quiet)
+	s.runUntil("bootstrap", func() bool {
+		// With the policy master, until every member holds a lease.
+		return s.c.quiet() && !slices.ContainsFunc(s.c.liveChain(), func(n *simNode) bool {
+			return n.r.LeaseLeft(s.c.clockOf(n)) == 0
+		})
+	})
 	return nil
 }
 
@@ -342,8 +404,15 @@ func cmdStatus(s *script, _ []string) error {
 		if n.crashed {
 			crashed = " crashed"
 		}
-		s.printf("%s: role=%v epoch=%d applied=%d committed=%d readable=%v%s", n.id, n.r.Role(), n.r.Epoch(),
-			n.r.Applied(), n.r.Committed(), n.r.Readable(), crashed)
+		lease := ""
+		if s.c.opts.Policy && !n.crashed {
+			lease = fmt.Sprintf(" lease=%v", n.r.LeaseLeft(s.c.clockOf(n)) > 0)
+		}
+		if s.c.now < n.pausedUntil {
+			crashed = " paused"
+		}
+		s.printf("%s: role=%v epoch=%d applied=%d committed=%d readable=%v%s%s", n.id, n.r.Role(), n.r.Epoch(),
+			n.r.Applied(), n.r.Committed(), n.r.Readable(), lease, crashed)
 	}
 	cfg := s.c.master.cfg
 	s.printf("master: epoch=%d chain=%v joining=%v", cfg.Epoch, memberIDs(cfg.Chain), memberIDs(cfg.Joining))
