@@ -2496,10 +2496,14 @@ type Forward struct {
 	PredCommitted uint64         `protobuf:"varint,3,opt,name=pred_committed,json=predCommitted,proto3" json:"pred_committed,omitempty"`
 	Snapshot      *StateSnapshot `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	// pred_caught_up: the sender holds everything ever committed. A node
-	// that joined becomes caught up once such a sender's pred_committed is
-	// applied; only a caught-up tail serves reads, only a caught-up head
-	// sequences.
-	PredCaughtUp  bool `protobuf:"varint,5,opt,name=pred_caught_up,json=predCaughtUp,proto3" json:"pred_caught_up,omitempty"`
+	// that joined becomes caught up once it has applied such a sender's
+	// pred_applied (and pred_committed); only a caught-up tail serves reads,
+	// only a caught-up head sequences.
+	PredCaughtUp bool `protobuf:"varint,5,opt,name=pred_caught_up,json=predCaughtUp,proto3" json:"pred_caught_up,omitempty"`
+	// pred_applied: the sender's last applied sequence number when it sent
+	// this. Its pred_committed may lag behind updates that a tail of an
+	// earlier epoch committed alone; what it has applied holds them all.
+	PredApplied   uint64 `protobuf:"varint,6,opt,name=pred_applied,json=predApplied,proto3" json:"pred_applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2567,6 +2571,13 @@ func (x *Forward) GetPredCaughtUp() bool {
 		return x.PredCaughtUp
 	}
 	return false
+}
+
+func (x *Forward) GetPredApplied() uint64 {
+	if x != nil {
+		return x.PredApplied
+	}
+	return 0
 }
 
 // Ack tells the predecessor that everything up to seq is applied by the tail
@@ -3647,13 +3658,14 @@ const file_api_gavel_proto_rawDesc = "" +
 	"data_bytes\x18\x11 \x01(\x04R\tdataBytes\x12\x12\n" +
 	"\x04sync\x18\x12 \x01(\tR\x04sync\"&\n" +
 	"\x0eSetConfigReply\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xd5\x01\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xf8\x01\n" +
 	"\aForward\x12*\n" +
 	"\aupdates\x18\x01 \x03(\v2\x10.gavel.v1.UpdateR\aupdates\x12\x1c\n" +
 	"\thandshake\x18\x02 \x01(\bR\thandshake\x12%\n" +
 	"\x0epred_committed\x18\x03 \x01(\x04R\rpredCommitted\x123\n" +
 	"\bsnapshot\x18\x04 \x01(\v2\x17.gavel.v1.StateSnapshotR\bsnapshot\x12$\n" +
-	"\x0epred_caught_up\x18\x05 \x01(\bR\fpredCaughtUp\"\x17\n" +
+	"\x0epred_caught_up\x18\x05 \x01(\bR\fpredCaughtUp\x12!\n" +
+	"\fpred_applied\x18\x06 \x01(\x04R\vpredApplied\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"_\n" +
 	"\x05Hello\x12\x19\n" +

@@ -169,7 +169,8 @@ type Replica struct {
 	// caughtUp: this replica holds every update ever committed. A chain
 	// member keeps it for as long as it stays in the chain (every later
 	// commit passes through it); a node that joins gets it once it has
-	// applied a caught-up predecessor's committed sequence number. Only a
+	// applied all that a caught-up predecessor had applied when it sent a
+	// Forward (see stepForward). Only a
 	// caught-up tail serves reads and only a caught-up head sequences.
 	caughtUp bool
 	ackDirty bool // an Ack upstream is due
@@ -692,7 +693,13 @@ func (r *Replica) stepForward(f *api.Forward) {
 	if r.isTail() {
 		r.commit(r.applied)
 	}
-	if !r.caughtUp && f.GetPredCaughtUp() && r.applied >= f.GetPredCommitted() {
+	// Caught up: everything a caught-up predecessor has applied is here.
+	// Its committed number is not enough: a tail of an earlier epoch may
+	// have committed (and served reads of) updates alone, after the
+	// configuration that appended its successor, and been removed before
+	// word of those commits came back up the chain; the predecessor holds
+	// those updates (prefix order), not the knowledge that they committed.
+	if !r.caughtUp && f.GetPredCaughtUp() && r.applied >= max(f.GetPredCommitted(), f.GetPredApplied()) {
 		r.caughtUp = true
 		r.logger().Info("caught up: holds every committed update", "applied", r.applied,
 			"serving_reads", r.isTail())
@@ -800,7 +807,7 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 			f = &api.Forward{}
 		}
 		first = nil
-		f.PredCommitted, f.PredCaughtUp = r.committed, r.caughtUp
+		f.PredCommitted, f.PredCaughtUp, f.PredApplied = r.committed, r.caughtUp, r.applied
 		if l.next <= r.applied {
 			from := int(l.next - start)
 			to := min(from+r.opts.MaxBatch, len(r.sent))
@@ -939,6 +946,8 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		r.upstream = cfg.Chain[n-1].Id
 	case pos < 0:
 		r.role, r.removed, r.upstream, r.sent = api.Role_REMOVED, true, "", nil
+		// The log starts after what is applied: its base is the last update.
+		r.baseEpoch, r.baseKnown = r.state.LastEpoch(), true
 		r.leaseUntil = 0 // held for a position the node no longer has
 		r.failWaiters(ErrRemoved)
 		r.logger().Warn("removed from the chain", "head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id)
