@@ -842,6 +842,11 @@ type metricsPush struct {
 // "<auction>" reads as such in wscat). Every message type above encodes
 // without error.
 func encode(v any) []byte {
+	if a, ok := v.(jsonAppender); ok {
+		if out, ok := a.appendJSON(make([]byte, 0, 192)); ok {
+			return out
+		}
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
