@@ -139,9 +139,11 @@ type Replica struct {
 	opts Options
 	log  *slog.Logger
 
-	cfg     *api.ChainConfig // nil until the first configuration
-	role    api.Role
-	removed bool // left out of a configuration once: never serves again
+	cfg *api.ChainConfig // nil until the first configuration
+	// role is REMOVED once a configuration leaves the replica out, and
+	// stays so, whatever later configurations say, until one names it
+	// joining: a removed node never serves again in its old place.
+	role api.Role
 
 	state     *auction.State
 	applied   uint64 // == state.Seq()
@@ -330,7 +332,7 @@ func (r *Replica) Status() *api.NodeStatus {
 // plus the lease the master's reply grants. A shorter lease than the one
 // held changes nothing.
 func (r *Replica) GrantLease(untilMs int64) {
-	if untilMs > r.leaseUntil && r.role != api.Role_REMOVED {
+	if untilMs > r.leaseUntil && !r.isRemoved() {
 		r.leaseUntil = untilMs
 	}
 }
@@ -353,8 +355,9 @@ func (r *Replica) leaseErr(nowMs int64) error {
 	return nil
 }
 
-func (r *Replica) isHead() bool { return r.role == api.Role_HEAD || r.role == api.Role_SINGLE }
-func (r *Replica) isTail() bool { return r.role == api.Role_TAIL || r.role == api.Role_SINGLE }
+func (r *Replica) isHead() bool    { return r.role == api.Role_HEAD || r.role == api.Role_SINGLE }
+func (r *Replica) isTail() bool    { return r.role == api.Role_TAIL || r.role == api.Role_SINGLE }
+func (r *Replica) isRemoved() bool { return r.role == api.Role_REMOVED }
 
 func (r *Replica) logger() *slog.Logger {
 	return r.log.With("node", r.id, "epoch", r.Epoch(), "role", r.role.String())
@@ -426,7 +429,7 @@ func (r *Replica) Propose(h Handle, cmd *api.Command, nowMs int64) {
 
 func (r *Replica) notHeadErr() error {
 	switch {
-	case r.removed || r.role == api.Role_REMOVED:
+	case r.isRemoved():
 		return ErrRemoved
 	case r.cfg == nil:
 		return ErrNoConfig
@@ -521,7 +524,7 @@ func (r *Replica) ServeErr(nowMs int64) error { return r.readErr(nowMs) }
 
 func (r *Replica) readErr(nowMs int64) error {
 	switch {
-	case r.removed || r.role == api.Role_REMOVED:
+	case r.isRemoved():
 		return ErrRemoved
 	case r.cfg == nil:
 		return ErrNoConfig
@@ -633,7 +636,7 @@ func (r *Replica) send(to string, m *api.ChainMessage) {
 // current epoch, are dropped: a removed (zombie) node cannot get anything
 // applied or acknowledged.
 func (r *Replica) Step(m *api.ChainMessage) {
-	if r.cfg == nil || r.removed || m.GetEpoch() != r.Epoch() {
+	if r.cfg == nil || r.isRemoved() || m.GetEpoch() != r.Epoch() {
 		return
 	}
 	switch body := m.GetBody().(type) {
@@ -821,7 +824,7 @@ func (r *Replica) sendHello() {
 // either direction may have been lost. A link to the predecessor is opened
 // again with a Hello; a downstream peer does the same from its side.
 func (r *Replica) PeerDown(peer string) {
-	if peer == r.upstream && r.upstream != "" && !r.removed {
+	if peer == r.upstream && r.upstream != "" && !r.isRemoved() {
 		r.upEstablished = false
 		r.sendHello()
 	}
@@ -832,7 +835,7 @@ func (r *Replica) PeerDown(peer string) {
 // time has passed.
 func (r *Replica) Tick(nowMs int64) {
 	r.ticks++
-	if r.upstream != "" && !r.upEstablished && !r.removed &&
+	if r.upstream != "" && !r.upEstablished && !r.isRemoved() &&
 		r.ticks-r.lastHelloTick >= uint64(r.opts.HelloRetryTicks) {
 		r.sendHello()
 	}
@@ -903,7 +906,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 	oldRole := r.role
 	pos, joining := position(cfg, r.id)
 	switch {
-	case r.removed && !joining:
+	case r.isRemoved() && !joining:
 		r.cfg = cfg
 		return ErrRemoved
 	case joining && oldRole != api.Role_JOINING:
@@ -911,7 +914,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		// the last update it holds, and the tail resends what follows or,
 		// when that history diverged from the chain's (it was the head
 		// and sequenced bids it never forwarded), sends a snapshot.
-		r.committed, r.removed = 0, false
+		r.committed = 0
 	}
 	switch {
 	case joining || oldRole == api.Role_JOINING:
@@ -938,7 +941,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		r.role = api.Role_JOINING
 		r.upstream = cfg.Chain[n-1].Id
 	case pos < 0:
-		r.role, r.removed, r.upstream, r.sent = api.Role_REMOVED, true, "", nil
+		r.role, r.upstream, r.sent = api.Role_REMOVED, "", nil
 		r.leaseUntil = 0 // held for a position the node no longer has
 		r.failWaiters(ErrRemoved)
 		r.logger().Warn("removed from the chain", "head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id)
