@@ -145,9 +145,8 @@ type Replica struct {
 	// joining: a removed node never serves again in its old place.
 	role api.Role
 
-	state     *auction.State
-	applied   uint64 // == state.Seq()
-	committed uint64 // highest sequence number known applied by the tail
+	state     *auction.State // its Seq is the last update applied (Applied)
+	committed uint64         // highest sequence number known applied by the tail
 
 	// sent holds updates applied here that some downstream peer may still
 	// need, or that the retention rule keeps (everything after retainAfter),
@@ -235,7 +234,7 @@ func (r *Replica) Restore(rec Recovered) error {
 				r.id, rec.Log[0].GetSeq(), rec.Log[n-1].GetSeq(), seq)
 		}
 	}
-	r.state, r.applied, r.sent = rec.State, seq, rec.Log
+	r.state, r.sent = rec.State, rec.Log
 	r.stateGen, r.stateBase = r.stateGen+1, seq
 	if len(rec.Log) > 0 {
 		r.stateBase = rec.Log[0].GetSeq() - 1
@@ -252,7 +251,7 @@ func (r *Replica) Restore(rec Recovered) error {
 // downstream peer still needs stay.
 func (r *Replica) Compact(seq uint64) {
 	if seq > r.retainAfter {
-		r.retainAfter = min(seq, r.applied)
+		r.retainAfter = min(seq, r.Applied())
 		r.trimSent()
 	}
 }
@@ -268,9 +267,9 @@ func (r *Replica) epochAt(seq uint64) (uint64, bool) {
 	switch {
 	case seq == 0:
 		return 0, true
-	case seq == r.applied:
+	case seq == r.Applied():
 		return r.state.LastEpoch(), true
-	case seq >= start && seq <= r.applied:
+	case seq >= start && seq <= r.Applied():
 		return r.sent[seq-start].GetEpoch(), true
 	case seq == start-1 && r.baseKnown:
 		return r.baseEpoch, true
@@ -291,8 +290,8 @@ func (r *Replica) Epoch() uint64 { return r.cfg.GetEpoch() }
 // not modify it.
 func (r *Replica) Config() *api.ChainConfig { return r.cfg }
 
-// Applied is the last applied sequence number.
-func (r *Replica) Applied() uint64 { return r.applied }
+// Applied is the last applied sequence number: the state's.
+func (r *Replica) Applied() uint64 { return r.state.Seq() }
 
 // Committed is the highest sequence number this replica knows committed.
 func (r *Replica) Committed() uint64 { return r.committed }
@@ -322,7 +321,7 @@ func (r *Replica) CaughtUp() bool { return r.caughtUp }
 
 // Status reports the replica's state for operators.
 func (r *Replica) Status() *api.NodeStatus {
-	return &api.NodeStatus{Id: r.id, Role: r.role, Config: r.cfg, Applied: r.applied,
+	return &api.NodeStatus{Id: r.id, Role: r.role, Config: r.cfg, Applied: r.Applied(),
 		Committed: r.committed, Sent: uint64(len(r.sent)), Readable: r.Readable(),
 		Auctions: uint64(r.state.Len()), CaughtUp: r.caughtUp}
 }
@@ -445,7 +444,7 @@ func (r *Replica) rejectInvalid(h Handle, auctionID string, amount int64, err er
 
 // sequence stamps, applies and queues a new update at the head.
 func (r *Replica) sequence(cmd *api.Command, nowMs int64) auction.Result {
-	u := &api.Update{Seq: r.applied + 1, Epoch: r.Epoch(), TimeMs: max(nowMs, r.state.TimeMs()), Command: cmd}
+	u := &api.Update{Seq: r.Applied() + 1, Epoch: r.Epoch(), TimeMs: max(nowMs, r.state.TimeMs()), Command: cmd}
 	return r.apply(u)
 }
 
@@ -547,7 +546,6 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 		// Callers check the sequence; reaching this is a protocol bug.
 		panic(fmt.Sprintf("chain %s: %v", r.id, err))
 	}
-	r.applied = u.Seq
 	r.sent = append(r.sent, u)
 	ap := Applied{Update: u, Result: res}
 	if res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate) {
@@ -560,14 +558,14 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 	}
 	r.out = append(r.out, ap)
 	if r.isTail() {
-		r.commit(r.applied)
+		r.commit(r.Applied())
 	}
 	return res
 }
 
 // commit raises the committed sequence number and answers waiting clients.
 func (r *Replica) commit(seq uint64) {
-	seq = min(seq, r.applied)
+	seq = min(seq, r.Applied())
 	if seq <= r.committed {
 		return
 	}
@@ -579,7 +577,7 @@ func (r *Replica) commit(seq uint64) {
 
 func (r *Replica) sentStart() uint64 {
 	if len(r.sent) == 0 {
-		return r.applied + 1
+		return r.Applied() + 1
 	}
 	return r.sent[0].Seq
 }
@@ -587,7 +585,7 @@ func (r *Replica) sentStart() uint64 {
 // trimSent drops Sent entries that no downstream peer can still need: the
 // successor needs nothing committed; a learner needs what it has not acked.
 func (r *Replica) trimSent() {
-	keepAfter := min(r.applied, r.retainAfter)
+	keepAfter := min(r.Applied(), r.retainAfter)
 	for _, l := range r.down {
 		switch {
 		case !l.learner:
@@ -670,15 +668,15 @@ func (r *Replica) stepForward(f *api.Forward) {
 	}
 	for _, u := range f.GetUpdates() {
 		switch {
-		case u.GetSeq() <= r.applied:
+		case u.GetSeq() <= r.Applied():
 			continue // a resend of something we hold
-		case u.GetSeq() == r.applied+1:
+		case u.GetSeq() == r.Applied()+1:
 			r.apply(u)
 		default:
 			// A gap: messages were lost on a broken link. Ask again, once;
 			// Tick repeats the Hello if it goes unanswered.
 			if r.upEstablished {
-				r.logger().Warn("gap in update stream", "applied", r.applied, "got", u.GetSeq(), "from", r.upstream)
+				r.logger().Warn("gap in update stream", "applied", r.Applied(), "got", u.GetSeq(), "from", r.upstream)
 				r.upEstablished = false
 				r.sendHello()
 			}
@@ -691,13 +689,13 @@ func (r *Replica) stepForward(f *api.Forward) {
 	}
 	// Everything the predecessor knows committed that we hold is committed;
 	// at the tail, everything applied is.
-	r.commit(min(f.GetPredCommitted(), r.applied))
+	r.commit(min(f.GetPredCommitted(), r.Applied()))
 	if r.isTail() {
-		r.commit(r.applied)
+		r.commit(r.Applied())
 	}
-	if !r.caughtUp && f.GetPredCaughtUp() && r.applied >= f.GetPredCommitted() {
+	if !r.caughtUp && f.GetPredCaughtUp() && r.Applied() >= f.GetPredCommitted() {
 		r.caughtUp = true
-		r.logger().Info("caught up: holds every committed update", "applied", r.applied,
+		r.logger().Info("caught up: holds every committed update", "applied", r.Applied(),
 			"serving_reads", r.isTail())
 		// Downstream peers that linked before may be waiting for this news.
 		for _, l := range r.down {
@@ -709,14 +707,14 @@ func (r *Replica) stepForward(f *api.Forward) {
 }
 
 func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
-	if snap.GetSeq() < r.applied {
+	if snap.GetSeq() < r.Applied() {
 		if r.role != api.Role_JOINING {
-			r.logger().Error("refusing snapshot older than own state", "snapshot_seq", snap.GetSeq(), "applied", r.applied)
+			r.logger().Error("refusing snapshot older than own state", "snapshot_seq", snap.GetSeq(), "applied", r.Applied())
 			return false
 		}
 		// A joining node's own history is no authority: the tail sends a
 		// snapshot when that history is not a prefix of the chain's.
-		r.logger().Warn("discarding own history: it is not the chain's", "applied", r.applied,
+		r.logger().Warn("discarding own history: it is not the chain's", "applied", r.Applied(),
 			"snapshot_seq", snap.GetSeq(), "from", r.upstream)
 	}
 	st, err := auction.Restore(snap)
@@ -724,21 +722,21 @@ func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 		r.logger().Error("refusing snapshot", "err", err)
 		return false
 	}
-	r.state, r.applied = st, st.Seq()
+	r.state = st
 	r.stateGen, r.stateBase = r.stateGen+1, st.Seq()
 	r.sent, r.retainAfter = nil, st.Seq()
 	r.baseEpoch, r.baseKnown = st.LastEpoch(), true
-	r.committed = min(r.committed, r.applied)
+	r.committed = min(r.committed, r.Applied())
 	// Updates applied before the snapshot, in this Ready, belong to the
 	// history it replaces.
 	r.out, r.replaced = nil, true
-	r.logger().Info("snapshot installed", "seq", r.applied, "auctions", st.Len(), "from", r.upstream)
+	r.logger().Info("snapshot installed", "seq", r.Applied(), "auctions", st.Len(), "from", r.upstream)
 	return true
 }
 
 // stepAck processes an acknowledgement from a downstream peer.
 func (r *Replica) stepAck(l *link, seq uint64) {
-	l.holds = max(l.holds, min(seq, r.applied))
+	l.holds = max(l.holds, min(seq, r.Applied()))
 	if l.learner {
 		r.trimSent()
 		return
@@ -750,10 +748,10 @@ func (r *Replica) stepAck(l *link, seq uint64) {
 func (r *Replica) stepHello(l *link, h *api.Hello) {
 	last := h.GetLastSeq()
 	epoch, known := r.epochAt(last)
-	diverged := last > r.applied || (known && epoch != h.GetLastEpoch())
+	diverged := last > r.Applied() || (known && epoch != h.GetLastEpoch())
 	if diverged && !l.learner {
 		r.logger().Error("successor's history is not a prefix of this node's; link refused",
-			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.applied)
+			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.Applied())
 		return
 	}
 	if !l.learner {
@@ -772,16 +770,16 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 	}
 	if diverged {
 		r.logger().Warn("joining node's history diverges from the chain's; it gets a snapshot",
-			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.applied)
+			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.Applied())
 	}
 	if snapshot {
 		fwd.Snapshot = r.state.Snapshot()
-		l.next, l.holds = r.applied+1, r.applied
+		l.next, l.holds = r.Applied()+1, r.Applied()
 	}
 	r.logger().Info("link handshake", "peer", l.id, "peer_last", last,
-		"resend", r.applied-l.next+1, "snapshot", snapshot)
+		"resend", r.Applied()-l.next+1, "snapshot", snapshot)
 	if snapshot {
-		r.logger().Info("snapshot sent", "peer", l.id, "seq", r.applied,
+		r.logger().Info("snapshot sent", "peer", l.id, "seq", r.Applied(),
 			"auctions", len(fwd.Snapshot.Auctions), "bytes", proto.Size(fwd.Snapshot))
 	}
 	r.forwardTo(l, fwd)
@@ -795,16 +793,16 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 	if l.next < start {
 		// Entries the peer needs are gone: restart it with a snapshot.
 		first = &api.Forward{Handshake: true, Snapshot: r.state.Snapshot()}
-		l.next, l.holds = r.applied+1, r.applied
+		l.next, l.holds = r.Applied()+1, r.Applied()
 	}
-	for first != nil || l.next <= r.applied {
+	for first != nil || l.next <= r.Applied() {
 		f := first
 		if f == nil {
 			f = &api.Forward{}
 		}
 		first = nil
 		f.PredCommitted, f.PredCaughtUp = r.committed, r.caughtUp
-		if l.next <= r.applied {
+		if l.next <= r.Applied() {
 			from := int(l.next - start)
 			to := min(from+r.opts.MaxBatch, len(r.sent))
 			f.Updates = r.sent[from:to:to]
@@ -817,7 +815,7 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 func (r *Replica) sendHello() {
 	r.lastHelloTick = r.ticks
 	r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Hello{Hello: &api.Hello{
-		LastSeq: r.applied, Committed: r.committed, LastEpoch: r.state.LastEpoch()}}})
+		LastSeq: r.Applied(), Committed: r.committed, LastEpoch: r.state.LastEpoch()}}})
 }
 
 // PeerDown tells the replica that the link to a peer broke, so messages in
@@ -852,7 +850,7 @@ func (r *Replica) HasReady() bool {
 		return true
 	}
 	for _, l := range r.down {
-		if l.ready && l.next <= r.applied {
+		if l.ready && l.next <= r.Applied() {
 			return true
 		}
 	}
@@ -864,14 +862,14 @@ func (r *Replica) HasReady() bool {
 // upstream, client replies and applied updates.
 func (r *Replica) Ready() Ready {
 	for _, l := range r.down {
-		if l.ready && l.next <= r.applied {
+		if l.ready && l.next <= r.Applied() {
 			r.forwardTo(l, nil)
 		}
 	}
 	if r.ackDirty && r.upstream != "" {
 		seq := r.committed
 		if r.role == api.Role_JOINING {
-			seq = r.applied
+			seq = r.Applied()
 		}
 		r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
 		if head := r.cfg.Chain[0].Id; r.role == api.Role_TAIL && head != r.upstream {
@@ -928,7 +926,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		// sequence until reconfigured.
 		r.caughtUp = pos == 0 && !r.incomplete
 		if pos == 0 && r.incomplete {
-			r.logger().Warn("restarted head with an incomplete history: refusing to sequence", "applied", r.applied)
+			r.logger().Warn("restarted head with an incomplete history: refusing to sequence", "applied", r.Applied())
 		}
 	}
 	oldCfg, oldDown := r.cfg, r.down
@@ -960,7 +958,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		for _, m := range cfg.Joining {
 			r.down = append(r.down, r.newLink(m.Id, true, oldCfg, oldDown))
 		}
-		r.commit(r.applied)
+		r.commit(r.Applied())
 	}
 	if !r.isHead() && r.isHeadRole(oldRole) {
 		r.failWaiters(ErrHeadChanged)
@@ -968,7 +966,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 	r.trimSent()
 	r.logger().Info("configuration installed", "previous_role", oldRole.String(),
 		"head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id, "length", n,
-		"joining", len(cfg.Joining), "predecessor", r.upstream, "applied", r.applied)
+		"joining", len(cfg.Joining), "predecessor", r.upstream, "applied", r.Applied())
 	if r.upstream != "" {
 		r.sendHello()
 	}
