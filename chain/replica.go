@@ -354,7 +354,11 @@ func (r *Replica) leaseErr(nowMs int64) error {
 	return nil
 }
 
-func (r *Replica) isHead() bool    { return r.role == api.Role_HEAD || r.role == api.Role_SINGLE }
+// isHeadRole reports whether a replica in role sequences: the head, or a
+// single node.
+func isHeadRole(role api.Role) bool { return role == api.Role_HEAD || role == api.Role_SINGLE }
+
+func (r *Replica) isHead() bool    { return isHeadRole(r.role) }
 func (r *Replica) isTail() bool    { return r.role == api.Role_TAIL || r.role == api.Role_SINGLE }
 func (r *Replica) isRemoved() bool { return r.role == api.Role_REMOVED }
 
@@ -960,7 +964,7 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		}
 		r.commit(r.Applied())
 	}
-	if !r.isHead() && r.isHeadRole(oldRole) {
+	if !r.isHead() && isHeadRole(oldRole) {
 		r.failWaiters(ErrHeadChanged)
 	}
 	r.trimSent()
@@ -993,10 +997,6 @@ func (r *Replica) newLink(id string, learner bool, oldCfg *api.ChainConfig, oldD
 		}
 	}
 	return l
-}
-
-func (r *Replica) isHeadRole(role api.Role) bool {
-	return role == api.Role_HEAD || role == api.Role_SINGLE
 }
 
 // position finds id in cfg: its index in the chain (-1 if absent) and
