@@ -53,17 +53,13 @@ type Reply struct {
 type Applied struct {
 	Update *api.Update
 	Result auction.Result
-	// Info is the auction right after the update, set at the tail (where
-	// applying commits) for the changes watchers see: a successful bid, a
-	// close.
+	// Info is the auction right after the update, set at every node for
+	// the changes watchers see (a successful bid, a close) and nil for
+	// the others.
 	Info *api.AuctionInfo
-	// Visible is set, at every node, for those changes (a successful bid,
-	// a close); Highest, Bidder and ClosesAtMs are then the auction's
-	// after it.
-	Visible    bool
-	Highest    int64
-	Bidder     string
-	ClosesAtMs int64
+	// Committed is set when applying the update committed it: at the
+	// tail. Only committed changes go out to watchers.
+	Committed bool
 }
 
 // Ready is what a replica has produced since the previous call to Ready.
@@ -551,13 +547,10 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 		panic(fmt.Sprintf("chain %s: %v", r.id, err))
 	}
 	r.sent = append(r.sent, u)
-	ap := Applied{Update: u, Result: res}
+	ap := Applied{Update: u, Result: res, Committed: r.isTail()}
 	if res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate) {
 		if a, ok := r.state.Get(res.Auction); ok {
-			ap.Visible, ap.Highest, ap.Bidder, ap.ClosesAtMs = true, a.Highest, a.Bidder, a.ClosesAtMs
-			if r.isTail() {
-				ap.Info = a.Info()
-			}
+			ap.Info = a.Info()
 		}
 	}
 	r.out = append(r.out, ap)
