@@ -640,12 +640,7 @@ func (r *Replica) Step(m *api.ChainMessage) {
 			r.stepForward(body.Forward)
 		}
 	case *api.ChainMessage_Ack:
-		if l := r.findDown(m.From); l != nil {
-			r.stepAck(l, body.Ack.GetSeq())
-		} else if r.role == api.Role_HEAD && m.From == r.cfg.Chain[len(r.cfg.Chain)-1].Id {
-			// The tail's direct ack: everything it applied is committed.
-			r.commit(body.Ack.GetSeq())
-		}
+		r.stepAck(m.From, body.Ack.GetSeq())
 	case *api.ChainMessage_Hello:
 		if l := r.findDown(m.From); l != nil {
 			r.stepHello(l, body.Hello)
@@ -653,12 +648,58 @@ func (r *Replica) Step(m *api.ChainMessage) {
 	}
 }
 
-// stepForward applies updates from the predecessor.
+// stepForward takes a Forward from the predecessor: a middle node, the
+// tail, or a joining node (whose predecessor is the tail).
 func (r *Replica) stepForward(f *api.Forward) {
+	switch r.role {
+	case api.Role_JOINING:
+		r.stepForwardJoiner(f)
+	case api.Role_TAIL:
+		r.stepForwardTail(f)
+	default:
+		r.stepForwardMiddle(f)
+	}
+}
+
+// stepForwardMiddle is what a middle node does with a Forward: it applies
+// the updates and learns from its predecessor what is committed.
+func (r *Replica) stepForwardMiddle(f *api.Forward) {
+	if !r.applyForward(f) {
+		return
+	}
+	// Everything the predecessor knows committed that we hold is committed.
+	r.commit(min(f.GetPredCommitted(), r.Applied()))
+	r.catchUp(f)
+}
+
+// stepForwardTail is what the tail does with a Forward: it applies the
+// updates, and everything it holds is committed.
+func (r *Replica) stepForwardTail(f *api.Forward) {
+	if !r.applyForward(f) {
+		return
+	}
+	r.commit(r.Applied())
+	r.catchUp(f)
+}
+
+// stepForwardJoiner is what a joining node does with a Forward: it applies
+// the updates and owes the tail an ack of what it holds. It is not in the
+// chain: it commits nothing.
+func (r *Replica) stepForwardJoiner(f *api.Forward) {
+	if !r.applyForward(f) {
+		return
+	}
+	r.ackDirty = r.ackDirty || f.GetHandshake() || len(f.GetUpdates()) > 0
+}
+
+// applyForward installs a Forward's snapshot, if any, and applies its
+// updates in sequence. It reports false when it stopped short: a snapshot
+// refused, or a gap in the sequence (then it says Hello again).
+func (r *Replica) applyForward(f *api.Forward) bool {
 	if f.GetHandshake() {
 		if snap := f.GetSnapshot(); snap != nil {
 			if !r.installSnapshot(snap) {
-				return
+				return false
 			}
 		}
 		r.upEstablished = true
@@ -677,19 +718,15 @@ func (r *Replica) stepForward(f *api.Forward) {
 				r.upEstablished = false
 				r.sendHello()
 			}
-			return
+			return false
 		}
 	}
-	if r.role == api.Role_JOINING {
-		r.ackDirty = r.ackDirty || f.GetHandshake() || len(f.GetUpdates()) > 0
-		return
-	}
-	// Everything the predecessor knows committed that we hold is committed;
-	// at the tail, everything applied is.
-	r.commit(min(f.GetPredCommitted(), r.Applied()))
-	if r.isTail() {
-		r.commit(r.Applied())
-	}
+	return true
+}
+
+// catchUp marks a chain member caught up once it holds everything its
+// caught-up predecessor knows committed.
+func (r *Replica) catchUp(f *api.Forward) {
 	if !r.caughtUp && f.GetPredCaughtUp() && r.Applied() >= f.GetPredCommitted() {
 		r.caughtUp = true
 		r.logger().Info("caught up: holds every committed update", "applied", r.Applied(),
@@ -731,13 +768,38 @@ func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 	return true
 }
 
-// stepAck processes an acknowledgement from a downstream peer.
-func (r *Replica) stepAck(l *link, seq uint64) {
-	l.holds = max(l.holds, min(seq, r.Applied()))
-	if l.learner {
-		r.trimSent()
-		return
+// stepAck processes an acknowledgement from downstream: from the
+// successor (at the head and a middle node), from a learner (at the
+// tail), or from the tail straight to the head.
+func (r *Replica) stepAck(from string, seq uint64) {
+	switch l := r.findDown(from); {
+	case l == nil:
+		if r.role == api.Role_HEAD && from == r.cfg.Chain[len(r.cfg.Chain)-1].Id {
+			r.stepTailAck(seq)
+		}
+	case l.learner:
+		r.stepLearnerAck(l, seq)
+	default:
+		r.stepSuccessorAck(l, seq)
 	}
+}
+
+// stepSuccessorAck takes the successor's ack of what it knows committed.
+func (r *Replica) stepSuccessorAck(l *link, seq uint64) {
+	l.holds = max(l.holds, min(seq, r.Applied()))
+	r.commit(seq)
+}
+
+// stepLearnerAck takes a joining node's ack of what it holds: the tail
+// then keeps only what the node still lacks. It commits nothing.
+func (r *Replica) stepLearnerAck(l *link, seq uint64) {
+	l.holds = max(l.holds, min(seq, r.Applied()))
+	r.trimSent()
+}
+
+// stepTailAck takes, at the head, the tail's direct ack: everything the
+// tail applied is committed.
+func (r *Replica) stepTailAck(seq uint64) {
 	r.commit(seq)
 }
 
@@ -864,17 +926,7 @@ func (r *Replica) Ready() Ready {
 		}
 	}
 	if r.ackDirty && r.upstream != "" {
-		seq := r.committed
-		if r.role == api.Role_JOINING {
-			seq = r.Applied()
-		}
-		r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
-		if head := r.cfg.Chain[0].Id; r.role == api.Role_TAIL && head != r.upstream {
-			// A shortcut for the head's clients: the tail's ack also goes
-			// straight to the head, one hop instead of one per middle
-			// node. The chained ack still trims every Sent list.
-			r.send(head, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
-		}
+		r.ackUpstream()
 	}
 	r.ackDirty = false
 	for i := range r.replies {
@@ -883,6 +935,34 @@ func (r *Replica) Ready() Ready {
 	rd := Ready{Messages: r.msgs, Replies: r.replies, Applied: r.out, StateReplaced: r.replaced}
 	r.msgs, r.replies, r.out, r.replaced = nil, nil, nil, false
 	return rd
+}
+
+// ackUpstream sends the ack that is due to the predecessor.
+func (r *Replica) ackUpstream() {
+	switch r.role {
+	case api.Role_JOINING:
+		// Not in the chain: it acks what it holds, not what is committed.
+		r.sendAck(r.upstream, r.Applied())
+	case api.Role_TAIL:
+		r.ackUpstreamTail()
+	default: // a middle node
+		r.sendAck(r.upstream, r.committed)
+	}
+}
+
+// ackUpstreamTail is the tail's ack: what it committed goes upstream and,
+// as a shortcut for the head's clients, straight to the head as well: one
+// hop instead of one per middle node. The chained ack still trims every
+// Sent list.
+func (r *Replica) ackUpstreamTail() {
+	r.sendAck(r.upstream, r.committed)
+	if head := r.cfg.Chain[0].Id; head != r.upstream {
+		r.sendAck(head, r.committed)
+	}
+}
+
+func (r *Replica) sendAck(to string, seq uint64) {
+	r.send(to, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
 }
 
 // ---------------------------------------------------------------------------
@@ -898,19 +978,41 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 	if cfg.Epoch <= r.Epoch() {
 		return fmt.Errorf("%w: have epoch %d, got %d", ErrStaleEpoch, r.Epoch(), cfg.Epoch)
 	}
-	oldRole := r.role
 	pos, joining := position(cfg, r.id)
-	switch {
-	case r.isRemoved() && !joining:
+	if r.isRemoved() && !joining {
 		r.cfg = cfg
 		return ErrRemoved
-	case joining && oldRole != api.Role_JOINING:
-		// A (re)joining node keeps its history: its Hello tells the tail
-		// the last update it holds, and the tail resends what follows or,
-		// when that history diverged from the chain's (it was the head
-		// and sequenced bids it never forwarded), sends a snapshot.
-		r.committed = 0
 	}
+	oldRole, oldCfg, oldDown := r.role, r.cfg, r.down
+	r.resetCaughtUp(oldRole, pos, joining)
+	r.cfg, r.down, r.upEstablished = cfg, nil, false
+	switch {
+	case joining:
+		r.becomeJoiner(oldRole)
+	case pos < 0:
+		r.becomeRemoved()
+		return nil
+	default:
+		r.becomeMember(pos, oldCfg, oldDown)
+	}
+	if !r.isHead() && isHeadRole(oldRole) {
+		r.failWaiters(ErrHeadChanged)
+	}
+	r.trimSent()
+	n := len(cfg.Chain)
+	r.logger().Info("configuration installed", "previous_role", oldRole.String(),
+		"head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id, "length", n,
+		"joining", len(cfg.Joining), "predecessor", r.upstream, "applied", r.Applied())
+	if r.upstream != "" {
+		r.sendHello()
+	}
+	return nil
+}
+
+// resetCaughtUp decides, before a new configuration is installed, whether
+// the replica may count itself caught up in it; a chain member that stays
+// in the chain keeps what it had.
+func (r *Replica) resetCaughtUp(oldRole api.Role, pos int, joining bool) {
 	switch {
 	case joining || oldRole == api.Role_JOINING:
 		// Joining, or just appended: caught up only after the handshake.
@@ -926,48 +1028,56 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 			r.logger().Warn("restarted head with an incomplete history: refusing to sequence", "applied", r.Applied())
 		}
 	}
-	oldCfg, oldDown := r.cfg, r.down
-	r.cfg = cfg
-	r.down = nil
-	r.upEstablished = false
-	n := len(cfg.Chain)
-	switch {
-	case joining:
-		r.role = api.Role_JOINING
-		r.upstream = cfg.Chain[n-1].Id
-	case pos < 0:
-		r.role, r.upstream, r.sent = api.Role_REMOVED, "", nil
-		r.leaseUntil = 0 // held for a position the node no longer has
-		r.failWaiters(ErrRemoved)
-		r.logger().Warn("removed from the chain", "head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id)
-		return nil
-	default:
-		r.role = roleAt(pos, n)
-		r.upstream = ""
-		if pos > 0 {
-			r.upstream = cfg.Chain[pos-1].Id
-		}
-		if pos < n-1 {
-			r.down = append(r.down, r.newLink(cfg.Chain[pos+1].Id, false, oldCfg, oldDown))
-		}
+}
+
+// becomeJoiner makes the replica a joining node, linked to the tail.
+func (r *Replica) becomeJoiner(oldRole api.Role) {
+	if oldRole != api.Role_JOINING {
+		// A (re)joining node keeps its history: its Hello tells the tail
+		// the last update it holds, and the tail resends what follows or,
+		// when that history diverged from the chain's (it was the head
+		// and sequenced bids it never forwarded), sends a snapshot.
+		r.committed = 0
+	}
+	r.role = api.Role_JOINING
+	r.upstream = r.cfg.Chain[len(r.cfg.Chain)-1].Id
+}
+
+// becomeRemoved takes the replica out of the chain: it has no neighbour,
+// no lease and no waiting client left.
+func (r *Replica) becomeRemoved() {
+	r.role, r.upstream, r.sent = api.Role_REMOVED, "", nil
+	r.leaseUntil = 0 // held for a position the node no longer has
+	r.failWaiters(ErrRemoved)
+	chain := r.cfg.Chain
+	r.logger().Warn("removed from the chain", "head", chain[0].Id, "tail", chain[len(chain)-1].Id)
+}
+
+// becomeMember gives the replica its place at pos in the chain: its
+// predecessor (none at the head) and its successor (none at the tail).
+func (r *Replica) becomeMember(pos int, oldCfg *api.ChainConfig, oldDown []*link) {
+	chain := r.cfg.Chain
+	r.role = roleAt(pos, len(chain))
+	r.upstream = ""
+	if pos > 0 {
+		r.upstream = chain[pos-1].Id
+	}
+	if pos < len(chain)-1 {
+		r.down = append(r.down, r.newLink(chain[pos+1].Id, false, oldCfg, oldDown))
 	}
 	if r.isTail() {
-		for _, m := range cfg.Joining {
-			r.down = append(r.down, r.newLink(m.Id, true, oldCfg, oldDown))
-		}
-		r.commit(r.Applied())
+		r.becomeTail(oldCfg, oldDown)
 	}
-	if !r.isHead() && isHeadRole(oldRole) {
-		r.failWaiters(ErrHeadChanged)
+}
+
+// becomeTail links the tail (or a single node) to the joining nodes, which
+// learn from it, and commits everything it holds: at the tail, applied is
+// committed.
+func (r *Replica) becomeTail(oldCfg *api.ChainConfig, oldDown []*link) {
+	for _, m := range r.cfg.Joining {
+		r.down = append(r.down, r.newLink(m.Id, true, oldCfg, oldDown))
 	}
-	r.trimSent()
-	r.logger().Info("configuration installed", "previous_role", oldRole.String(),
-		"head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id, "length", n,
-		"joining", len(cfg.Joining), "predecessor", r.upstream, "applied", r.Applied())
-	if r.upstream != "" {
-		r.sendHello()
-	}
-	return nil
+	r.commit(r.Applied())
 }
 
 // newLink makes the link to a downstream peer for a new epoch. What the
