@@ -53,17 +53,13 @@ type Reply struct {
 type Applied struct {
 	Update *api.Update
 	Result auction.Result
-	// Info is the auction right after the update, set at the tail (where
-	// applying commits) for the changes watchers see: a successful bid, a
-	// close.
+	// Info is the auction right after the update, set at every node for
+	// the changes watchers see (a successful bid, a close) and nil for
+	// the others.
 	Info *api.AuctionInfo
-	// Visible is set, at every node, for those changes (a successful bid,
-	// a close); Highest, Bidder and ClosesAtMs are then the auction's
-	// after it.
-	Visible    bool
-	Highest    int64
-	Bidder     string
-	ClosesAtMs int64
+	// Committed is set when applying the update committed it: at the
+	// tail. Only committed changes go out to watchers.
+	Committed bool
 }
 
 // Ready is what a replica has produced since the previous call to Ready.
@@ -139,13 +135,14 @@ type Replica struct {
 	opts Options
 	log  *slog.Logger
 
-	cfg     *api.ChainConfig // nil until the first configuration
-	role    api.Role
-	removed bool // left out of a configuration once: never serves again
+	cfg *api.ChainConfig // nil until the first configuration
+	// role is REMOVED once a configuration leaves the replica out, and
+	// stays so, whatever later configurations say, until one names it
+	// joining: a removed node never serves again in its old place.
+	role api.Role
 
-	state     *auction.State
-	applied   uint64 // == state.Seq()
-	committed uint64 // highest sequence number known applied by the tail
+	state     *auction.State // its Seq is the last update applied (Applied)
+	committed uint64         // highest sequence number known applied by the tail
 
 	// sent holds updates applied here that some downstream peer may still
 	// need, or that the retention rule keeps (everything after retainAfter),
@@ -234,7 +231,7 @@ func (r *Replica) Restore(rec Recovered) error {
 				r.id, rec.Log[0].GetSeq(), rec.Log[n-1].GetSeq(), seq)
 		}
 	}
-	r.state, r.applied, r.sent = rec.State, seq, rec.Log
+	r.state, r.sent = rec.State, rec.Log
 	r.stateGen, r.stateBase = r.stateGen+1, seq
 	if len(rec.Log) > 0 {
 		r.stateBase = rec.Log[0].GetSeq() - 1
@@ -251,7 +248,7 @@ func (r *Replica) Restore(rec Recovered) error {
 // downstream peer still needs stay.
 func (r *Replica) Compact(seq uint64) {
 	if seq > r.retainAfter {
-		r.retainAfter = min(seq, r.applied)
+		r.retainAfter = min(seq, r.Applied())
 		r.trimSent()
 	}
 }
@@ -267,9 +264,9 @@ func (r *Replica) epochAt(seq uint64) (uint64, bool) {
 	switch {
 	case seq == 0:
 		return 0, true
-	case seq == r.applied:
+	case seq == r.Applied():
 		return r.state.LastEpoch(), true
-	case seq >= start && seq <= r.applied:
+	case seq >= start && seq <= r.Applied():
 		return r.sent[seq-start].GetEpoch(), true
 	case seq == start-1 && r.baseKnown:
 		return r.baseEpoch, true
@@ -290,8 +287,8 @@ func (r *Replica) Epoch() uint64 { return r.cfg.GetEpoch() }
 // not modify it.
 func (r *Replica) Config() *api.ChainConfig { return r.cfg }
 
-// Applied is the last applied sequence number.
-func (r *Replica) Applied() uint64 { return r.applied }
+// Applied is the last applied sequence number: the state's.
+func (r *Replica) Applied() uint64 { return r.state.Seq() }
 
 // Committed is the highest sequence number this replica knows committed.
 func (r *Replica) Committed() uint64 { return r.committed }
@@ -321,7 +318,7 @@ func (r *Replica) CaughtUp() bool { return r.caughtUp }
 
 // Status reports the replica's state for operators.
 func (r *Replica) Status() *api.NodeStatus {
-	return &api.NodeStatus{Id: r.id, Role: r.role, Config: r.cfg, Applied: r.applied,
+	return &api.NodeStatus{Id: r.id, Role: r.role, Config: r.cfg, Applied: r.Applied(),
 		Committed: r.committed, Sent: uint64(len(r.sent)), Readable: r.Readable(),
 		Auctions: uint64(r.state.Len()), CaughtUp: r.caughtUp}
 }
@@ -331,7 +328,7 @@ func (r *Replica) Status() *api.NodeStatus {
 // plus the lease the master's reply grants. A shorter lease than the one
 // held changes nothing.
 func (r *Replica) GrantLease(untilMs int64) {
-	if untilMs > r.leaseUntil && r.role != api.Role_REMOVED {
+	if untilMs > r.leaseUntil && !r.isRemoved() {
 		r.leaseUntil = untilMs
 	}
 }
@@ -354,8 +351,13 @@ func (r *Replica) leaseErr(nowMs int64) error {
 	return nil
 }
 
-func (r *Replica) isHead() bool { return r.role == api.Role_HEAD || r.role == api.Role_SINGLE }
-func (r *Replica) isTail() bool { return r.role == api.Role_TAIL || r.role == api.Role_SINGLE }
+// isHeadRole reports whether a replica in role sequences: the head, or a
+// single node.
+func isHeadRole(role api.Role) bool { return role == api.Role_HEAD || role == api.Role_SINGLE }
+
+func (r *Replica) isHead() bool    { return isHeadRole(r.role) }
+func (r *Replica) isTail() bool    { return r.role == api.Role_TAIL || r.role == api.Role_SINGLE }
+func (r *Replica) isRemoved() bool { return r.role == api.Role_REMOVED }
 
 func (r *Replica) logger() *slog.Logger {
 	return r.log.With("node", r.id, "epoch", r.Epoch(), "role", r.role.String())
@@ -427,7 +429,7 @@ func (r *Replica) Propose(h Handle, cmd *api.Command, nowMs int64) {
 
 func (r *Replica) notHeadErr() error {
 	switch {
-	case r.removed || r.role == api.Role_REMOVED:
+	case r.isRemoved():
 		return ErrRemoved
 	case r.cfg == nil:
 		return ErrNoConfig
@@ -443,7 +445,7 @@ func (r *Replica) rejectInvalid(h Handle, auctionID string, amount int64, err er
 
 // sequence stamps, applies and queues a new update at the head.
 func (r *Replica) sequence(cmd *api.Command, nowMs int64) auction.Result {
-	u := &api.Update{Seq: r.applied + 1, Epoch: r.Epoch(), TimeMs: max(nowMs, r.state.TimeMs()), Command: cmd}
+	u := &api.Update{Seq: r.Applied() + 1, Epoch: r.Epoch(), TimeMs: max(nowMs, r.state.TimeMs()), Command: cmd}
 	return r.apply(u)
 }
 
@@ -522,7 +524,7 @@ func (r *Replica) ServeErr(nowMs int64) error { return r.readErr(nowMs) }
 
 func (r *Replica) readErr(nowMs int64) error {
 	switch {
-	case r.removed || r.role == api.Role_REMOVED:
+	case r.isRemoved():
 		return ErrRemoved
 	case r.cfg == nil:
 		return ErrNoConfig
@@ -545,27 +547,23 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 		// Callers check the sequence; reaching this is a protocol bug.
 		panic(fmt.Sprintf("chain %s: %v", r.id, err))
 	}
-	r.applied = u.Seq
 	r.sent = append(r.sent, u)
-	ap := Applied{Update: u, Result: res}
+	ap := Applied{Update: u, Result: res, Committed: r.isTail()}
 	if res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate) {
 		if a, ok := r.state.Get(res.Auction); ok {
-			ap.Visible, ap.Highest, ap.Bidder, ap.ClosesAtMs = true, a.Highest, a.Bidder, a.ClosesAtMs
-			if r.isTail() {
-				ap.Info = a.Info()
-			}
+			ap.Info = a.Info()
 		}
 	}
 	r.out = append(r.out, ap)
 	if r.isTail() {
-		r.commit(r.applied)
+		r.commit(r.Applied())
 	}
 	return res
 }
 
 // commit raises the committed sequence number and answers waiting clients.
 func (r *Replica) commit(seq uint64) {
-	seq = min(seq, r.applied)
+	seq = min(seq, r.Applied())
 	if seq <= r.committed {
 		return
 	}
@@ -577,7 +575,7 @@ func (r *Replica) commit(seq uint64) {
 
 func (r *Replica) sentStart() uint64 {
 	if len(r.sent) == 0 {
-		return r.applied + 1
+		return r.Applied() + 1
 	}
 	return r.sent[0].Seq
 }
@@ -585,7 +583,7 @@ func (r *Replica) sentStart() uint64 {
 // trimSent drops Sent entries that no downstream peer can still need: the
 // successor needs nothing committed; a learner needs what it has not acked.
 func (r *Replica) trimSent() {
-	keepAfter := min(r.applied, r.retainAfter)
+	keepAfter := min(r.Applied(), r.retainAfter)
 	for _, l := range r.down {
 		switch {
 		case !l.learner:
@@ -634,7 +632,7 @@ func (r *Replica) send(to string, m *api.ChainMessage) {
 // current epoch, are dropped: a removed (zombie) node cannot get anything
 // applied or acknowledged.
 func (r *Replica) Step(m *api.ChainMessage) {
-	if r.cfg == nil || r.removed || m.GetEpoch() != r.Epoch() {
+	if r.cfg == nil || r.isRemoved() || m.GetEpoch() != r.Epoch() {
 		return
 	}
 	switch body := m.GetBody().(type) {
@@ -643,12 +641,7 @@ func (r *Replica) Step(m *api.ChainMessage) {
 			r.stepForward(body.Forward)
 		}
 	case *api.ChainMessage_Ack:
-		if l := r.findDown(m.From); l != nil {
-			r.stepAck(l, body.Ack.GetSeq())
-		} else if r.role == api.Role_HEAD && m.From == r.cfg.Chain[len(r.cfg.Chain)-1].Id {
-			// The tail's direct ack: everything it applied is committed.
-			r.commit(body.Ack.GetSeq())
-		}
+		r.stepAck(m.From, body.Ack.GetSeq())
 	case *api.ChainMessage_Hello:
 		if l := r.findDown(m.From); l != nil {
 			r.stepHello(l, body.Hello)
@@ -656,52 +649,93 @@ func (r *Replica) Step(m *api.ChainMessage) {
 	}
 }
 
-// stepForward applies updates from the predecessor.
+// stepForward takes a Forward from the predecessor: a middle node, the
+// tail, or a joining node (whose predecessor is the tail).
 func (r *Replica) stepForward(f *api.Forward) {
+	switch r.role {
+	case api.Role_JOINING:
+		r.stepForwardJoiner(f)
+	case api.Role_TAIL:
+		r.stepForwardTail(f)
+	default:
+		r.stepForwardMiddle(f)
+	}
+}
+
+// stepForwardMiddle is what a middle node does with a Forward: it applies
+// the updates and learns from its predecessor what is committed.
+func (r *Replica) stepForwardMiddle(f *api.Forward) {
+	if !r.applyForward(f) {
+		return
+	}
+	// Everything the predecessor knows committed that we hold is committed.
+	r.commit(min(f.GetPredCommitted(), r.Applied()))
+	r.catchUp(f)
+}
+
+// stepForwardTail is what the tail does with a Forward: it applies the
+// updates, and everything it holds is committed.
+func (r *Replica) stepForwardTail(f *api.Forward) {
+	if !r.applyForward(f) {
+		return
+	}
+	r.commit(r.Applied())
+	r.catchUp(f)
+}
+
+// stepForwardJoiner is what a joining node does with a Forward: it applies
+// the updates and owes the tail an ack of what it holds. It is not in the
+// chain: it commits nothing.
+func (r *Replica) stepForwardJoiner(f *api.Forward) {
+	if !r.applyForward(f) {
+		return
+	}
+	r.ackDirty = r.ackDirty || f.GetHandshake() || len(f.GetUpdates()) > 0
+}
+
+// applyForward installs a Forward's snapshot, if any, and applies its
+// updates in sequence. It reports false when it stopped short: a snapshot
+// refused, or a gap in the sequence (then it says Hello again).
+func (r *Replica) applyForward(f *api.Forward) bool {
 	if f.GetHandshake() {
 		if snap := f.GetSnapshot(); snap != nil {
 			if !r.installSnapshot(snap) {
-				return
+				return false
 			}
 		}
 		r.upEstablished = true
 	}
 	for _, u := range f.GetUpdates() {
 		switch {
-		case u.GetSeq() <= r.applied:
+		case u.GetSeq() <= r.Applied():
 			continue // a resend of something we hold
-		case u.GetSeq() == r.applied+1:
+		case u.GetSeq() == r.Applied()+1:
 			r.apply(u)
 		default:
 			// A gap: messages were lost on a broken link. Ask again, once;
 			// Tick repeats the Hello if it goes unanswered.
 			if r.upEstablished {
-				r.logger().Warn("gap in update stream", "applied", r.applied, "got", u.GetSeq(), "from", r.upstream)
+				r.logger().Warn("gap in update stream", "applied", r.Applied(), "got", u.GetSeq(), "from", r.upstream)
 				r.upEstablished = false
 				r.sendHello()
 			}
-			return
+			return false
 		}
 	}
-	if r.role == api.Role_JOINING {
-		r.ackDirty = r.ackDirty || f.GetHandshake() || len(f.GetUpdates()) > 0
-		return
-	}
-	// Everything the predecessor knows committed that we hold is committed;
-	// at the tail, everything applied is.
-	r.commit(min(f.GetPredCommitted(), r.applied))
-	if r.isTail() {
-		r.commit(r.applied)
-	}
-	// Caught up: everything a caught-up predecessor has applied is here.
-	// Its committed number is not enough: a tail of an earlier epoch may
-	// have committed (and served reads of) updates alone, after the
-	// configuration that appended its successor, and been removed before
-	// word of those commits came back up the chain; the predecessor holds
-	// those updates (prefix order), not the knowledge that they committed.
-	if !r.caughtUp && f.GetPredCaughtUp() && r.applied >= max(f.GetPredCommitted(), f.GetPredApplied()) {
+	return true
+}
+
+// catchUp marks a chain member caught up once it holds everything its
+// caught-up predecessor had applied when it sent f. The predecessor's
+// committed number is not enough: a tail of an earlier epoch may have
+// committed (and served reads of) updates alone, after the configuration
+// that appended its successor, and been removed before word of those
+// commits came back up the chain; the predecessor holds those updates
+// (prefix order), not the knowledge that they committed.
+func (r *Replica) catchUp(f *api.Forward) {
+	if !r.caughtUp && f.GetPredCaughtUp() && r.Applied() >= max(f.GetPredCommitted(), f.GetPredApplied()) {
 		r.caughtUp = true
-		r.logger().Info("caught up: holds every committed update", "applied", r.applied,
+		r.logger().Info("caught up: holds every committed update", "applied", r.Applied(),
 			"serving_reads", r.isTail())
 		// Downstream peers that linked before may be waiting for this news.
 		for _, l := range r.down {
@@ -713,14 +747,14 @@ func (r *Replica) stepForward(f *api.Forward) {
 }
 
 func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
-	if snap.GetSeq() < r.applied {
+	if snap.GetSeq() < r.Applied() {
 		if r.role != api.Role_JOINING {
-			r.logger().Error("refusing snapshot older than own state", "snapshot_seq", snap.GetSeq(), "applied", r.applied)
+			r.logger().Error("refusing snapshot older than own state", "snapshot_seq", snap.GetSeq(), "applied", r.Applied())
 			return false
 		}
 		// A joining node's own history is no authority: the tail sends a
 		// snapshot when that history is not a prefix of the chain's.
-		r.logger().Warn("discarding own history: it is not the chain's", "applied", r.applied,
+		r.logger().Warn("discarding own history: it is not the chain's", "applied", r.Applied(),
 			"snapshot_seq", snap.GetSeq(), "from", r.upstream)
 	}
 	st, err := auction.Restore(snap)
@@ -728,25 +762,50 @@ func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 		r.logger().Error("refusing snapshot", "err", err)
 		return false
 	}
-	r.state, r.applied = st, st.Seq()
+	r.state = st
 	r.stateGen, r.stateBase = r.stateGen+1, st.Seq()
 	r.sent, r.retainAfter = nil, st.Seq()
 	r.baseEpoch, r.baseKnown = st.LastEpoch(), true
-	r.committed = min(r.committed, r.applied)
+	r.committed = min(r.committed, r.Applied())
 	// Updates applied before the snapshot, in this Ready, belong to the
 	// history it replaces.
 	r.out, r.replaced = nil, true
-	r.logger().Info("snapshot installed", "seq", r.applied, "auctions", st.Len(), "from", r.upstream)
+	r.logger().Info("snapshot installed", "seq", r.Applied(), "auctions", st.Len(), "from", r.upstream)
 	return true
 }
 
-// stepAck processes an acknowledgement from a downstream peer.
-func (r *Replica) stepAck(l *link, seq uint64) {
-	l.holds = max(l.holds, min(seq, r.applied))
-	if l.learner {
-		r.trimSent()
-		return
+// stepAck processes an acknowledgement from downstream: from the
+// successor (at the head and a middle node), from a learner (at the
+// tail), or from the tail straight to the head.
+func (r *Replica) stepAck(from string, seq uint64) {
+	switch l := r.findDown(from); {
+	case l == nil:
+		if r.role == api.Role_HEAD && from == r.cfg.Chain[len(r.cfg.Chain)-1].Id {
+			r.stepTailAck(seq)
+		}
+	case l.learner:
+		r.stepLearnerAck(l, seq)
+	default:
+		r.stepSuccessorAck(l, seq)
 	}
+}
+
+// stepSuccessorAck takes the successor's ack of what it knows committed.
+func (r *Replica) stepSuccessorAck(l *link, seq uint64) {
+	l.holds = max(l.holds, min(seq, r.Applied()))
+	r.commit(seq)
+}
+
+// stepLearnerAck takes a joining node's ack of what it holds: the tail
+// then keeps only what the node still lacks. It commits nothing.
+func (r *Replica) stepLearnerAck(l *link, seq uint64) {
+	l.holds = max(l.holds, min(seq, r.Applied()))
+	r.trimSent()
+}
+
+// stepTailAck takes, at the head, the tail's direct ack: everything the
+// tail applied is committed.
+func (r *Replica) stepTailAck(seq uint64) {
 	r.commit(seq)
 }
 
@@ -754,10 +813,10 @@ func (r *Replica) stepAck(l *link, seq uint64) {
 func (r *Replica) stepHello(l *link, h *api.Hello) {
 	last := h.GetLastSeq()
 	epoch, known := r.epochAt(last)
-	diverged := last > r.applied || (known && epoch != h.GetLastEpoch())
+	diverged := last > r.Applied() || (known && epoch != h.GetLastEpoch())
 	if diverged && !l.learner {
 		r.logger().Error("successor's history is not a prefix of this node's; link refused",
-			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.applied)
+			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.Applied())
 		return
 	}
 	if !l.learner {
@@ -776,16 +835,16 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 	}
 	if diverged {
 		r.logger().Warn("joining node's history diverges from the chain's; it gets a snapshot",
-			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.applied)
+			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.Applied())
 	}
 	if snapshot {
 		fwd.Snapshot = r.state.Snapshot()
-		l.next, l.holds = r.applied+1, r.applied
+		l.next, l.holds = r.Applied()+1, r.Applied()
 	}
 	r.logger().Info("link handshake", "peer", l.id, "peer_last", last,
-		"resend", r.applied-l.next+1, "snapshot", snapshot)
+		"resend", r.Applied()-l.next+1, "snapshot", snapshot)
 	if snapshot {
-		r.logger().Info("snapshot sent", "peer", l.id, "seq", r.applied,
+		r.logger().Info("snapshot sent", "peer", l.id, "seq", r.Applied(),
 			"auctions", len(fwd.Snapshot.Auctions), "bytes", proto.Size(fwd.Snapshot))
 	}
 	r.forwardTo(l, fwd)
@@ -799,16 +858,16 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 	if l.next < start {
 		// Entries the peer needs are gone: restart it with a snapshot.
 		first = &api.Forward{Handshake: true, Snapshot: r.state.Snapshot()}
-		l.next, l.holds = r.applied+1, r.applied
+		l.next, l.holds = r.Applied()+1, r.Applied()
 	}
-	for first != nil || l.next <= r.applied {
+	for first != nil || l.next <= r.Applied() {
 		f := first
 		if f == nil {
 			f = &api.Forward{}
 		}
 		first = nil
-		f.PredCommitted, f.PredCaughtUp, f.PredApplied = r.committed, r.caughtUp, r.applied
-		if l.next <= r.applied {
+		f.PredCommitted, f.PredCaughtUp, f.PredApplied = r.committed, r.caughtUp, r.Applied()
+		if l.next <= r.Applied() {
 			from := int(l.next - start)
 			to := min(from+r.opts.MaxBatch, len(r.sent))
 			f.Updates = r.sent[from:to:to]
@@ -821,14 +880,14 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 func (r *Replica) sendHello() {
 	r.lastHelloTick = r.ticks
 	r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Hello{Hello: &api.Hello{
-		LastSeq: r.applied, Committed: r.committed, LastEpoch: r.state.LastEpoch()}}})
+		LastSeq: r.Applied(), Committed: r.committed, LastEpoch: r.state.LastEpoch()}}})
 }
 
 // PeerDown tells the replica that the link to a peer broke, so messages in
 // either direction may have been lost. A link to the predecessor is opened
 // again with a Hello; a downstream peer does the same from its side.
 func (r *Replica) PeerDown(peer string) {
-	if peer == r.upstream && r.upstream != "" && !r.removed {
+	if peer == r.upstream && r.upstream != "" && !r.isRemoved() {
 		r.upEstablished = false
 		r.sendHello()
 	}
@@ -839,7 +898,7 @@ func (r *Replica) PeerDown(peer string) {
 // time has passed.
 func (r *Replica) Tick(nowMs int64) {
 	r.ticks++
-	if r.upstream != "" && !r.upEstablished && !r.removed &&
+	if r.upstream != "" && !r.upEstablished && !r.isRemoved() &&
 		r.ticks-r.lastHelloTick >= uint64(r.opts.HelloRetryTicks) {
 		r.sendHello()
 	}
@@ -856,7 +915,7 @@ func (r *Replica) HasReady() bool {
 		return true
 	}
 	for _, l := range r.down {
-		if l.ready && l.next <= r.applied {
+		if l.ready && l.next <= r.Applied() {
 			return true
 		}
 	}
@@ -868,22 +927,12 @@ func (r *Replica) HasReady() bool {
 // upstream, client replies and applied updates.
 func (r *Replica) Ready() Ready {
 	for _, l := range r.down {
-		if l.ready && l.next <= r.applied {
+		if l.ready && l.next <= r.Applied() {
 			r.forwardTo(l, nil)
 		}
 	}
 	if r.ackDirty && r.upstream != "" {
-		seq := r.committed
-		if r.role == api.Role_JOINING {
-			seq = r.applied
-		}
-		r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
-		if head := r.cfg.Chain[0].Id; r.role == api.Role_TAIL && head != r.upstream {
-			// A shortcut for the head's clients: the tail's ack also goes
-			// straight to the head, one hop instead of one per middle
-			// node. The chained ack still trims every Sent list.
-			r.send(head, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
-		}
+		r.ackUpstream()
 	}
 	r.ackDirty = false
 	for i := range r.replies {
@@ -892,6 +941,34 @@ func (r *Replica) Ready() Ready {
 	rd := Ready{Messages: r.msgs, Replies: r.replies, Applied: r.out, StateReplaced: r.replaced}
 	r.msgs, r.replies, r.out, r.replaced = nil, nil, nil, false
 	return rd
+}
+
+// ackUpstream sends the ack that is due to the predecessor.
+func (r *Replica) ackUpstream() {
+	switch r.role {
+	case api.Role_JOINING:
+		// Not in the chain: it acks what it holds, not what is committed.
+		r.sendAck(r.upstream, r.Applied())
+	case api.Role_TAIL:
+		r.ackUpstreamTail()
+	default: // a middle node
+		r.sendAck(r.upstream, r.committed)
+	}
+}
+
+// ackUpstreamTail is the tail's ack: what it committed goes upstream and,
+// as a shortcut for the head's clients, straight to the head as well: one
+// hop instead of one per middle node. The chained ack still trims every
+// Sent list.
+func (r *Replica) ackUpstreamTail() {
+	r.sendAck(r.upstream, r.committed)
+	if head := r.cfg.Chain[0].Id; head != r.upstream {
+		r.sendAck(head, r.committed)
+	}
+}
+
+func (r *Replica) sendAck(to string, seq uint64) {
+	r.send(to, &api.ChainMessage{Body: &api.ChainMessage_Ack{Ack: &api.Ack{Seq: seq}}})
 }
 
 // ---------------------------------------------------------------------------
@@ -907,19 +984,41 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 	if cfg.Epoch <= r.Epoch() {
 		return fmt.Errorf("%w: have epoch %d, got %d", ErrStaleEpoch, r.Epoch(), cfg.Epoch)
 	}
-	oldRole := r.role
 	pos, joining := position(cfg, r.id)
-	switch {
-	case r.removed && !joining:
+	if r.isRemoved() && !joining {
 		r.cfg = cfg
 		return ErrRemoved
-	case joining && oldRole != api.Role_JOINING:
-		// A (re)joining node keeps its history: its Hello tells the tail
-		// the last update it holds, and the tail resends what follows or,
-		// when that history diverged from the chain's (it was the head
-		// and sequenced bids it never forwarded), sends a snapshot.
-		r.committed, r.removed = 0, false
 	}
+	oldRole, oldCfg, oldDown := r.role, r.cfg, r.down
+	r.resetCaughtUp(oldRole, pos, joining)
+	r.cfg, r.down, r.upEstablished = cfg, nil, false
+	switch {
+	case joining:
+		r.becomeJoiner(oldRole)
+	case pos < 0:
+		r.becomeRemoved()
+		return nil
+	default:
+		r.becomeMember(pos, oldCfg, oldDown)
+	}
+	if !r.isHead() && isHeadRole(oldRole) {
+		r.failWaiters(ErrHeadChanged)
+	}
+	r.trimSent()
+	n := len(cfg.Chain)
+	r.logger().Info("configuration installed", "previous_role", oldRole.String(),
+		"head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id, "length", n,
+		"joining", len(cfg.Joining), "predecessor", r.upstream, "applied", r.Applied())
+	if r.upstream != "" {
+		r.sendHello()
+	}
+	return nil
+}
+
+// resetCaughtUp decides, before a new configuration is installed, whether
+// the replica may count itself caught up in it; a chain member that stays
+// in the chain keeps what it had.
+func (r *Replica) resetCaughtUp(oldRole api.Role, pos int, joining bool) {
 	switch {
 	case joining || oldRole == api.Role_JOINING:
 		// Joining, or just appended: caught up only after the handshake.
@@ -932,53 +1031,61 @@ func (r *Replica) Reconfigure(cfg *api.ChainConfig) error {
 		// sequence until reconfigured.
 		r.caughtUp = pos == 0 && !r.incomplete
 		if pos == 0 && r.incomplete {
-			r.logger().Warn("restarted head with an incomplete history: refusing to sequence", "applied", r.applied)
+			r.logger().Warn("restarted head with an incomplete history: refusing to sequence", "applied", r.Applied())
 		}
 	}
-	oldCfg, oldDown := r.cfg, r.down
-	r.cfg = cfg
-	r.down = nil
-	r.upEstablished = false
-	n := len(cfg.Chain)
-	switch {
-	case joining:
-		r.role = api.Role_JOINING
-		r.upstream = cfg.Chain[n-1].Id
-	case pos < 0:
-		r.role, r.removed, r.upstream, r.sent = api.Role_REMOVED, true, "", nil
-		// The log starts after what is applied: its base is the last update.
-		r.baseEpoch, r.baseKnown = r.state.LastEpoch(), true
-		r.leaseUntil = 0 // held for a position the node no longer has
-		r.failWaiters(ErrRemoved)
-		r.logger().Warn("removed from the chain", "head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id)
-		return nil
-	default:
-		r.role = roleAt(pos, n)
-		r.upstream = ""
-		if pos > 0 {
-			r.upstream = cfg.Chain[pos-1].Id
-		}
-		if pos < n-1 {
-			r.down = append(r.down, r.newLink(cfg.Chain[pos+1].Id, false, oldCfg, oldDown))
-		}
+}
+
+// becomeJoiner makes the replica a joining node, linked to the tail.
+func (r *Replica) becomeJoiner(oldRole api.Role) {
+	if oldRole != api.Role_JOINING {
+		// A (re)joining node keeps its history: its Hello tells the tail
+		// the last update it holds, and the tail resends what follows or,
+		// when that history diverged from the chain's (it was the head
+		// and sequenced bids it never forwarded), sends a snapshot.
+		r.committed = 0
+	}
+	r.role = api.Role_JOINING
+	r.upstream = r.cfg.Chain[len(r.cfg.Chain)-1].Id
+}
+
+// becomeRemoved takes the replica out of the chain: it has no neighbour,
+// no lease and no waiting client left.
+func (r *Replica) becomeRemoved() {
+	r.role, r.upstream, r.sent = api.Role_REMOVED, "", nil
+	// The log starts after what is applied: its base is the last update.
+	r.baseEpoch, r.baseKnown = r.state.LastEpoch(), true
+	r.leaseUntil = 0 // held for a position the node no longer has
+	r.failWaiters(ErrRemoved)
+	chain := r.cfg.Chain
+	r.logger().Warn("removed from the chain", "head", chain[0].Id, "tail", chain[len(chain)-1].Id)
+}
+
+// becomeMember gives the replica its place at pos in the chain: its
+// predecessor (none at the head) and its successor (none at the tail).
+func (r *Replica) becomeMember(pos int, oldCfg *api.ChainConfig, oldDown []*link) {
+	chain := r.cfg.Chain
+	r.role = roleAt(pos, len(chain))
+	r.upstream = ""
+	if pos > 0 {
+		r.upstream = chain[pos-1].Id
+	}
+	if pos < len(chain)-1 {
+		r.down = append(r.down, r.newLink(chain[pos+1].Id, false, oldCfg, oldDown))
 	}
 	if r.isTail() {
-		for _, m := range cfg.Joining {
-			r.down = append(r.down, r.newLink(m.Id, true, oldCfg, oldDown))
-		}
-		r.commit(r.applied)
+		r.becomeTail(oldCfg, oldDown)
 	}
-	if !r.isHead() && r.isHeadRole(oldRole) {
-		r.failWaiters(ErrHeadChanged)
+}
+
+// becomeTail links the tail (or a single node) to the joining nodes, which
+// learn from it, and commits everything it holds: at the tail, applied is
+// committed.
+func (r *Replica) becomeTail(oldCfg *api.ChainConfig, oldDown []*link) {
+	for _, m := range r.cfg.Joining {
+		r.down = append(r.down, r.newLink(m.Id, true, oldCfg, oldDown))
 	}
-	r.trimSent()
-	r.logger().Info("configuration installed", "previous_role", oldRole.String(),
-		"head", cfg.Chain[0].Id, "tail", cfg.Chain[n-1].Id, "length", n,
-		"joining", len(cfg.Joining), "predecessor", r.upstream, "applied", r.applied)
-	if r.upstream != "" {
-		r.sendHello()
-	}
-	return nil
+	r.commit(r.Applied())
 }
 
 // newLink makes the link to a downstream peer for a new epoch. What the
@@ -1001,10 +1108,6 @@ func (r *Replica) newLink(id string, learner bool, oldCfg *api.ChainConfig, oldD
 		}
 	}
 	return l
-}
-
-func (r *Replica) isHeadRole(role api.Role) bool {
-	return role == api.Role_HEAD || role == api.Role_SINGLE
 }
 
 // position finds id in cfg: its index in the chain (-1 if absent) and

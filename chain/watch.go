@@ -101,7 +101,8 @@ func newWatchHub() *watchHub {
 }
 
 // recorded is one visible change, as record kept it, with the auction
-// right after it when this node is the tail (else nil).
+// right after it when applying the change committed it, at the tail
+// (else nil: it is not for watchers).
 type recorded struct {
 	auction string
 	change  change
@@ -115,7 +116,7 @@ func (h *watchHub) record(applied []Applied, gen, base uint64) []recorded {
 	h.sync(gen, base)
 	var out []recorded
 	for _, ap := range applied {
-		if !ap.Visible {
+		if ap.Info == nil {
 			continue
 		}
 		id := ap.Result.Auction
@@ -124,13 +125,17 @@ func (h *watchHub) record(applied []Applied, gen, base uint64) []recorded {
 			hist = &history{}
 			h.histories[id] = hist
 		}
-		c := change{seq: ap.Update.Seq, closed: ap.Result.Closed, amount: ap.Highest, bidder: ap.Bidder,
-			closesAtMs: ap.ClosesAtMs}
+		c := change{seq: ap.Update.Seq, closed: ap.Result.Closed, amount: ap.Info.Highest, bidder: ap.Info.Bidder,
+			closesAtMs: ap.Info.ClosesAtMs}
 		if !c.closed {
 			c.previous, c.extended, c.prevAmount = ap.Result.Previous, ap.Result.Extended, hist.last().amount
 		}
 		hist.add(c)
-		out = append(out, recorded{auction: id, change: c, info: ap.Info})
+		rec := recorded{auction: id, change: c}
+		if ap.Committed {
+			rec.info = ap.Info
+		}
+		out = append(out, rec)
 	}
 	return out
 }
