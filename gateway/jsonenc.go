@@ -53,7 +53,7 @@ func (w *objectWriter) id(raw json.RawMessage) bool {
 		return true
 	}
 	w.key("id")
-	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+	if !bytes.ContainsAny(raw, " \t\r\n") {
 		w.b = append(w.b, raw...) // compact already: a number or a string, usually
 		return json.Valid(raw)
 	}
