@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -225,29 +224,16 @@ func procArgs(pid int, dir string) (args []string, ok bool) {
 // standard input /dev/null, output appended to .run/ID.log after a line
 // that says when it started. It writes the pid file and returns the pid.
 func startProc(gavel, kind, id, cfg string, env []string) (int, error) {
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
-		return 0, err
-	}
-	log, err := os.OpenFile(logPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := StartLocal(ProcSpec{Gavel: gavel, Kind: kind, ID: id, Config: cfg, LogFile: logPath(id), Env: env,
+		Detached: true, Header: true})
 	if err != nil {
 		return 0, err
 	}
-	defer log.Close()
-	fmt.Fprintf(log, "=== %s launch: starting %s %s\n", time.Now().Format("2006-01-02 15:04:05"), kind, id)
-	cmd := exec.Command(gavel, kind, "--id", id, "--config", cfg)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), env...) // the last of a duplicate key wins
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	if err := os.WriteFile(pidPath(id), []byte(strconv.Itoa(p.PID())+"\n"), 0o644); err != nil {
+		_ = p.signal(syscall.SIGKILL)
 		return 0, err
 	}
-	pid := cmd.Process.Pid
-	if err := os.WriteFile(pidPath(id), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		_ = cmd.Process.Kill()
-		return 0, err
-	}
-	_ = cmd.Process.Release()
-	return pid, nil
+	return p.PID(), nil
 }
 
 // stopIDs stops each running process of ids: SIGTERM, then SIGKILL for
@@ -255,38 +241,18 @@ func startProc(gavel, kind, id, cfg string, env []string) (int, error) {
 // ids is removed.
 func stopIDs(ids []string, kill bool, wait time.Duration) []procState {
 	states := make([]procState, len(ids))
-	sig := syscall.SIGTERM
-	name := "TERM"
-	if kill {
-		sig, name = syscall.SIGKILL, "KILL"
-	}
+	var ps []*LocalProc
+	var at []int // the index in states of each of ps
 	for i, id := range ids {
-		states[i].ID = id
 		pid, alive := aliveID(id)
-		states[i].PID = pid
-		if alive && syscall.Kill(pid, sig) == nil {
-			states[i].Signal = name
+		states[i] = procState{ID: id, PID: pid}
+		if alive {
+			ps = append(ps, pidProc(pid, id))
+			at = append(at, i)
 		}
 	}
-	running := func() bool {
-		for _, s := range states {
-			if s.Signal != "" && isProc(s.PID, s.ID) {
-				return true
-			}
-		}
-		return false
-	}
-	for end := time.Now().Add(wait); running() && time.Now().Before(end); {
-		time.Sleep(50 * time.Millisecond)
-	}
-	for i, s := range states {
-		if s.Signal != "" && isProc(s.PID, s.ID) {
-			_ = syscall.Kill(s.PID, syscall.SIGKILL)
-			states[i].Signal = "KILL"
-		}
-	}
-	for end := time.Now().Add(5 * time.Second); running() && time.Now().Before(end); {
-		time.Sleep(50 * time.Millisecond)
+	for j, sig := range stopLocal(ps, kill, wait) {
+		states[at[j]].Signal = sig
 	}
 	for _, id := range ids {
 		_ = os.Remove(pidPath(id))

@@ -28,6 +28,9 @@ var (
 	ErrUnknownID = errors.New("unknown id")
 	// ErrNotRunning is returned by Kill for a process that does not run.
 	ErrNotRunning = errors.New("not running")
+	// ErrStillRunning is returned by LocalProc.Kill for a process that
+	// still runs 5 seconds after SIGKILL.
+	ErrStillRunning = errors.New("still runs")
 	// ErrDown is returned by Status when a process of the configuration is
 	// down or does not answer.
 	ErrDown = errors.New("down")

@@ -41,23 +41,17 @@ func (l *Launcher) Down(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	kindOf := func(id string) string {
-		if p, ok := l.proc(id); ok {
-			return p.Kind
-		}
-		return "node"
-	}
-	for _, kind := range []string{"gateway", "node", "master"} {
-		by := map[Host][]string{}
-		for i, h := range hosts {
-			for _, id := range found[i] {
-				if kindOf(id) == kind {
-					by[h] = append(by[h], id)
-				}
+	var all []hostProc
+	for i, h := range hosts {
+		for _, id := range found[i] {
+			kind := "node"
+			if p, ok := l.proc(id); ok {
+				kind = p.Kind
 			}
+			all = append(all, hostProc{h, id, kind})
 		}
-		errs = append(errs, l.stop(ctx, by, false))
 	}
+	errs = append(errs, l.stopInOrder(ctx, all))
 	if err := errors.Join(errs...); err != nil {
 		l.say("gavel cluster down, except on the hosts below")
 		return err

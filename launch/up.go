@@ -148,13 +148,27 @@ func (l *Launcher) stop(ctx context.Context, idsByHost map[Host][]string, kill b
 
 // stopProcs stops ps, gateways first, then nodes, masters last.
 func (l *Launcher) stopProcs(ctx context.Context, ps []Proc) error {
+	var hps []hostProc
+	for _, p := range ps {
+		hps = append(hps, hostProc{l.hostOf(p), p.ID, p.Kind})
+	}
+	return l.stopInOrder(ctx, hps)
+}
+
+// hostProc is process id, of kind, on host h.
+type hostProc struct {
+	h        Host
+	id, kind string
+}
+
+// stopInOrder stops ps in the stages of StopOrder, each stage on all its
+// hosts at once.
+func (l *Launcher) stopInOrder(ctx context.Context, ps []hostProc) error {
 	var errs []error
-	for _, kind := range []string{"gateway", "node", "master"} {
+	for _, stage := range StopOrder(ps, func(p hostProc) string { return p.kind }) {
 		by := map[Host][]string{}
-		for _, p := range ps {
-			if p.Kind == kind {
-				by[l.hostOf(p)] = append(by[l.hostOf(p)], p.ID)
-			}
+		for _, p := range stage {
+			by[p.h] = append(by[p.h], p.id)
 		}
 		errs = append(errs, l.stop(ctx, by, false))
 	}

@@ -8,22 +8,20 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/launch"
 	"github.com/gavel-auction/gavel/tools/runlog"
 )
 
 // proc is one gavel process the demo started.
 type proc struct {
-	id, kind string
-	cmd      *exec.Cmd
-	exited   chan struct{} // closed once the process is gone
+	kind  string
+	local *launch.LocalProc
 }
 
 // freePorts returns n loopback addresses that were free a moment ago.
@@ -83,78 +81,60 @@ func (d *demo) writeConfig() error {
 // The start is logged first, so that the merged log shows it before the
 // process's own lines.
 func (d *demo) start(kind, id string) error {
-	f, err := os.OpenFile(filepath.Join(d.dir, id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
 	d.log.Info(fmt.Sprintf("demo: start %s %s", kind, id), "process", id, "kind", kind, "addr", d.addrs[id],
 		"epoch", d.epoch.Load())
-	cmd := exec.Command(d.opts.bin, kind, "--id", id, "--config", d.cfgPath)
-	cmd.Dir = d.dir
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = procAttr()
-	if err := cmd.Start(); err != nil {
-		f.Close()
+	p, err := launch.StartLocal(launch.ProcSpec{Gavel: d.opts.bin, Kind: kind, ID: id, Config: d.cfgPath,
+		Dir: d.dir, LogFile: filepath.Join(d.dir, id+".log")})
+	if err != nil {
 		return fmt.Errorf("start %s %s: %w", kind, id, err)
 	}
-	p := &proc{id: id, kind: kind, cmd: cmd, exited: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.exited) }()
 	d.mu.Lock()
-	d.procs[id] = p
+	d.procs[id] = &proc{kind: kind, local: p}
 	d.mu.Unlock()
 	return nil
 }
 
-// signal sends sig to a process and waits up to wait for it to exit;
-// it reports whether it did.
-func (d *demo) signal(id string, sig syscall.Signal, wait time.Duration) bool {
+// settle runs stop on process id and, when stop reports it gone, forgets
+// it; it reports whether the process is gone.
+func (d *demo) settle(id string, stop func(*launch.LocalProc) bool) bool {
 	d.mu.Lock()
 	p := d.procs[id]
 	d.mu.Unlock()
 	if p == nil {
 		return true
 	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-		d.mu.Lock()
-		delete(d.procs, id)
-		d.mu.Unlock()
-		return true
-	case <-time.After(wait):
+	if !stop(p.local) {
 		return false
 	}
+	d.mu.Lock()
+	delete(d.procs, id)
+	d.mu.Unlock()
+	return true
 }
 
 // kill SIGKILLs a process and waits until it is gone.
 func (d *demo) kill(id string) error {
-	if !d.signal(id, syscall.SIGKILL, 5*time.Second) {
-		return fmt.Errorf("%s still runs 5s after SIGKILL", id)
-	}
-	return nil
+	var err error
+	d.settle(id, func(p *launch.LocalProc) bool { err = p.Kill(); return err == nil })
+	return err
 }
 
-// stopAll stops every process the demo started: SIGTERM (gateways first,
-// masters last), then SIGKILL for any still running after 5 seconds.
+// stopAll stops every process the demo started, one at a time in
+// launch's stop order (gateways first, masters last, by id within a
+// kind): SIGTERM, then SIGKILL when it still runs after 5 seconds.
 func (d *demo) stopAll() {
-	rank := map[string]int{"gateway": 0, "node": 1, "master": 2}
 	d.mu.Lock()
 	var ids []string
-	order := map[string]int{}
+	kinds := map[string]string{}
 	for id, p := range d.procs {
 		ids = append(ids, id)
-		order[id] = rank[p.kind]
+		kinds[id] = p.kind
 	}
 	d.mu.Unlock()
-	slices.SortFunc(ids, func(a, b string) int {
-		if r := order[a] - order[b]; r != 0 {
-			return r
-		}
-		return strings.Compare(a, b)
-	})
-	for _, id := range ids {
-		if !d.signal(id, syscall.SIGTERM, 5*time.Second) {
-			d.signal(id, syscall.SIGKILL, 5*time.Second)
+	slices.Sort(ids)
+	for _, stage := range launch.StopOrder(ids, func(id string) string { return kinds[id] }) {
+		for _, id := range stage {
+			d.settle(id, func(p *launch.LocalProc) bool { return p.Stop(5 * time.Second) })
 		}
 	}
 }
@@ -168,7 +148,7 @@ func (d *demo) killAll() {
 	}
 	d.mu.Unlock()
 	for _, id := range ids {
-		d.signal(id, syscall.SIGKILL, 5*time.Second)
+		d.settle(id, func(p *launch.LocalProc) bool { return p.Kill() == nil })
 	}
 }
 
