@@ -15,13 +15,17 @@ import (
 // This file is the node's side of its data dir: recovery at start, the
 // durability rule on every Ready, snapshots and compaction.
 //
-// The rule: the driver writes a Ready's applied updates to the log (one
-// batch, one fsync with sync always) before it sends the Ready's messages
-// or delivers its replies. A forward, an ack and a reply therefore only
-// ever speak of updates on this node's stable storage, and since the tail
-// acknowledges only what it holds on disk, a committed update is on the
-// disk of every chain member. Reads are answered only after the updates
-// they could observe are on disk too (flushForRead).
+// The rule: a client hears of an update only once it is on the disk of
+// every chain member. The driver hands a Ready's applied updates to the
+// syncer (syncer.go), which writes them to the log in the background (one
+// batch, one fsync with sync always, for every Ready queued meanwhile),
+// and sends the Ready's forwards at once, so that the members' fsyncs
+// overlap. The replica (Options.AsyncDurable) acknowledges upstream only
+// what is on its own disk and what its successor acknowledged, and the
+// head answers a client only once the chained ack and its own disk cover
+// the update; the syncer's report (Persisted) releases them. Reads, and
+// the watch events a tail publishes, wait until the updates they could
+// observe are on this node's disk too (flushForRead, heldChanges).
 
 // recover opens the data dir and gives the replica the history found in
 // it; it returns the last configuration the node had installed.
@@ -76,8 +80,9 @@ func (n *Node) recover() (*api.ChainConfig, error) {
 	return rec.Config, nil
 }
 
-// persist makes a Ready's updates durable; driver only. It returns false
-// when the data dir failed: the Ready is then dropped, and the node stops.
+// persist hands a Ready's updates to the syncer (or, without a data dir,
+// bounds the log in memory); driver only. It returns false once the data
+// dir has failed: the Ready is then dropped, and the node stops.
 func (n *Node) persist(rd Ready) bool {
 	if n.storageErr != nil {
 		n.failReplies(rd)
@@ -91,36 +96,61 @@ func (n *Node) persist(rd Ready) bool {
 		}
 		return true
 	}
-	var err error
+	n.submitDurable(rd)
+	if !n.snapshotting && n.replica.Applied() >= n.snapSeq+uint64(n.opts.SnapshotEvery) {
+		n.takeSnapshot()
+	}
+	return true
+}
+
+// submitDurable hands a Ready's durable work to the syncer; driver only.
+func (n *Node) submitDurable(rd Ready) {
+	gen := n.replica.StateGen()
 	switch {
 	case rd.StateReplaced:
 		// A snapshot from the predecessor replaced the state: it is the
 		// new durable state, and the log starts over after it.
 		snap := n.replica.State().Snapshot()
-		if err = n.store.Reset(snap); err == nil {
-			n.snapSeq, n.prevSnapSeq = snap.GetSeq(), snap.GetSeq()
-		}
+		n.snapSeq, n.prevSnapSeq = snap.GetSeq(), snap.GetSeq()
+		n.syncer.submit(syncJob{gen: gen, snap: snap})
 	case len(rd.Applied) > 0:
-		ups := n.upBuf[:0]
-		for _, a := range rd.Applied {
-			ups = append(ups, a.Update)
+		ups := make([]*api.Update, len(rd.Applied))
+		for i, a := range rd.Applied {
+			ups[i] = a.Update
 		}
-		start := time.Now()
-		err = n.store.Append(ups)
-		n.metrics.fsync.Observe(time.Since(start).Seconds())
-		clear(ups)
-		n.upBuf = ups[:0]
+		n.syncer.submit(syncJob{gen: gen, ups: ups})
 	}
+}
+
+// heldChanges are watch changes of state generation gen, up to seq, that
+// wait for the syncer.
+type heldChanges struct {
+	gen, seq uint64
+	changes  []recorded
+}
+
+// persisted takes the syncer's report that the updates up to seq of state
+// generation gen are on disk (or that the data dir failed); driver only.
+func (n *Node) persisted(r *Replica, gen, seq uint64, err error) {
 	if err != nil {
 		n.storageFailed(err)
-		n.failReplies(rd)
-		return false
+		return
 	}
-	n.metrics.durable.Set(float64(n.store.Last()))
-	if !n.snapshotting && n.replica.Applied() >= n.snapSeq+uint64(n.opts.SnapshotEvery) {
-		n.takeSnapshot()
+	r.Persisted(gen, seq)
+	if gen == r.StateGen() {
+		n.metrics.durable.Set(float64(seq))
 	}
-	return true
+	i := 0
+	for ; i < len(n.heldChanges); i++ {
+		h := n.heldChanges[i]
+		if h.gen == gen && h.seq > seq {
+			break
+		}
+		if h.gen == r.StateGen() {
+			n.watches.publish(h.changes, n.opts.ID, r.Epoch(), n.opts.Now().UnixMilli())
+		}
+	}
+	n.heldChanges = n.heldChanges[i:]
 }
 
 // failReplies answers a dropped Ready's clients with ErrUnavailable.
@@ -213,5 +243,9 @@ func (n *Node) durable(r *Replica) uint64 {
 func (n *Node) flushForRead(r *Replica) {
 	if n.store != nil && r.HasReady() {
 		n.dispatch(r.Ready())
+	}
+	if n.syncer != nil && n.storageErr == nil && r.Durable() < r.Applied() {
+		gen, seq, err := n.syncer.flush()
+		n.persisted(r, gen, seq, err)
 	}
 }

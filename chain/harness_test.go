@@ -95,6 +95,10 @@ type simOptions struct {
 	// LeaseOverrunMs is a deliberate bug: every tail serves reads that
 	// long past its lease (the simulation's own test).
 	LeaseOverrunMs int64
+	// FsyncDelay, when set, makes every replica durable asynchronously
+	// (Options.AsyncDurable), as the edge with a data dir is: what a Ready
+	// applied is reported Persisted this long after it, in order.
+	FsyncDelay [2]int64
 	// Log writes replica and harness logs to stderr (-simlog); Trace adds
 	// every chain message (-simtrace).
 	Log, Trace bool
@@ -163,8 +167,13 @@ type simNode struct {
 	// pausedUntil: until then the node runs nothing (a stop-the-world
 	// pause); what reaches it waits, in order.
 	pausedUntil int64
-	rec         nodeRecord
-	snapAt      uint64 // applied at the last simulated snapshot (CompactEvery)
+	// fsyncAt is when the node's last simulated fsync ends (FsyncDelay):
+	// they end in order.
+	fsyncAt int64
+	// caughtUpAt is when the node last became caught up (-1: it is not).
+	caughtUpAt int64
+	rec        nodeRecord
+	snapAt     uint64 // applied at the last simulated snapshot (CompactEvery)
 }
 
 // nodeRecord is the sequence of updates a node applied, from Ready().Applied.
@@ -246,6 +255,8 @@ type simCluster struct {
 	// included) has ever considered committed, and which node did.
 	maxCommitted   uint64
 	maxCommittedAt string
+	// committedAt is when each seq was first committed at some node.
+	committedAt map[uint64]int64
 
 	violations int
 	finished   bool
@@ -281,6 +292,8 @@ func newCluster(t testing.TB, opts simOptions) *simCluster {
 		faults:  true,
 		rec:     checker.NewRecorder(),
 		handles: map[Handle]handleRef{},
+
+		committedAt: map[uint64]int64{},
 	}
 	if opts.Log {
 		c.log = slog.New(&simHandler{c: c, inner: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{
@@ -441,7 +454,7 @@ func (c *simCluster) runUntil(cond func() bool, limit int64) bool {
 func (c *simCluster) addNode() string {
 	c.master.nextNode++
 	id := fmt.Sprintf("n%d", c.master.nextNode)
-	n := &simNode{id: id, skewMs: c.between(c.opts.ClockSkew), rate: 1}
+	n := &simNode{id: id, skewMs: c.between(c.opts.ClockSkew), rate: 1, caughtUpAt: -1}
 	if d := c.opts.ClockDrift; d > 0 {
 		n.rate = 1 - d + 2*d*c.rng.Float64()
 	}
@@ -467,7 +480,7 @@ func (c *simCluster) addNode() string {
 
 func (c *simCluster) newReplica(id string) *Replica {
 	r := NewReplica(Options{ID: id, MaxBatch: c.opts.MaxBatch, HelloRetryTicks: c.opts.HelloRetryTicks,
-		Leased: c.opts.Policy, Logger: c.log})
+		Leased: c.opts.Policy, AsyncDurable: c.opts.FsyncDelay[1] > 0, Logger: c.log})
 	r.readLeaseOverrunMs = c.opts.LeaseOverrunMs
 	return r
 }
@@ -572,7 +585,30 @@ func (c *simCluster) drain(n *simNode) {
 		n.snapAt = n.r.Applied()
 	}
 	if n.r.Committed() > c.maxCommitted {
+		for seq := c.maxCommitted + 1; seq <= n.r.Committed(); seq++ {
+			c.committedAt[seq] = c.now
+		}
 		c.maxCommitted, c.maxCommittedAt = n.r.Committed(), n.id
+	}
+	switch caught := n.r.CaughtUp(); {
+	case caught && n.caughtUpAt < 0:
+		n.caughtUpAt = c.now
+	case !caught:
+		n.caughtUpAt = -1
+	}
+	if c.opts.FsyncDelay[1] > 0 && (len(rd.Applied) > 0 || rd.StateReplaced) {
+		// The edge's syncer: the updates reach the disk a little later,
+		// in order; the process's run must still be the same.
+		gen, seq, run := n.r.StateGen(), n.r.Applied(), n.run
+		n.fsyncAt = max(c.now+c.between(c.opts.FsyncDelay), n.fsyncAt)
+		c.at(n.fsyncAt, true, func() {
+			c.onNode(n, func() {
+				if n.run == run {
+					n.r.Persisted(gen, seq)
+					c.drain(n)
+				}
+			})
+		})
 	}
 	for _, m := range rd.Messages {
 		if m.From != n.id {
@@ -581,7 +617,32 @@ func (c *simCluster) drain(n *simNode) {
 		c.sendChain(m)
 	}
 	for _, rp := range rd.Replies {
+		c.checkDurableEverywhere(n, rp)
 		c.routeReply(n, rp)
+	}
+}
+
+// checkDurableEverywhere checks the durability rule at a reply: a client
+// hears of a sequenced update only once every member of the head's chain
+// (in its epoch) that was caught up when the update committed counts it
+// durable.
+func (c *simCluster) checkDurableEverywhere(head *simNode, rp Reply) {
+	seq := rp.Result.Seq
+	if rp.Err != nil || seq == 0 || head.r.Config() == nil {
+		return
+	}
+	for _, m := range head.r.Config().Chain {
+		o := c.nodes[m.Id]
+		if o == nil || o.crashed || o.r.Epoch() != head.r.Epoch() || o.caughtUpAt < 0 || o.caughtUpAt > c.committedAt[seq] {
+			// A member that caught up after seq committed (one just
+			// appended) was not among those that had to hold it: the
+			// members before it hold it on disk, and it gets it from them.
+			continue
+		}
+		if o.r.Durable() < seq {
+			c.violation("%s answered a client for seq %d, which %s has not on disk (durable %d)",
+				head.id, seq, o.id, o.r.Durable())
+		}
 	}
 }
 

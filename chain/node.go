@@ -186,8 +186,12 @@ type Node struct {
 	// storageErr is set once writing the data dir failed: the node then
 	// answers nothing and stops heartbeating, so the master removes it.
 	storageErr error
-	// upBuf is reused to hand applied updates to the store.
-	upBuf []*api.Update
+	// syncer writes applied updates to the store in the background (nil
+	// without a data dir).
+	syncer *syncer
+	// heldChanges are watch changes waiting for their updates to be on
+	// disk before watchers see them; driver only.
+	heldChanges []heldChanges
 	// dataBytes is the data dir's size as of the last tick that measured it.
 	dataBytes atomic.Int64
 	// recovered: the node started from a data dir that held updates.
@@ -254,6 +258,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		n.checkWatchers(r)
 	}
 	n.replica = NewReplica(Options{ID: opts.ID, MaxBatch: opts.MaxBatch, Leased: n.membership != nil,
+		AsyncDurable:    opts.DataDir != "",
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
 	if n.opts.SnapshotEvery <= 0 {
 		n.opts.SnapshotEvery = DefaultSnapshotEvery
@@ -291,6 +296,9 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	n.server = grpc.NewServer(serverOpts...)
 	if n.store != nil {
 		n.dataBytes.Store(n.store.Size())
+		n.syncer = newSyncer(n)
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); n.syncer.run(n.stop) }()
 	}
 	api.RegisterAuctionsServer(n.server, &auctionsServer{n: n})
 	api.RegisterAdminServer(n.server, &adminServer{n: n})
@@ -401,6 +409,22 @@ func (n *Node) enqueueTick() {
 	n.drive(true)
 }
 
+// enqueueNoWait queues in for the replica without ever waiting: when
+// nobody drives, it hands the driver role to the helper rather than take
+// it. The syncer uses it: it must neither wait for the driver (which may
+// be waiting for it in flush) nor become the driver.
+func (n *Node) enqueueNoWait(in input) {
+	n.mu.Lock()
+	n.inputs = append(n.inputs, in)
+	if n.driving || n.helperGone {
+		n.mu.Unlock()
+		return
+	}
+	n.driving = true
+	n.mu.Unlock()
+	n.kick <- struct{}{} // never blocks: only the holder of the driver role sends
+}
+
 // enqueue queues in for the replica. If nobody is driving, the caller
 // becomes the driver and processes the queue before it returns; otherwise
 // it returns at once. It waits only while the queue is full.
@@ -508,7 +532,13 @@ func (n *Node) dispatch(rd Ready) {
 	}
 	if len(rd.Applied) > 0 {
 		changes := n.watches.record(rd.Applied, n.replica.StateGen(), n.replica.StateBase())
-		n.watches.publish(changes, n.opts.ID, n.replica.Epoch(), n.opts.Now().UnixMilli())
+		if n.syncer == nil {
+			n.watches.publish(changes, n.opts.ID, n.replica.Epoch(), n.opts.Now().UnixMilli())
+		} else if len(changes) > 0 {
+			// Watchers see a change only once it is on disk, as readers do.
+			n.heldChanges = append(n.heldChanges, heldChanges{gen: n.replica.StateGen(),
+				seq: rd.Applied[len(rd.Applied)-1].Update.GetSeq(), changes: changes})
+		}
 	}
 	for _, rep := range rd.Replies {
 		if p, ok := n.pending[rep.Handle]; ok {

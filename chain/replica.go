@@ -89,6 +89,13 @@ type Options struct {
 	// tail) only while it holds a lease from the master (GrantLease). A
 	// chain without a master has no lease to hold.
 	Leased bool
+	// AsyncDurable: the edge writes applied updates to stable storage in
+	// the background and reports them with Persisted; until then the
+	// replica forwards them but neither acknowledges them upstream nor,
+	// as head, answers their clients. Without it, what the replica
+	// applies counts as durable at once (the edge persists each Ready
+	// before it sends it).
+	AsyncDurable bool
 	Logger *slog.Logger
 }
 
@@ -171,6 +178,11 @@ type Replica struct {
 	// caught-up tail serves reads and only a caught-up head sequences.
 	caughtUp bool
 	ackDirty bool // an Ack upstream is due
+	// durable is the last seq on this node's stable storage (Persisted,
+	// with Options.AsyncDurable; else the last applied). An ack upstream
+	// never exceeds it, nor does a reply at the head: a client hears of
+	// an update only once it is on the disk of every chain member.
+	durable uint64
 
 	down    []*link // successor first, then learners
 	waiters []waiter
@@ -232,6 +244,7 @@ func (r *Replica) Restore(rec Recovered) error {
 		}
 	}
 	r.state, r.sent = rec.State, rec.Log
+	r.durable = seq // read back from the data dir
 	r.stateGen, r.stateBase = r.stateGen+1, seq
 	if len(rec.Log) > 0 {
 		r.stateBase = rec.Log[0].GetSeq() - 1
@@ -332,6 +345,27 @@ func (r *Replica) GrantLease(untilMs int64) {
 		r.leaseUntil = untilMs
 	}
 }
+
+// Persisted tells the replica (with Options.AsyncDurable) that the
+// updates up to seq of state generation gen (StateGen when they were
+// handed over) are on stable storage; a report about a state since
+// replaced is ignored. Acks and replies held for them go out with the
+// next Ready.
+func (r *Replica) Persisted(gen, seq uint64) {
+	if gen != r.stateGen {
+		return
+	}
+	seq = min(seq, r.Applied())
+	if seq <= r.durable {
+		return
+	}
+	r.durable = seq
+	r.ackDirty = r.upstream != ""
+	r.release()
+}
+
+// Durable is the last seq this replica counts as on stable storage.
+func (r *Replica) Durable() uint64 { return r.durable }
 
 // LeaseLeft is the lease time left at nowMs, in ms: -1 for a replica that
 // needs none (Options.Leased unset), 0 once it has run out.
@@ -451,7 +485,7 @@ func (r *Replica) sequence(cmd *api.Command, nowMs int64) auction.Result {
 
 // wait parks a client until seq is committed (or answers at once).
 func (r *Replica) wait(seq uint64, h Handle, res auction.Result) {
-	if seq <= r.committed {
+	if seq <= r.answerable() {
 		r.replies = append(r.replies, Reply{Handle: h, Result: res})
 		return
 	}
@@ -465,10 +499,15 @@ func (r *Replica) wait(seq uint64, h Handle, res auction.Result) {
 	r.waiters[i] = w
 }
 
-// release answers every waiter whose update is committed.
+// answerable is the last seq whose clients may hear of it: committed (on
+// the disk of every node downstream, and applied by the tail) and on this
+// node's disk too.
+func (r *Replica) answerable() uint64 { return min(r.committed, r.durable) }
+
+// release answers every waiter whose update is answerable.
 func (r *Replica) release() {
 	n := 0
-	for n < len(r.waiters) && r.waiters[n].seq <= r.committed {
+	for n < len(r.waiters) && r.waiters[n].seq <= r.answerable() {
 		w := r.waiters[n]
 		r.replies = append(r.replies, Reply{Handle: w.handle, Result: w.result})
 		n++
@@ -548,6 +587,9 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 		panic(fmt.Sprintf("chain %s: %v", r.id, err))
 	}
 	r.sent = append(r.sent, u)
+	if !r.opts.AsyncDurable {
+		r.durable = u.Seq
+	}
 	ap := Applied{Update: u, Result: res, Committed: r.isTail()}
 	if res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate) {
 		if a, ok := r.state.Get(res.Auction); ok {
@@ -763,6 +805,10 @@ func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 		return false
 	}
 	r.state = st
+	r.durable = st.Seq()
+	if r.opts.AsyncDurable {
+		r.durable = 0 // until the edge has written the snapshot (Persisted)
+	}
 	r.stateGen, r.stateBase = r.stateGen+1, st.Seq()
 	r.sent, r.retainAfter = nil, st.Seq()
 	r.baseEpoch, r.baseKnown = st.LastEpoch(), true
@@ -880,7 +926,7 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 func (r *Replica) sendHello() {
 	r.lastHelloTick = r.ticks
 	r.send(r.upstream, &api.ChainMessage{Body: &api.ChainMessage_Hello{Hello: &api.Hello{
-		LastSeq: r.Applied(), Committed: r.committed, LastEpoch: r.state.LastEpoch()}}})
+		LastSeq: r.Applied(), Committed: min(r.committed, r.durable), LastEpoch: r.state.LastEpoch()}}})
 }
 
 // PeerDown tells the replica that the link to a peer broke, so messages in
@@ -948,11 +994,11 @@ func (r *Replica) ackUpstream() {
 	switch r.role {
 	case api.Role_JOINING:
 		// Not in the chain: it acks what it holds, not what is committed.
-		r.sendAck(r.upstream, r.Applied())
+		r.sendAck(r.upstream, min(r.Applied(), r.durable))
 	case api.Role_TAIL:
 		r.ackUpstreamTail()
 	default: // a middle node
-		r.sendAck(r.upstream, r.committed)
+		r.sendAck(r.upstream, min(r.committed, r.durable))
 	}
 }
 
@@ -960,10 +1006,15 @@ func (r *Replica) ackUpstream() {
 // as a shortcut for the head's clients, straight to the head as well: one
 // hop instead of one per middle node. The chained ack still trims every
 // Sent list.
+//
+// With Options.AsyncDurable there is no shortcut: an ack then also says
+// that every node it passed through has the updates on disk, which the
+// head must know before it answers, and only the chained ack can say so.
 func (r *Replica) ackUpstreamTail() {
-	r.sendAck(r.upstream, r.committed)
-	if head := r.cfg.Chain[0].Id; head != r.upstream {
-		r.sendAck(head, r.committed)
+	seq := min(r.committed, r.durable)
+	r.sendAck(r.upstream, seq)
+	if head := r.cfg.Chain[0].Id; head != r.upstream && !r.opts.AsyncDurable {
+		r.sendAck(head, seq)
 	}
 }
 

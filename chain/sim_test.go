@@ -114,6 +114,11 @@ func runSimWith(t testing.TB, seed uint64, kind simKind) [32]byte {
 	if !kind.policy {
 		opts.GiveUpAfter = 1500 * ms
 	}
+	if plan.IntN(2) == 0 {
+		// Durable asynchronously, as with a data dir: forwards leave at
+		// once, acks and replies wait for the simulated fsync.
+		opts.FsyncDelay = [2]int64{50, 2 * ms}
+	}
 	opts.ClockSkew = [2]int64{-30, 30}
 	opts.WaitCloses = true
 	c := newCluster(t, opts)

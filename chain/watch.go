@@ -296,6 +296,7 @@ func (s *auctionsServer) Watch(req *api.WatchAuctionRequest, stream grpc.ServerS
 		if err = n.watchable(r); err != nil {
 			return
 		}
+		n.flushForRead(r) // the state it starts from is on disk
 		a, ok := r.State().Get(req.Auction)
 		if !ok {
 			err = status.Error(codes.NotFound, fmt.Sprintf("%v: %q", auction.ErrUnknownAuction, req.Auction))

@@ -36,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -144,8 +145,9 @@ type Store struct {
 	// walMeta is wal's metadata store, which wal.Close leaves open (and
 	// its file locked) in raft-wal v0.4.0: closeWAL closes it.
 	walMeta *metadb.BoltMetaDB
-	// last is the seq of the last record appended (0: none); driver only.
-	last uint64
+	// last is the seq of the last record appended (0: none); written by
+	// the one goroutine that appends, read by any.
+	last atomic.Uint64
 	buf  []*raft.Log // reused by Append
 }
 
@@ -212,7 +214,7 @@ func (s *Store) open() (*Recovery, error) {
 			rec.Updates = append(rec.Updates, u)
 		}
 	}
-	s.last = last
+	s.last.Store(last)
 	if rec.Written > last {
 		rec.Torn = true
 		s.log.Warn("write-ahead log: torn or corrupt tail truncated to the last whole record",
@@ -223,7 +225,7 @@ func (s *Store) open() (*Recovery, error) {
 		return nil, err
 	}
 	snapSeq := rec.Snapshot.GetSeq()
-	s.last = max(last, snapSeq)
+	s.last.Store(max(last, snapSeq))
 	switch {
 	case len(rec.Updates) > 0 && first > snapSeq+1:
 		return nil, fmt.Errorf("%w: %s: the log starts at %d but the snapshot in %s ends at %d",
@@ -373,7 +375,7 @@ func (s *Store) resetWAL(after uint64) error {
 	if err := s.openWAL(); err != nil {
 		return err
 	}
-	s.last = after
+	s.last.Store(after)
 	return s.writeHint(0)
 }
 
@@ -408,12 +410,13 @@ func (s *Store) Append(ups []*api.Update) error {
 		return fmt.Errorf("%w: append to %s: %v", ErrUnusable, s.path("wal"), err)
 	}
 	clear(s.buf)
-	s.last = ups[len(ups)-1].GetSeq()
-	return s.writeHint(s.last)
+	last := ups[len(ups)-1].GetSeq()
+	s.last.Store(last)
+	return s.writeHint(last)
 }
 
 // Last is the seq of the last update on stable storage (0: none).
-func (s *Store) Last() uint64 { return s.last }
+func (s *Store) Last() uint64 { return s.last.Load() }
 
 // Dir is the data dir.
 func (s *Store) Dir() string { return s.opts.Dir }
