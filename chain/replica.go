@@ -96,7 +96,7 @@ type Options struct {
 	// applies counts as durable at once (the edge persists each Ready
 	// before it sends it).
 	AsyncDurable bool
-	Logger *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Recovered is the durable history a replica restarts from: a state
