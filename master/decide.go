@@ -127,9 +127,10 @@ func Decide(c Config, reports map[string]Report, now, leaderSince time.Time, fai
 
 // rebuild is Decide in a whole-chain outage. Every member of the chain
 // held every committed update on stable storage (a reply leaves only once
-// the update is on the disk of every member), and each member's history
-// is a prefix of its predecessor's, so the members' durable histories are
-// prefixes of one another: the longest holds everything any of them
+// the update is on the disk of every member), and every member writes
+// the one sequence of updates the chain's heads sequenced, in order, so
+// the members' durable histories are prefixes of one another (whichever
+// member's disk ran ahead): the longest holds everything any of them
 // holds, every acknowledged update included. It becomes the head; the
 // others follow in decreasing order, so each one's history is again a
 // prefix of its predecessor's, and each catches up by the link handshake.
