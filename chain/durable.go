@@ -16,7 +16,8 @@ import (
 // durability rule on every Ready, snapshots and compaction.
 //
 // The rule: a client hears of an update only once it is on the disk of
-// every chain member. The driver hands a Ready's applied updates to the
+// every chain member. Without masters each Ready is written before it is
+// sent (asyncDurable); with them, as follows. The driver hands a Ready's applied updates to the
 // syncer (syncer.go), which writes them to the log in the background (one
 // batch, one fsync with sync always, for every Ready queued meanwhile),
 // and sends the Ready's forwards at once, so that the members' fsyncs
@@ -97,6 +98,16 @@ func (n *Node) persist(rd Ready) bool {
 		return true
 	}
 	n.submitDurable(rd)
+	if !n.asyncDurable() {
+		// Written before the Ready is sent (see asyncDurable).
+		gen, seq, err := n.syncer.flush()
+		if err != nil {
+			n.storageFailed(err)
+			n.failReplies(rd)
+			return false
+		}
+		n.persisted(n.replica, gen, seq, nil)
+	}
 	if !n.snapshotting && n.replica.Applied() >= n.snapSeq+uint64(n.opts.SnapshotEvery) {
 		n.takeSnapshot()
 	}

@@ -258,7 +258,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		n.checkWatchers(r)
 	}
 	n.replica = NewReplica(Options{ID: opts.ID, MaxBatch: opts.MaxBatch, Leased: n.membership != nil,
-		AsyncDurable:    opts.DataDir != "",
+		AsyncDurable:    n.asyncDurable(),
 		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
 	if n.opts.SnapshotEvery <= 0 {
 		n.opts.SnapshotEvery = DefaultSnapshotEvery
@@ -505,6 +505,13 @@ func (n *Node) process(batch []input) {
 	n.spare = batch[:0]
 }
 
+// asyncDurable says whether the node forwards before its own fsync
+// (Options.AsyncDurable): with a data dir, and with masters. A restart
+// with masters is a new member that catches up from the tail; without
+// them a node resumes its old place, as head too, which it may do only
+// if it holds everything it forwarded, so it writes before it forwards.
+func (n *Node) asyncDurable() bool { return n.opts.DataDir != "" && len(n.opts.Masters) > 0 }
+
 // nowMs is the replica's clock (Tick, Propose, Read, leases), in unix ms:
 // the wall clock when the node was made plus the monotonic time since, so
 // that a step of the wall clock moves neither a lease nor a close.
@@ -532,7 +539,7 @@ func (n *Node) dispatch(rd Ready) {
 	}
 	if len(rd.Applied) > 0 {
 		changes := n.watches.record(rd.Applied, n.replica.StateGen(), n.replica.StateBase())
-		if n.syncer == nil {
+		if !n.asyncDurable() {
 			n.watches.publish(changes, n.opts.ID, n.replica.Epoch(), n.opts.Now().UnixMilli())
 		} else if len(changes) > 0 {
 			// Watchers see a change only once it is on disk, as readers do.
