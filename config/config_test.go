@@ -99,7 +99,9 @@ func TestDefaultIsValid(t *testing.T) {
 }
 
 // The repository's config.yaml is the defaults written out: it loads, equals
-// Default(), and spells out every key.
+// Default() but for insecure: true (its cluster is loopback-only; the
+// default is false, so that a cluster runs in plaintext only when its
+// file says so), and spells out every key.
 func TestRepositoryConfigYAML(t *testing.T) {
 	path := filepath.Join("..", "config.yaml")
 	c, err := Load(path)
@@ -107,7 +109,7 @@ func TestRepositoryConfigYAML(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Default()
-	want.File = path
+	want.File, want.Insecure = path, true
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(config.yaml) = %+v, want %+v", c, want)
 	}

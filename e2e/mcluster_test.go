@@ -35,7 +35,7 @@ func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, httpAddrs: map[string]string{},
 		procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}}
 	var b strings.Builder
-	b.WriteString("cluster:\n  name: e2e\nmasters:\n")
+	b.WriteString("cluster:\n  name: e2e\ninsecure: true\nmasters:\n")
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("m%d", i)
 		c.masterIDs = append(c.masterIDs, id)

@@ -116,7 +116,7 @@ func newCluster(t *testing.T, n int) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, procs: map[string]*proc{},
 		conns: map[string]*grpc.ClientConn{}}
 	var b strings.Builder
-	b.WriteString("cluster:\n  name: e2e\nnodes:\n")
+	b.WriteString("cluster:\n  name: e2e\ninsecure: true\nnodes:\n")
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
 		c.ids = append(c.ids, id)

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/internal/conns"
 )
 
@@ -927,7 +928,7 @@ func (s *fakeWatchStream) next(d time.Duration) *api.ChainConfig {
 
 // fsmOnlyMaster is a Master with just the parts Watch uses.
 func fsmOnlyMaster(t *testing.T, cfg Config) *Master {
-	m := &Master{fsm: testFSM(t), stop: make(chan struct{})}
+	m := &Master{fsm: testFSM(t), stop: make(chan struct{}), guard: auth.NewGuard(auth.GuardOptions{})}
 	m.fsm.set(cfg)
 	return m
 }
@@ -972,7 +973,7 @@ func TestWatchSendsNewerConfigsInOrder(t *testing.T) {
 // TestHeartbeatNeedsIDAndAddr checks that a heartbeat without the node's
 // id or address is refused before anything else is looked at.
 func TestHeartbeatNeedsIDAndAddr(t *testing.T) {
-	s := &masterServer{m: &Master{}}
+	s := &masterServer{m: &Master{guard: auth.NewGuard(auth.GuardOptions{})}}
 	for _, req := range []*api.HeartbeatRequest{{}, {Id: "n1"}, {Addr: "n1:1"}} {
 		if _, err := s.Heartbeat(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("Heartbeat(%v) = %v, want InvalidArgument", req, err)
@@ -996,6 +997,7 @@ func soloLeader(t *testing.T) *Master {
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
 		silent: map[string]uint64{},
 		conns:  conns.New(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		guard:  auth.NewGuard(auth.GuardOptions{}),
 	}
 	m.fsm = newFSM(m.log, nil)
 	rc := raft.DefaultConfig()

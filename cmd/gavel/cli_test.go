@@ -30,12 +30,13 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 }
 
 // writeConfig writes a config.yaml naming the given node addresses (n1,
-// n2, ... in order) and returns its path.
+// n2, ... in order) and returns its path. Its cluster runs in plaintext
+// on loopback (insecure: true).
 func writeConfig(t *testing.T, extra string, addrs ...string) string {
 	t.Helper()
 	var b strings.Builder
 	dir := t.TempDir()
-	b.WriteString("nodes:\n")
+	b.WriteString("insecure: true\nnodes:\n")
 	for i, a := range addrs {
 		id := "n" + string(rune('1'+i))
 		b.WriteString("  - id: " + id + "\n    addr: " + a + "\n    data_dir: " + filepath.Join(dir, "data", id) + "\n")
