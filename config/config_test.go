@@ -591,3 +591,33 @@ func TestHostsAndListenAddrs(t *testing.T) {
 		t.Errorf("TLSFiles(n1) = %s %s (enabled %v)", cert, key, c.TLSEnabled())
 	}
 }
+
+// Without TLS a cluster runs only when its file says insecure: true, which
+// defaults to false (also from GAVEL_INSECURE); the error names the file
+// and the key. With tls.ca, insecure changes nothing.
+func TestCheckTransport(t *testing.T) {
+	path := writeConfig(t, nodesYAML)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckTransport()
+	var ce *Error
+	if !errors.Is(err, ErrPlaintext) || !errors.As(err, &ce) || ce.Key != "insecure" ||
+		!strings.HasPrefix(err.Error(), path+": insecure: tls.ca is not set") || !strings.Contains(err.Error(), "insecure: true") {
+		t.Errorf("CheckTransport without TLS or insecure: %v", err)
+	}
+	for _, yaml := range []string{nodesYAML + "insecure: true\n", nodesYAML + "tls: {ca: ca.crt}\n"} {
+		c, err := Load(writeConfig(t, yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CheckTransport(); err != nil {
+			t.Errorf("CheckTransport of %q: %v", yaml, err)
+		}
+	}
+	t.Setenv("GAVEL_INSECURE", "true")
+	if c, err := Load(path); err != nil || c.CheckTransport() != nil {
+		t.Errorf("GAVEL_INSECURE=true: %v", err)
+	}
+}
