@@ -303,7 +303,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // eventually retries check every millisecond until it returns nil, and
 // returns when it did; it fails the test with check's last error after
 // settle. Checks that a change of leader can upset for a moment use it.
-func eventually(t *testing.T, what string, check func() error) time.Time {
+func eventually(t testing.TB, what string, check func() error) time.Time {
 	t.Helper()
 	var err error
 	deadline := time.Now().Add(settle)
@@ -989,7 +989,7 @@ var (
 // soloLeader is a Master with a one-voter in-memory Raft group, acting as
 // leader, with no gRPC server and no leader loop: the test calls heartbeat
 // and step itself.
-func soloLeader(t *testing.T) *Master {
+func soloLeader(t testing.TB) *Master {
 	t.Helper()
 	m := &Master{
 		opts: Options{ID: "m1", Heartbeat: hbPeriod, FailureTimeout: failTimeout, Lease: leaseTime},
