@@ -135,8 +135,11 @@ func (g *Guard) Admin(ctx context.Context, what string, trusted ...pki.Role) err
 	if ok {
 		return nil
 	}
+	// A caller its certificate names is known, only not allowed; one
+	// without TLS, or with a token that does not verify, is not known.
 	code := codes.PermissionDenied
-	if errors.Is(why, ErrNoToken) || errors.Is(why, ErrBadToken) || errors.Is(why, ErrBadSignature) || errors.Is(why, ErrTokenExpired) {
+	if (errors.Is(why, ErrNoToken) && !g.tls) || errors.Is(why, ErrBadToken) || errors.Is(why, ErrBadSignature) ||
+		errors.Is(why, ErrTokenExpired) {
 		code = codes.Unauthenticated
 	}
 	return g.Refuse(ctx, code, p, fmt.Sprintf("%s needs an admin certificate or an admin token: %v", what, why))

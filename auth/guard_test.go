@@ -100,6 +100,7 @@ func TestGuardRoles(t *testing.T) {
 
 func TestGuardAdmin(t *testing.T) {
 	secret := string(testSecret)
+	expiredAdmin, _ := NewToken(testSecret, "root", RoleAdmin, time.Minute, time.Now().Add(-time.Hour))
 	for _, tc := range []struct {
 		name   string
 		tls    bool
@@ -110,8 +111,9 @@ func TestGuardAdmin(t *testing.T) {
 		{"admin certificate", true, "", callFrom(admin1, ""), codes.OK},
 		{"master certificate", true, "", callFrom(master1, ""), codes.OK},
 		{"client certificate, open mode", true, "", callFrom(client1, ""), codes.PermissionDenied},
-		{"gateway certificate", true, secret, callFrom(gw1, ""), codes.Unauthenticated},
-		{"node certificate", true, secret, callFrom(node2, ""), codes.Unauthenticated},
+		{"gateway certificate", true, secret, callFrom(gw1, ""), codes.PermissionDenied},
+		{"node certificate", true, secret, callFrom(node2, ""), codes.PermissionDenied},
+		{"client certificate with an expired admin token", true, secret, callFrom(client1, expiredAdmin), codes.Unauthenticated},
 		{"client certificate with an admin token", true, secret, callFrom(client1, token(t, "root", RoleAdmin)), codes.OK},
 		{"client certificate with a bidder token", true, secret, callFrom(client1, token(t, "alice", RoleBidder)), codes.PermissionDenied},
 		{"plaintext, open mode", false, "", plainCall(""), codes.OK},
