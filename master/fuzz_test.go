@@ -38,6 +38,17 @@ func heartbeatSeeds() []*api.HeartbeatRequest {
 	}
 }
 
+// addHeartbeatSeeds adds the wire form of heartbeatSeeds to f's corpus.
+func addHeartbeatSeeds(f *testing.F) {
+	for _, req := range heartbeatSeeds() {
+		b, err := proto.Marshal(req)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+}
+
 // snapshotReports describes what l recorded of id, and how many it holds.
 func snapshotReports(l *Leader, id string) string {
 	r, ok := l.Report(id)
@@ -62,13 +73,7 @@ func checkLeaderHeartbeat(t *testing.T, req *api.HeartbeatRequest) {
 
 // FuzzLeaderHeartbeat: the leader's pure view (Leader.Heartbeat).
 func FuzzLeaderHeartbeat(f *testing.F) {
-	for _, req := range heartbeatSeeds() {
-		b, err := proto.Marshal(req)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	addHeartbeatSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req api.HeartbeatRequest
 		if proto.Unmarshal(data, &req) != nil {
@@ -81,13 +86,7 @@ func FuzzLeaderHeartbeat(f *testing.F) {
 // FuzzMasterHeartbeat: the gRPC handler (masterServer.Heartbeat) of a
 // master that leads a one-voter Raft group.
 func FuzzMasterHeartbeat(f *testing.F) {
-	for _, req := range heartbeatSeeds() {
-		b, err := proto.Marshal(req)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	addHeartbeatSeeds(f)
 	m := soloLeader(f)
 	s := &masterServer{m: m}
 	f.Fuzz(func(t *testing.T, data []byte) {

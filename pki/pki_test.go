@@ -57,6 +57,20 @@ func testPeer(id string) Peer {
 	return Peer{RoleClient, id}
 }
 
+// issue makes who's certificate with ca and parses it into an Identity.
+func issue(t *testing.T, ca *CA, who Peer, hosts []string, validFor time.Duration) *Identity {
+	t.Helper()
+	kp, err := ca.Issue(who, hosts, validFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := Parse(ca.PEM().CertPEM, kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 func newCA(t *testing.T, name string) *CA {
 	t.Helper()
 	ca, err := NewCA(name, CAValidity)
@@ -101,14 +115,7 @@ func TestIssueNamesAndUsages(t *testing.T) {
 	if want := []string{"10.0.0.7", "node1.example.com", "fd00::1"}; !slices.Equal(hosts, want) {
 		t.Fatalf("Hosts = %q, want %q (unspecified and duplicate hosts left out)", hosts, want)
 	}
-	kp, err := ca.Issue(testPeer("n1"), hosts, 30*day)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := Parse(ca.PEM().CertPEM, kp.CertPEM, kp.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := issue(t, ca, testPeer("n1"), hosts, 30*day)
 	c := id.Certificate()
 	if c.Subject.CommonName != "n1" || c.IsCA {
 		t.Errorf("leaf: CN %q, IsCA %v", c.Subject.CommonName, c.IsCA)

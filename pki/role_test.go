@@ -23,14 +23,7 @@ func TestIssueNamesRole(t *testing.T) {
 	ca := newCA(t, "gavel CA")
 	for _, r := range Roles {
 		who := Peer{Role: r, ID: "x-" + string(r)}
-		kp, err := ca.Issue(who, nil, day)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := Parse(ca.PEM().CertPEM, kp.CertPEM, kp.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := issue(t, ca, who, nil, day)
 		c := id.Certificate()
 		if len(c.URIs) != 1 || c.URIs[0].String() != "gavel://"+string(r)+"/x-"+string(r) {
 			t.Errorf("%s: URIs %v, want gavel://%s/x-%s", r, c.URIs, r, r)
