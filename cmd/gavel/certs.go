@@ -30,8 +30,10 @@ Make the certificates of the cluster's mutual TLS: a certificate authority
 at tls.ca (certs/ca.crt when tls.ca is not set) with its private key beside
 it (certs/ca.key), and one certificate and key per master, node and gateway
 of the configuration, and two for the command-line tools: "client" (bid,
-result, auctions) and "admin" (status, open, reconfigure, bench, launch),
-at tls.cert and tls.key with {id} replaced by the id.
+result, auctions) and "admin" (status, open, reconfigure, bench, launch;
+on a machine without the admin files these use the client certificate,
+and the nodes refuse what only admins may do), at tls.cert and tls.key
+with {id} replaced by the id.
 
 Each certificate names its holder's role and id (CommonName = id, and the
 URI gavel://ROLE/ID, ROLE being master, node, gateway, client or admin):

@@ -221,6 +221,25 @@ func TestCertsInitAndTLSCluster(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if _, out, _ := runCLI(t, "status", "--config", cfgPath, "--json"); !strings.Contains(out, `"data_dir":`) {
+		t.Errorf("status with the admin certificate shows no data dir: %s", out)
+	}
+	// A machine with the client certificate only: status works, without
+	// the data dirs; opening an auction is refused (no admin, no tokens).
+	adminCrt := filepath.Join(dir, "certs", "admin.crt")
+	if err := os.Rename(adminCrt, adminCrt+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errb := runCLI(t, "status", "--config", cfgPath, "--json"); code != exitOK || strings.Contains(out, `"data_dir":`) {
+		t.Errorf("status with the client certificate: exit %d, %s%s", code, out, errb)
+	}
+	if code, out, errb := runCLI(t, "reconfigure", "--chain", "n1", "--config", cfgPath); code != exitException ||
+		!strings.Contains(out, "changing the chain configuration needs an admin certificate") {
+		t.Errorf("reconfigure with the client certificate: exit %d, %s%s", code, out, errb)
+	}
+	if err := os.Rename(adminCrt+".away", adminCrt); err != nil {
+		t.Fatal(err)
+	}
 	expect(t, exitOK, nil, "open", "a1", "--duration", "1m", "--config", cfgPath)
 	expect(t, exitOK, []string{"success: alice leads a1 with 5"}, "bid", "--auction", "a1", "--bidder", "alice", "5", "--config", cfgPath)
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"time"
 
 	"google.golang.org/grpc"
@@ -61,8 +62,20 @@ func processTLS(cfg *config.Config, role pki.Role, id string) (*pki.Identity, er
 
 // toolDialOptions returns the gRPC dial options a command-line tool uses
 // to reach nodes and masters of cfg: with tls.ca set, mutual TLS with the
-// tools' certificate id (clientID or adminID); none otherwise.
+// tools' certificate id (clientID or adminID); none otherwise. A machine
+// that holds the client certificate only (a host scripts/launch set up)
+// uses it for the admin commands too: status then shows no data dirs, and
+// the nodes refuse what only admins may do, saying so.
 func toolDialOptions(cfg *config.Config, id string) ([]grpc.DialOption, error) {
+	if id == adminID && cfg.TLSEnabled() {
+		admin, _ := cfg.TLSFiles(adminID)
+		client, _ := cfg.TLSFiles(clientID)
+		if _, err := os.Stat(admin); errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Stat(client); err == nil {
+				id = clientID
+			}
+		}
+	}
 	ident, err := processTLS(cfg, toolRole(id), id)
 	if err != nil || ident == nil {
 		return nil, err
