@@ -16,8 +16,13 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auth"
+	"github.com/gavel-auction/gavel/chain"
+	"github.com/gavel-auction/gavel/client"
 )
 
 // The commands of docs/gateway.md against a real chain: login, open, bid,
@@ -489,6 +494,63 @@ func TestGatewayAuth(t *testing.T) {
 	}
 	if r := a.call("bid a1 10", "bid"); r.str("outcome") != "success" || r.str("bidder") != "alice" {
 		t.Errorf("alice's bid = %v", r)
+	}
+}
+
+// Without TLS, nodes with auth.secret cannot tell the gateway from a
+// bidder: the gateway passes each connection's token with its bids and
+// opens, and the nodes check it, also on bids forwarded from a node that
+// is not the head (unary and streamed). A bid at a node without its
+// bidder's token is refused there.
+func TestGatewayTokensReachTheNodes(t *testing.T) {
+	secret := "0123456789abcdef-auth"
+	c := startStaticChainWith(t, 3, func(o *chain.NodeOptions) { o.Secret = secret })
+	_, addr := startGateway(t, c, nil, func(o *Options) { o.Secret = secret })
+	now := time.Now()
+	alice, _ := auth.NewToken([]byte(secret), "alice", auth.RoleBidder, time.Hour, now)
+	admin, _ := auth.NewToken([]byte(secret), "root", auth.RoleAdmin, time.Hour, now)
+	hdr := http.Header{"Origin": {"http://" + addr}}
+	root, body, err := dialErr(addr, "token="+admin, hdr)
+	if err != nil {
+		t.Fatalf("root: %v %s", err, body)
+	}
+	root.t = t
+	defer root.close()
+	if r := root.call("open a1 10m lamp", "open"); r.str("outcome") != "success" {
+		t.Fatalf("open through the gateway with an admin token = %v", r)
+	}
+	a, body, err := dialErr(addr, "token="+alice, hdr)
+	if err != nil {
+		t.Fatalf("alice: %v %s", err, body)
+	}
+	a.t = t
+	defer a.close()
+	if r := a.call("bid a1 10", "bid"); r.str("outcome") != "success" {
+		t.Fatalf("alice's bid through the gateway = %v", r)
+	}
+
+	// Straight at n2, the middle node: it forwards to the head with the
+	// token.
+	cl, err := client.New([]string{c.addrs["n2"]}, client.Options{Pinned: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r, err := cl.Bid(auth.WithToken(ctx, alice), "a1", "alice", 20, ""); err != nil || r.Outcome != api.Outcome_SUCCESS {
+		t.Errorf("alice's bid at n2 with her token: %v %v", r, err)
+	}
+	s := cl.NewBidSession()
+	defer s.Close()
+	if r, err := s.Bid(auth.WithToken(ctx, alice), "a1", "alice", 30, ""); err != nil || r.Outcome != api.Outcome_SUCCESS {
+		t.Errorf("alice's streamed bid at n2 with her token: %v %v", r, err)
+	}
+	if _, err := cl.Bid(ctx, "a1", "alice", 40, ""); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a bid for alice at n2 without a token: %v, want Unauthenticated", err)
+	}
+	if r, err := s.Bid(ctx, "a1", "alice", 50, ""); err != nil || r.Reason != api.Reason_NOT_AUTHORIZED {
+		t.Errorf("a streamed bid for alice without a token: %v %v, want NOT_AUTHORIZED", r, err)
 	}
 }
 
