@@ -510,6 +510,9 @@ func (s *chainServer) Stream(stream grpc.ClientStreamingServer[api.Envelope, api
 		}
 		for _, m := range env.Messages {
 			if m.GetFrom() != speaker {
+				if peer != "" {
+					s.n.peerDown(peer) // the link is gone: the replica runs the handshake again
+				}
 				return s.n.guard.Refuse(stream.Context(), codes.PermissionDenied, cert,
 					fmt.Sprintf("a message from %q on a replication stream of node %q: a node speaks only for itself", m.GetFrom(), speaker),
 					"epoch", m.GetEpoch(), "kind", messageKind(m))

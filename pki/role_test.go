@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,5 +131,14 @@ func TestPeerOf(t *testing.T) {
 	}
 	if _, err := PeerOf(peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{}}})); !errors.Is(err, ErrNoIdentity) {
 		t.Errorf("PeerOf without a verified chain: %v, want ErrNoIdentity", err)
+	}
+}
+
+func TestValidID(t *testing.T) {
+	for id, want := range map[string]bool{"n1": true, "m-2.a_b": true, "": false, "n 1": false, "n/1": false,
+		"é": false, strings.Repeat("x", 64): true, strings.Repeat("x", 65): false, "n1\n": false} {
+		if got := ValidID(id); got != want {
+			t.Errorf("ValidID(%q) = %v, want %v", id, got, want)
+		}
 	}
 }
