@@ -107,6 +107,9 @@ const (
 	// TOO_MANY_PENDING: the client session holds the most unacknowledged
 	// outcomes the chain keeps for one client; acknowledge replies first.
 	Reason_TOO_MANY_PENDING Reason = 11
+	// NOT_AUTHORIZED: the caller may not bid for this bidder (a node with
+	// auth.secret: the bid carries no token, or another bidder's).
+	Reason_NOT_AUTHORIZED Reason = 12
 )
 
 // Enum value maps for Reason.
@@ -124,6 +127,7 @@ var (
 		9:  "REQUEST_MISMATCH",
 		10: "STALE_REQUEST",
 		11: "TOO_MANY_PENDING",
+		12: "NOT_AUTHORIZED",
 	}
 	Reason_value = map[string]int32{
 		"REASON_NONE":      0,
@@ -138,6 +142,7 @@ var (
 		"REQUEST_MISMATCH": 9,
 		"STALE_REQUEST":    10,
 		"TOO_MANY_PENDING": 11,
+		"NOT_AUTHORIZED":   12,
 	}
 )
 
@@ -1381,9 +1386,16 @@ type BidRequest struct {
 	// request_id returns the original outcome.
 	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The client session of the request: see PlaceBid.
-	Client        string `protobuf:"bytes,5,opt,name=client,proto3" json:"client,omitempty"`
-	ClientSeq     uint64 `protobuf:"varint,6,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"`
-	AckedBelow    uint64 `protobuf:"varint,7,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
+	Client     string `protobuf:"bytes,5,opt,name=client,proto3" json:"client,omitempty"`
+	ClientSeq  uint64 `protobuf:"varint,6,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"`
+	AckedBelow uint64 `protobuf:"varint,7,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"`
+	// token is the bidder's bearer token (gavel token), for a node that runs
+	// with auth.secret: it takes a bid only for the bidder of the caller's
+	// token, carried here or in the call's "authorization: Bearer" metadata
+	// (here, so that one BidStream can carry the bids of many bidders). A
+	// gateway's or node's certificate (mutual TLS) relays any bidder without
+	// one. Never part of the replicated update.
+	Token         string `protobuf:"bytes,8,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1465,6 +1477,13 @@ func (x *BidRequest) GetAckedBelow() uint64 {
 		return x.AckedBelow
 	}
 	return 0
+}
+
+func (x *BidRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
 }
 
 type BidReply struct {
@@ -3566,7 +3585,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\x121\n" +
 	"\aclients\x18\x06 \x03(\v2\x17.gavel.v1.ClientSessionR\aclients\x12+\n" +
 	"\x05dedup\x18\a \x01(\v2\x15.gavel.v1.DedupParamsR\x05dedup\x12\"\n" +
-	"\rnext_sweep_ms\x18\b \x01(\x03R\vnextSweepMs\"\xcd\x01\n" +
+	"\rnext_sweep_ms\x18\b \x01(\x03R\vnextSweepMs\"\xe3\x01\n" +
 	"\n" +
 	"BidRequest\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x16\n" +
@@ -3578,7 +3597,8 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\n" +
 	"client_seq\x18\x06 \x01(\x04R\tclientSeq\x12\x1f\n" +
 	"\vacked_below\x18\a \x01(\x04R\n" +
-	"ackedBelow\"\x8e\x02\n" +
+	"ackedBelow\x12\x14\n" +
+	"\x05token\x18\b \x01(\tR\x05token\"\x8e\x02\n" +
 	"\bBidReply\x12+\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x11.gavel.v1.OutcomeR\aoutcome\x12(\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x10.gavel.v1.ReasonR\x06reason\x12\x16\n" +
@@ -3747,7 +3767,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aSUCCESS\x10\x01\x12\b\n" +
 	"\x04FAIL\x10\x02\x12\r\n" +
-	"\tEXCEPTION\x10\x03*\xe8\x01\n" +
+	"\tEXCEPTION\x10\x03*\xfc\x01\n" +
 	"\x06Reason\x12\x0f\n" +
 	"\vREASON_NONE\x10\x00\x12\v\n" +
 	"\aTOO_LOW\x10\x01\x12\n" +
@@ -3762,7 +3782,8 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x10REQUEST_MISMATCH\x10\t\x12\x11\n" +
 	"\rSTALE_REQUEST\x10\n" +
 	"\x12\x14\n" +
-	"\x10TOO_MANY_PENDING\x10\v*I\n" +
+	"\x10TOO_MANY_PENDING\x10\v\x12\x12\n" +
+	"\x0eNOT_AUTHORIZED\x10\f*I\n" +
 	"\fAuctionState\x12\x1d\n" +
 	"\x19AUCTION_STATE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\x10\n" +

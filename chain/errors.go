@@ -35,4 +35,7 @@ var (
 	// ErrUnavailable is returned by the edge when the chain cannot serve a
 	// request in time (no head reachable, shutting down).
 	ErrUnavailable = errors.New("chain unavailable")
+	// ErrBadMessage is returned by CheckMessage for a replication message
+	// that no replica sends; Step drops such a message, changing nothing.
+	ErrBadMessage = errors.New("malformed replication message")
 )

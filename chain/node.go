@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/internal/conns"
 	"github.com/gavel-auction/gavel/pki"
@@ -51,6 +52,12 @@ type NodeOptions struct {
 	// forwarding targets and masters present its certificate. Nil serves
 	// and dials in plaintext.
 	TLS *pki.Identity
+	// Secret is auth.secret, which signs bidder and admin tokens: with
+	// it, the node takes a bid only for the bidder its caller
+	// authenticated (the caller's token, or a gateway's or node's
+	// certificate), and opens auctions only for admins. Empty is open
+	// mode: bidders name themselves. See auth.Guard for every check.
+	Secret string
 	// DialOptions are added to every connection the node opens (to peers,
 	// to forwarding targets, to masters), after the credentials of TLS: a
 	// custom dialer, other credentials.
@@ -141,6 +148,9 @@ type Node struct {
 	done chan struct{} // closed when the helper has ended
 	kick chan struct{} // capacity 1: hands the driver role to the helper
 
+	// guard decides what each caller may do (auth.Guard).
+	guard *auth.Guard
+
 	transport *transport
 	// forwards are the connections to other nodes for forwarded calls.
 	forwards *conns.Cache
@@ -229,6 +239,8 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		watches:    newWatchHub(),
 	}
 	n.metrics = newNodeMetrics(n)
+	n.guard = auth.NewGuard(auth.GuardOptions{TLS: opts.TLS != nil, Secret: []byte(opts.Secret),
+		Log: opts.Logger.With("node", opts.ID)})
 	n.room.L = &n.mu
 	n.incarnation = opts.Incarnation
 	if n.incarnation == 0 {

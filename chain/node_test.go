@@ -230,23 +230,26 @@ func TestNodeMalformedInput(t *testing.T) {
 			t.Errorf("SetConfig(%v): %v, want InvalidArgument", cfg, err)
 		}
 	}
-	// Replication messages from a stranger, or of another epoch, are dropped.
-	stream, err := api.NewChainClient(c.conns["n2"]).Stream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Replication messages from a stranger, or of another epoch, or
+	// malformed, are dropped (each on a stream of its own: a stream speaks
+	// for one node).
 	forged := &api.Update{Seq: before.Applied + 1, Command: &api.Command{Op: &api.Command_Bid{Bid: &api.PlaceBid{
 		Auction: "a1", Bidder: "mallory", Amount: 1000, RequestId: "forged"}}}}
 	for _, m := range []*api.ChainMessage{
 		{Epoch: 1, From: "zz", To: "n2", Body: &api.ChainMessage_Forward{Forward: &api.Forward{Updates: []*api.Update{forged}}}},
 		{Epoch: 7, From: "n1", To: "n2", Body: &api.ChainMessage_Forward{Forward: &api.Forward{Updates: []*api.Update{forged}}}},
 		{Epoch: 1, From: "n1", To: "n2"},
+		{Epoch: 1, From: "n1", To: "n2", Body: &api.ChainMessage_Forward{Forward: &api.Forward{Updates: []*api.Update{forged}}}},
 	} {
+		stream, err := api.NewChainClient(c.conns["n2"]).Stream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := stream.Send(&api.Envelope{Messages: []*api.ChainMessage{m}}); err != nil {
 			t.Fatal(err)
 		}
+		stream.CloseAndRecv()
 	}
-	stream.CloseAndRecv()
 	time.Sleep(100 * time.Millisecond)
 	for _, id := range []string{"n1", "n2", "n3"} {
 		st, err := c.admin(id).Status(ctx, &api.StatusRequest{})

@@ -672,9 +672,15 @@ func (r *Replica) send(to string, m *api.ChainMessage) {
 // Step processes one message from another replica. Messages from another
 // epoch, or from a node that is not this replica's neighbour in the
 // current epoch, are dropped: a removed (zombie) node cannot get anything
-// applied or acknowledged.
+// applied or acknowledged. So are malformed messages (CheckMessage), and
+// messages to another node or acknowledging more than this replica has
+// applied, with a warning: they change nothing.
 func (r *Replica) Step(m *api.ChainMessage) {
 	if r.cfg == nil || r.isRemoved() || m.GetEpoch() != r.Epoch() {
+		return
+	}
+	if err := r.checkStep(m); err != nil {
+		r.logger().Warn("replication message dropped", "from", m.GetFrom(), "err", err)
 		return
 	}
 	switch body := m.GetBody().(type) {
@@ -689,6 +695,22 @@ func (r *Replica) Step(m *api.ChainMessage) {
 			r.stepHello(l, body.Hello)
 		}
 	}
+}
+
+// checkStep returns why m, of the current epoch, must be dropped: it is
+// malformed (CheckMessage), addressed to another node, or acknowledges
+// updates this replica has not applied.
+func (r *Replica) checkStep(m *api.ChainMessage) error {
+	if err := CheckMessage(m); err != nil {
+		return err
+	}
+	if m.GetTo() != r.id {
+		return fmt.Errorf("%w: addressed to %q", ErrBadMessage, m.GetTo())
+	}
+	if a := m.GetAck(); a != nil && a.GetSeq() > r.Applied() {
+		return fmt.Errorf("%w: ack of %d, above the %d applied here", ErrBadMessage, a.GetSeq(), r.Applied())
+	}
+	return nil
 }
 
 // stepForward takes a Forward from the predecessor: a middle node, the

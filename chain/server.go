@@ -3,6 +3,7 @@ package chain
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auction"
+	"github.com/gavel-auction/gavel/auth"
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // forwardedKey marks a call that one node already forwarded, so that a
@@ -43,7 +46,9 @@ func (n *Node) target(ctx context.Context, head bool) (api.AuctionsClient, conte
 	if err != nil {
 		return nil, nil, status.Errorf(codes.Unavailable, "cannot reach %s: %v", id, err)
 	}
-	return api.NewAuctionsClient(cc), metadata.AppendToOutgoingContext(ctx, forwardedKey, n.opts.ID), nil
+	// The caller's token goes along: without TLS, the node called next
+	// checks it again.
+	return api.NewAuctionsClient(cc), metadata.AppendToOutgoingContext(auth.ForwardToken(ctx), forwardedKey, n.opts.ID), nil
 }
 
 // toStatus maps a chain error to a gRPC status. Unavailable always means
@@ -101,12 +106,24 @@ func (s *auctionsServer) unavailableReply(bid *api.PlaceBid, err error) *api.Bid
 }
 
 // Bid places one bid; the reply comes once the bid's update is committed.
+// A bid for a bidder the caller may not bid for (auth.Guard.Bidders) is
+// refused with Unauthenticated or PermissionDenied.
 func (s *auctionsServer) Bid(ctx context.Context, req *api.BidRequest) (out *api.BidReply, err error) {
 	if !forwarded(ctx) {
 		// Measured at the node that answers the client, not again at the
 		// head a call was forwarded to.
 		start := time.Now()
 		defer func() { s.n.metrics.observeBid(start, out.GetOutcome(), err) }()
+	}
+	bidders, err := s.n.guard.Bidders(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := bidders.Check(req.GetBidder(), req.GetToken()); err != nil {
+		return nil, err
+	}
+	if !bidders.Anyone() {
+		req.Token = bidders.Token(req.GetToken()) // for the head, if the bid goes there
 	}
 	cmd := bidCommand(req)
 	rep, err := s.n.submit(ctx, cmd)
@@ -136,9 +153,15 @@ const maxStreamInflight = 1024
 // bids and proposes them without waiting for their outcome; the replica's
 // driver delivers each reply into the stream's queue as its update
 // commits; one sender goroutine sends the queued replies. A client may keep
-// many bids in flight; replies are not necessarily in request order.
+// many bids in flight; replies are not necessarily in request order. A
+// bid for a bidder the caller may not bid for is answered EXCEPTION,
+// NOT_AUTHORIZED, and the stream goes on.
 func (s *auctionsServer) BidStream(stream grpc.BidiStreamingServer[api.BidRequest, api.BidReply]) error {
-	b := &bidStream{s: s, stream: stream, ctx: stream.Context(),
+	bidders, err := s.n.guard.Bidders(stream.Context())
+	if err != nil {
+		return err
+	}
+	b := &bidStream{s: s, stream: stream, ctx: stream.Context(), bidders: bidders,
 		wake: make(chan struct{}, 1), slots: make(chan struct{}, maxStreamInflight)}
 	sent := make(chan error, 1)
 	go func() { sent <- b.sendLoop() }()
@@ -155,6 +178,8 @@ type bidStream struct {
 	s      *auctionsServer
 	stream grpc.BidiStreamingServer[api.BidRequest, api.BidReply]
 	ctx    context.Context
+	// bidders checks each bid's bidder; the receiving goroutine owns it.
+	bidders *auth.BidderCheck
 
 	wake  chan struct{} // capacity 1: "queue is not empty, or the receiver is done"
 	slots chan struct{} // one token per bid in flight (maxStreamInflight)
@@ -172,6 +197,7 @@ type streamReply struct {
 	rep   Reply
 	out   *api.BidReply
 	start time.Time // when the bid arrived
+	token string    // the bid's token, for the head if it goes there
 }
 
 // recvLoop receives bids and proposes them, until the client ends its
@@ -193,20 +219,36 @@ func (b *bidStream) recvLoop() error {
 		b.mu.Lock()
 		b.proposed++
 		b.mu.Unlock()
-		b.s.n.propose(bidCommand(req), &streamBid{b: b, start: time.Now()})
+		if err := b.bidders.Check(req.GetBidder(), req.GetToken()); err != nil {
+			b.push(streamReply{out: b.s.refusedReply(req, err), start: time.Now()}, false)
+			continue
+		}
+		sb := &streamBid{b: b, start: time.Now()}
+		if !b.bidders.Anyone() {
+			sb.token = b.bidders.Token(req.GetToken())
+		}
+		b.s.n.propose(bidCommand(req), sb)
 	}
+}
+
+// refusedReply is BidStream's answer to a bid its caller may not place.
+func (s *auctionsServer) refusedReply(req *api.BidRequest, err error) *api.BidReply {
+	return &api.BidReply{Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_NOT_AUTHORIZED,
+		Detail: status.Convert(err).Message(), Auction: req.GetAuction(), Amount: req.GetAmount(), Node: s.n.opts.ID,
+		RequestId: req.GetRequestId()}
 }
 
 // streamBid is one bid of a stream, waiting for its reply.
 type streamBid struct {
 	b     *bidStream
 	start time.Time
+	token string // the bid's token, when the caller needs one
 }
 
 // deliver queues the reply to one of the stream's bids; it runs on the
 // goroutine driving the replica and never blocks.
 func (sb *streamBid) deliver(cmd *api.Command, rep Reply) {
-	sb.b.push(streamReply{bid: cmd.GetBid(), rep: rep, start: sb.start}, false)
+	sb.b.push(streamReply{bid: cmd.GetBid(), rep: rep, start: sb.start, token: sb.token}, false)
 }
 
 // push queues r (unless last) and wakes the sender; last says the
@@ -247,7 +289,7 @@ func (b *bidStream) sendLoop() error {
 			case r.rep.Err == nil:
 				out = b.s.bidReply(r.bid, r.rep)
 			case mustForward(r.rep.Err):
-				go b.forward(r.bid, r.start)
+				go b.forward(r.bid, r.token, r.start)
 				continue
 			default:
 				out = b.s.unavailableReply(r.bid, r.rep.Err)
@@ -271,11 +313,11 @@ func (b *bidStream) sendLoop() error {
 	}
 }
 
-// forward places a bid this node cannot sequence at the head and queues
-// the head's answer (or an UNAVAILABLE one).
-func (b *bidStream) forward(bid *api.PlaceBid, start time.Time) {
+// forward places a bid this node cannot sequence at the head, with its
+// token, and queues the head's answer (or an UNAVAILABLE one).
+func (b *bidStream) forward(bid *api.PlaceBid, token string, start time.Time) {
 	req := &api.BidRequest{Auction: bid.Auction, Bidder: bid.Bidder, Amount: bid.Amount, RequestId: bid.RequestId,
-		Client: bid.Client, ClientSeq: bid.ClientSeq, AckedBelow: bid.AckedBelow}
+		Client: bid.Client, ClientSeq: bid.ClientSeq, AckedBelow: bid.AckedBelow, Token: token}
 	c, fctx, err := b.s.n.target(b.ctx, true)
 	var out *api.BidReply
 	if err == nil {
@@ -287,8 +329,17 @@ func (b *bidStream) forward(bid *api.PlaceBid, start time.Time) {
 	b.push(streamReply{out: out, start: start}, false)
 }
 
-// OpenAuction opens an auction at the head.
+// OpenAuction opens an auction at the head. With auth.secret only admins
+// open (an admin certificate or token; a gateway checks its bidders'
+// roles itself, and a node relays); in open mode, anyone.
 func (s *auctionsServer) OpenAuction(ctx context.Context, req *api.OpenAuctionRequest) (*api.OpenAuctionReply, error) {
+	if s.n.guard.Open() {
+		if _, err := s.n.guard.RequireRole(ctx, pki.RoleClient, pki.RoleAdmin, pki.RoleGateway, pki.RoleNode); err != nil {
+			return nil, err
+		}
+	} else if err := s.n.guard.Admin(ctx, "opening an auction", pki.RoleGateway, pki.RoleNode); err != nil {
+		return nil, err
+	}
 	if req.GetOpen() == nil {
 		return nil, status.Error(codes.InvalidArgument, "open: missing auction parameters")
 	}
@@ -327,6 +378,9 @@ func (s *auctionsServer) OpenAuction(ctx context.Context, req *api.OpenAuctionRe
 
 // Result reads an auction at the tail.
 func (s *auctionsServer) Result(ctx context.Context, req *api.ResultRequest) (*api.ResultReply, error) {
+	if _, err := s.n.guard.Peer(ctx); err != nil {
+		return nil, err
+	}
 	var (
 		info  *api.AuctionInfo
 		rerr  error
@@ -351,6 +405,9 @@ func (s *auctionsServer) Result(ctx context.Context, req *api.ResultRequest) (*a
 
 // ListAuctions lists every auction at the tail.
 func (s *auctionsServer) ListAuctions(ctx context.Context, req *api.ListAuctionsRequest) (*api.ListAuctionsReply, error) {
+	if _, err := s.n.guard.Peer(ctx); err != nil {
+		return nil, err
+	}
 	var (
 		list  []*api.AuctionInfo
 		rerr  error
@@ -379,14 +436,25 @@ type adminServer struct {
 	n *Node
 }
 
-// Status reports the node's role, configuration and progress.
+// Status reports the node's role, configuration and progress. Where its
+// data lives (data_dir, data_bytes) only admins see (auth.Guard.IsAdmin).
 func (s *adminServer) Status(ctx context.Context, _ *api.StatusRequest) (*api.NodeStatus, error) {
+	if _, err := s.n.guard.Peer(ctx); err != nil {
+		return nil, err
+	}
 	st, err := s.n.status(ctx)
+	if err == nil && !s.n.guard.IsAdmin(ctx) {
+		st.DataDir, st.DataBytes = "", 0
+	}
 	return st, toStatus(err)
 }
 
-// SetConfig installs a configuration with a higher epoch.
+// SetConfig installs a configuration with a higher epoch. Only admins
+// call it: an admin or master certificate, or an admin token.
 func (s *adminServer) SetConfig(ctx context.Context, cfg *api.ChainConfig) (*api.SetConfigReply, error) {
+	if err := s.n.guard.Admin(ctx, "changing the chain configuration"); err != nil {
+		return nil, err
+	}
 	if s.n.membership != nil {
 		return nil, toStatus(ErrMasterOwned)
 	}
@@ -406,7 +474,16 @@ type chainServer struct {
 // Stream hands every received batch to the replica, in order (driving it
 // when nobody else is). When the stream breaks, the replica is told, so it
 // can run the handshake again.
+//
+// A stream speaks for one node: with TLS, the node its certificate names
+// (role node), without, the sender of its first message. A batch with a
+// message from anyone else is refused whole, before the replica sees any
+// of it, and ends the stream (PermissionDenied, logged).
 func (s *chainServer) Stream(stream grpc.ClientStreamingServer[api.Envelope, api.StreamClosed]) error {
+	cert, err := s.n.guard.RequireRole(stream.Context(), pki.RoleNode)
+	if err != nil {
+		return err
+	}
 	var peer string
 	for {
 		env, err := stream.Recv()
@@ -424,7 +501,24 @@ func (s *chainServer) Stream(stream grpc.ClientStreamingServer[api.Envelope, api
 		if len(env.Messages) == 0 {
 			continue
 		}
-		peer = env.Messages[0].From
+		speaker := cert.ID
+		if !s.n.guard.TLS() {
+			speaker = env.Messages[0].GetFrom()
+			if peer != "" {
+				speaker = peer
+			}
+		}
+		for _, m := range env.Messages {
+			if m.GetFrom() != speaker {
+				if peer != "" {
+					s.n.peerDown(peer) // the link is gone: the replica runs the handshake again
+				}
+				return s.n.guard.Refuse(stream.Context(), codes.PermissionDenied, cert,
+					fmt.Sprintf("a message from %q on a replication stream of node %q: a node speaks only for itself", m.GetFrom(), speaker),
+					"epoch", m.GetEpoch(), "kind", messageKind(m))
+			}
+		}
+		peer = speaker
 		select {
 		case <-s.n.stop:
 			return status.Error(codes.Unavailable, "node stopping")
@@ -432,4 +526,17 @@ func (s *chainServer) Stream(stream grpc.ClientStreamingServer[api.Envelope, api
 		}
 		s.n.enqueue(input{msgs: env.Messages})
 	}
+}
+
+// messageKind names a chain message's body for logs: forward, ack, hello.
+func messageKind(m *api.ChainMessage) string {
+	switch m.GetBody().(type) {
+	case *api.ChainMessage_Forward:
+		return "forward"
+	case *api.ChainMessage_Ack:
+		return "ack"
+	case *api.ChainMessage_Hello:
+		return "hello"
+	}
+	return "empty"
 }

@@ -80,11 +80,27 @@ func listenLoopback(t *testing.T) net.Listener {
 	return l
 }
 
+// testPeer is the identity of the test's process id: m... a master, n...
+// a node, g... a gateway, admin the admin tools, anything else a client.
+func testPeer(id string) pki.Peer {
+	switch {
+	case id == "admin":
+		return pki.Peer{Role: pki.RoleAdmin, ID: id}
+	case id[0] == 'm':
+		return pki.Peer{Role: pki.RoleMaster, ID: id}
+	case id[0] == 'n':
+		return pki.Peer{Role: pki.RoleNode, ID: id}
+	case id[0] == 'g':
+		return pki.Peer{Role: pki.RoleGateway, ID: id}
+	}
+	return pki.Peer{Role: pki.RoleClient, ID: id}
+}
+
 // identity issues id's certificate from ca, writes it and loads it as a
 // process would.
 func (c *tlsCluster) identity(id string) *pki.Identity {
 	c.t.Helper()
-	kp, err := c.ca.Issue(id, []string{"127.0.0.1"}, time.Hour)
+	kp, err := c.ca.Issue(testPeer(id), []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -255,7 +271,7 @@ func TestMutualTLSCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kp, err := foreign.Issue("n4", []string{"127.0.0.1"}, time.Hour)
+		kp, err := foreign.Issue(pki.Peer{Role: pki.RoleNode, ID: "n4"}, []string{"127.0.0.1"}, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

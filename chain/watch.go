@@ -284,6 +284,9 @@ func (n *Node) checkWatchers(r *Replica) {
 func (s *auctionsServer) Watch(req *api.WatchAuctionRequest, stream grpc.ServerStreamingServer[api.AuctionEvent]) error {
 	n := s.n
 	ctx := stream.Context()
+	if _, err := n.guard.Peer(ctx); err != nil {
+		return err
+	}
 	if req.GetAuction() == "" {
 		return status.Error(codes.InvalidArgument, "watch needs an auction id")
 	}

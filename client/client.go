@@ -202,7 +202,9 @@ func NewRequestID() string {
 // with the same request id until ctx ends (or, at most, for 30 minutes:
 // less than the chain keeps an idle client session); the error then wraps
 // ErrUnavailable. Other errors (a node refusing the call outright) are
-// returned at once.
+// returned at once. Nodes that run with auth.secret take the bid only for
+// the bidder of the token ctx carries (auth.WithToken), unless the
+// client's own certificate is a gateway's or a node's.
 func (c *Client) Bid(ctx context.Context, auctionID, bidder string, amount int64, requestID string) (*api.BidReply, error) {
 	if requestID == "" {
 		requestID = NewRequestID()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 )
 
 // BidMux places bids for many goroutines at once over a few long-lived
@@ -133,7 +134,9 @@ func (m *BidMux) Bid(ctx context.Context, auctionID, bidder string, amount int64
 		}
 		lead := m.calls[requestID]
 		if lead == nil {
-			call := &muxCall{req: &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID},
+			// The stream is shared: the bid carries its own token.
+			call := &muxCall{req: &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID,
+				Token: auth.TokenOf(ctx)},
 				reply: make(chan *api.BidReply, 1), done: make(chan struct{})}
 			m.calls[requestID] = call
 			m.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 )
 
 // BidSession places bids over one long-lived BidStream call to the chain
@@ -77,8 +78,9 @@ func (s *BidSession) Bid(ctx context.Context, auctionID, bidder string, amount i
 	defer s.c.session.end(seq)
 	ctx, cancel := context.WithTimeout(ctx, retryLimit)
 	defer cancel()
+	// The stream outlives this bid's context: the bid carries its own token.
 	req := &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID,
-		Client: sid, ClientSeq: seq, AckedBelow: acked}
+		Client: sid, ClientSeq: seq, AckedBelow: acked, Token: auth.TokenOf(ctx)}
 	rs := s.c.newRetries(toHead)
 	for {
 		addr := rs.next(ctx)

@@ -37,6 +37,13 @@ type Config struct {
 	Auth     AuthConfig      `mapstructure:"auth"`
 	TLS      TLSConfig       `mapstructure:"tls"`
 	Log      LogConfig       `mapstructure:"log"`
+
+	// Insecure lets the cluster run without TLS (tls.ca empty): every
+	// link in plaintext, and nobody's identity checked but with tokens, so
+	// anyone who reaches a port may act as any node, master or gateway.
+	// Without TLS, masters, nodes and gateways refuse to start unless it
+	// is set (CheckTransport). With tls.ca set it changes nothing.
+	Insecure bool `mapstructure:"insecure"`
 }
 
 // HostConfig is one element of the hosts: list, a machine that
@@ -236,10 +243,16 @@ type GatewaySection struct {
 	// AllowedOrigins are the browser origins (such as
 	// "https://auctions.example.com") allowed to open a WebSocket besides
 	// the gateway's own host; "*" allows any. Requests without an Origin
-	// header (wscat, programs) are always allowed. A YAML list, or one
+	// header (wscat, programs) are allowed in open mode, and with
+	// auth.secret only with AllowEmptyOrigin. A YAML list, or one
 	// comma-separated string (as GAVEL_GATEWAY_ALLOWED_ORIGINS holds it).
 	// Default none: the gateway's own host only.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
+	// AllowEmptyOrigin lets a request without an Origin header connect to
+	// a gateway with auth.secret (default false: such a gateway takes
+	// only requests that say which page they come from; wscat sends one
+	// with -o http://HOST:PORT).
+	AllowEmptyOrigin bool `mapstructure:"allow_empty_origin"`
 	// QueueSize is how many messages a connection may have waiting to be
 	// sent (default 256). Past it the connection is behind: a new highest
 	// push replaces the waiting one of its auction (a slow watcher gets the
@@ -559,6 +572,9 @@ var (
 	ErrUnknownKey = errors.New("unknown key")
 	// ErrNoNodes is returned when the configuration lists no chain nodes.
 	ErrNoNodes = errors.New("no nodes configured")
+	// ErrPlaintext is returned by CheckTransport for a configuration
+	// without TLS (tls.ca) that does not say insecure: true.
+	ErrPlaintext = errors.New("plaintext without insecure: true")
 )
 
 // Error is one problem with a configuration. Load and Validate return an

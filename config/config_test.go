@@ -99,7 +99,9 @@ func TestDefaultIsValid(t *testing.T) {
 }
 
 // The repository's config.yaml is the defaults written out: it loads, equals
-// Default(), and spells out every key.
+// Default() but for insecure: true (its cluster is loopback-only; the
+// default is false, so that a cluster runs in plaintext only when its
+// file says so), and spells out every key.
 func TestRepositoryConfigYAML(t *testing.T) {
 	path := filepath.Join("..", "config.yaml")
 	c, err := Load(path)
@@ -107,7 +109,7 @@ func TestRepositoryConfigYAML(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Default()
-	want.File = path
+	want.File, want.Insecure = path, true
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(config.yaml) = %+v, want %+v", c, want)
 	}
@@ -587,5 +589,35 @@ func TestHostsAndListenAddrs(t *testing.T) {
 	c.TLS = TLSConfig{CA: "c/ca.crt", Cert: "c/{id}.crt", Key: "c/{id}.key"}
 	if cert, key := c.TLSFiles("n1"); !c.TLSEnabled() || cert != "c/n1.crt" || key != "c/n1.key" {
 		t.Errorf("TLSFiles(n1) = %s %s (enabled %v)", cert, key, c.TLSEnabled())
+	}
+}
+
+// Without TLS a cluster runs only when its file says insecure: true, which
+// defaults to false (also from GAVEL_INSECURE); the error names the file
+// and the key. With tls.ca, insecure changes nothing.
+func TestCheckTransport(t *testing.T) {
+	path := writeConfig(t, nodesYAML)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckTransport()
+	var ce *Error
+	if !errors.Is(err, ErrPlaintext) || !errors.As(err, &ce) || ce.Key != "insecure" ||
+		!strings.HasPrefix(err.Error(), path+": insecure: tls.ca is not set") || !strings.Contains(err.Error(), "insecure: true") {
+		t.Errorf("CheckTransport without TLS or insecure: %v", err)
+	}
+	for _, yaml := range []string{nodesYAML + "insecure: true\n", nodesYAML + "tls: {ca: ca.crt}\n"} {
+		c, err := Load(writeConfig(t, yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CheckTransport(); err != nil {
+			t.Errorf("CheckTransport of %q: %v", yaml, err)
+		}
+	}
+	t.Setenv("GAVEL_INSECURE", "true")
+	if c, err := Load(path); err != nil || c.CheckTransport() != nil {
+		t.Errorf("GAVEL_INSECURE=true: %v", err)
 	}
 }

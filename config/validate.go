@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // Validate checks every value of c and returns nil, an *Error naming the
@@ -95,7 +97,7 @@ func (c *Config) validateHosts(p *problems) map[string]bool {
 		switch {
 		case h.Name == "":
 			p.add(key+".name", nil, "missing host name")
-		case !nodeID.MatchString(h.Name):
+		case !pki.ValidID(h.Name):
 			p.add(key+".name", nil, "invalid host name %q: use letters, digits, '-', '_' and '.'", h.Name)
 		case names[h.Name]:
 			p.add(key+".name", nil, "duplicate host name %q", h.Name)
@@ -150,7 +152,7 @@ func (cl *claims) host(key, host string, hosts map[string]bool) {
 // IP, nor the same port when either binds every IP (0.0.0.0, [::]).
 func (cl *claims) listen(host string, b BindAddr) {
 	if strings.HasSuffix(b.Key, "listen_addr") {
-		if err := checkAddr(b.Addr); err != nil {
+		if err := CheckAddr(b.Addr); err != nil {
 			cl.p.add(b.Key, nil, "%v", err)
 			return
 		}
@@ -187,7 +189,7 @@ func (cl *claims) id(key, kind, id string) {
 	switch {
 	case id == "":
 		cl.p.add(key+".id", nil, "missing %s id", kind)
-	case !nodeID.MatchString(id):
+	case !pki.ValidID(id):
 		cl.p.add(key+".id", nil, "invalid %s id %q: use letters, digits, '-', '_' and '.'", kind, id)
 	default:
 		if other, dup := cl.ids[id]; dup {
@@ -208,7 +210,7 @@ func (cl *claims) addr(key, addr string, optional bool) {
 	if addr == "" && optional {
 		return
 	}
-	if err := checkAddr(addr); err != nil {
+	if err := CheckAddr(addr); err != nil {
 		cl.p.add(key, nil, "%v", err)
 		return
 	}
@@ -285,13 +287,9 @@ func (s MasterSection) validate(p *problems) {
 // unquoted, as scp before OpenSSH 9 does.
 var remoteDir = regexp.MustCompile(`^[A-Za-z0-9._/+~-]+$`)
 
-// nodeID matches a usable node id: short, and safe in logs, metric labels
-// and command lines.
-var nodeID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
-// checkAddr returns an error unless addr is host:port with a non-empty host
+// CheckAddr returns an error unless addr is host:port with a non-empty host
 // and a port in 1..65535.
-func checkAddr(addr string) error {
+func CheckAddr(addr string) error {
 	if addr == "" {
 		return errors.New("missing addr (host:port)")
 	}
@@ -306,6 +304,20 @@ func checkAddr(addr string) error {
 		return fmt.Errorf("invalid addr %q: port must be a number in 1..65535", addr)
 	}
 	return nil
+}
+
+// CheckTransport returns an *Error wrapping ErrPlaintext, naming the file
+// and the key insecure, unless the cluster may run as configured: with
+// TLS (tls.ca set), or without it when insecure: true says so. Masters,
+// nodes and gateways call it before they start.
+func (c *Config) CheckTransport() error {
+	if c.TLSEnabled() || c.Insecure {
+		return nil
+	}
+	return &Error{File: c.File, Key: "insecure", err: ErrPlaintext, Msg: "tls.ca is not set, so every link would be " +
+		"plaintext and nobody's identity checked: anyone who reaches a port could act as any node, master or gateway. " +
+		"Turn TLS on (gavel certs init, then tls.ca: certs/ca.crt), or set insecure: true (a top-level key) " +
+		"to run in plaintext on a network only you reach"}
 }
 
 func (s TLSConfig) validate(p *problems) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -94,7 +95,7 @@ func (c *cluster) startGateway(id string) *proc {
 // 200, failing at once if its process exits.
 func (c *cluster) waitGateway(id string, p *proc) {
 	c.t.Helper()
-	hc := &http.Client{Timeout: 500 * time.Millisecond}
+	hc := c.httpClient(500 * time.Millisecond)
 	deadline := time.Now().Add(15 * time.Second)
 	var last string
 	for {
@@ -121,13 +122,33 @@ func (c *cluster) waitGateway(id string, p *proc) {
 	}
 }
 
-// gatewayURL is the base HTTP URL of gateway id, e.g. http://127.0.0.1:4242.
-func (c *cluster) gatewayURL(id string) string { return "http://" + c.addrs[id] }
+// gatewayURL is the base HTTP URL of gateway id, e.g. http://127.0.0.1:4242
+// (https with TLS).
+func (c *cluster) gatewayURL(id string) string {
+	if c.caPool != nil {
+		return "https://" + c.addrs[id]
+	}
+	return "http://" + c.addrs[id]
+}
 
-// wsURL is the WebSocket URL of gateway id's /ws, logged in as bidder in
-// open mode (?bidder=NAME); bidder "" gives the bare URL.
+// httpClient returns a client of the gateways with timeout: with TLS, one
+// that trusts the cluster's CA.
+func (c *cluster) httpClient(timeout time.Duration) *http.Client {
+	hc := &http.Client{Timeout: timeout}
+	if c.caPool != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.caPool, MinVersion: tls.VersionTLS12}}
+	}
+	return hc
+}
+
+// wsURL is the WebSocket URL of gateway id's /ws (wss with TLS), logged
+// in as bidder in open mode (?bidder=NAME); bidder "" gives the bare URL.
 func (c *cluster) wsURL(id, bidder string) string {
-	u := "ws://" + c.addrs[id] + "/ws"
+	scheme := "ws"
+	if c.caPool != nil {
+		scheme = "wss"
+	}
+	u := scheme + "://" + c.addrs[id] + "/ws"
 	if bidder != "" {
 		u += "?bidder=" + url.QueryEscape(bidder)
 	}

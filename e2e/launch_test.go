@@ -58,6 +58,20 @@ const (
 // before the hosts are removed.
 func newLaunchCluster(t *testing.T, h *testHosts, tlsOn bool) *launchCluster {
 	t.Helper()
+	lc := writeLaunchCluster(t, h, tlsOn)
+	out, err := lc.launch(3*time.Minute, "up")
+	if err != nil {
+		lc.showLogs()
+		t.Fatalf("scripts/launch up: %v\n%s", err, out)
+	}
+	t.Logf("scripts/launch up:\n%s", out)
+	return lc
+}
+
+// writeLaunchCluster is newLaunchCluster without the up. Without tlsOn the
+// configuration says insecure: true.
+func writeLaunchCluster(t *testing.T, h *testHosts, tlsOn bool) *launchCluster {
+	t.Helper()
 	lc := &launchCluster{h: h, tls: tlsOn, placement: map[string]string{},
 		cluster: &cluster{t: t, dir: h.dir, addrs: map[string]string{}, httpAddrs: map[string]string{},
 			procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}, external: true}}
@@ -97,6 +111,8 @@ func newLaunchCluster(t *testing.T, h *testHosts, tlsOn bool) *launchCluster {
 	if tlsOn {
 		lc.certDir = filepath.Join(h.dir, "certs")
 		fmt.Fprintf(&b, "tls:\n  ca: %[1]s/ca.crt\n  cert: %[1]s/{id}.crt\n  key: %[1]s/{id}.key\n", lc.certDir)
+	} else {
+		b.WriteString("insecure: true\n")
 	}
 	lc.cfgPath = filepath.Join(h.dir, "config.yaml")
 	if err := os.WriteFile(lc.cfgPath, []byte(b.String()), 0o644); err != nil {
@@ -123,12 +139,6 @@ func newLaunchCluster(t *testing.T, h *testHosts, tlsOn bool) *launchCluster {
 			}
 		}
 	})
-	out, err := lc.launch(3*time.Minute, "up")
-	if err != nil {
-		lc.showLogs()
-		t.Fatalf("scripts/launch up: %v\n%s", err, out)
-	}
-	t.Logf("scripts/launch up:\n%s", out)
 	return lc
 }
 
@@ -241,13 +251,26 @@ func (lc *launchCluster) checkPlacement() {
 }
 
 // TestLaunchAcrossHosts runs a cluster on three test hosts over ssh:
-// masters and nodes spread over the hosts, the gateway on h3. Bids through
-// the gateway succeed; `scripts/launch kill` of the head's node makes the
-// master splice it out, and bids go on; `scripts/launch restart` brings it
-// back at the tail; `scripts/launch down` leaves no process behind.
+// masters and nodes spread over the hosts, the gateway on h3. In plaintext
+// `scripts/launch up` refuses to start anything there, insecure: true or
+// not; with TLS it starts them. Bids through the gateway succeed;
+// `scripts/launch kill` of the head's node makes the master splice it
+// out, and bids go on; `scripts/launch restart` brings it back at the
+// tail; `scripts/launch down` leaves no process behind.
 func TestLaunchAcrossHosts(t *testing.T) {
 	h := newTestHosts(t, 3)
-	lc := newLaunchCluster(t, h, false)
+	plain := writeLaunchCluster(t, h, false)
+	out, err := plain.launch(time.Minute, "up")
+	if err == nil || !strings.Contains(out, "TLS needed beyond loopback") || !strings.Contains(out, "runs on") {
+		t.Fatalf("scripts/launch up of a plaintext cluster across hosts: %v\n%s", err, out)
+	}
+	t.Logf("plaintext refused: %s", strings.TrimSpace(out))
+	for _, host := range h.hosts {
+		if left := h.processes(host); len(slices.DeleteFunc(left, func(p string) bool { return !strings.Contains(p, "gavel ") })) > 0 {
+			t.Fatalf("a refused up started processes on %s: %v", host.name, left)
+		}
+	}
+	lc := newLaunchCluster(t, h, true)
 	lc.checkPlacement()
 
 	ws := lc.dialGateway("alice")
@@ -293,7 +316,7 @@ func TestLaunchAcrossHosts(t *testing.T) {
 		}
 	}
 	// Idempotent: a second up starts nothing new.
-	out := lc.mustLaunch("up")
+	out = lc.mustLaunch("up")
 	if !strings.Contains(out, "already running") {
 		t.Errorf("a second scripts/launch up does not say the processes already run:\n%s", out)
 	}

@@ -32,10 +32,37 @@ const (
 // starts.
 func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, httpAddrs: map[string]string{},
+	c := newEmptyCluster(t)
+	var b strings.Builder
+	b.WriteString("insecure: true\n")
+	b.WriteString(c.masterClusterYAML(n))
+	for _, y := range extraYAML {
+		b.WriteString(y)
+	}
+	c.cfgPath = filepath.Join(c.dir, "config.yaml")
+	if err := os.WriteFile(c.cfgPath, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.shutdown)
+	c.startMasterCluster()
+	return c
+}
+
+// newEmptyCluster returns a cluster of no process yet, in a directory of
+// the test's.
+func newEmptyCluster(t *testing.T) *cluster {
+	return &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, httpAddrs: map[string]string{},
 		procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}}
+}
+
+// masterClusterYAML returns the sections of config.yaml that
+// newMasterCluster writes for 3 masters and n nodes on free loopback
+// ports (cluster, masters, nodes, master, chain, log), and records their
+// ids and addresses in c.
+func (c *cluster) masterClusterYAML(n int) string {
 	var b strings.Builder
 	b.WriteString("cluster:\n  name: e2e\nmasters:\n")
+	t := c.t
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("m%d", i)
 		c.masterIDs = append(c.masterIDs, id)
@@ -54,14 +81,13 @@ func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 	}
 	fmt.Fprintf(&b, "master:\n  heartbeat: 50ms\n  failure_timeout: %v\n  lease: %v\n", failureTimeout, leaseDuration)
 	b.WriteString("chain:\n  tick: 5ms\n  hello_retry: 20ms\nlog:\n  level: debug\n")
-	for _, y := range extraYAML {
-		b.WriteString(y)
-	}
-	c.cfgPath = filepath.Join(c.dir, "config.yaml")
-	if err := os.WriteFile(c.cfgPath, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.shutdown)
+	return b.String()
+}
+
+// startMasterCluster starts c's masters, waits for a leader, then starts
+// its nodes one at a time, each until it is a chain member.
+func (c *cluster) startMasterCluster() {
+	c.t.Helper()
 	for _, id := range c.masterIDs {
 		c.start(id)
 	}
@@ -73,7 +99,6 @@ func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 			return slices.Equal(chainIDs(cfg), want) && len(cfg.Joining) == 0
 		})
 	}
-	return c
 }
 
 // isMaster reports whether id is one of the cluster's masters.

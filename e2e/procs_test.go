@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -71,6 +72,9 @@ type cluster struct {
 	external bool
 	// dialOpts are added to every gRPC connection the test opens (TLS).
 	dialOpts []grpc.DialOption
+	// caPool is the cluster's CA when it runs TLS: the gateways serve
+	// https and wss with certificates it signed.
+	caPool *x509.CertPool
 
 	mu    sync.Mutex // guards procs
 	procs map[string]*proc
@@ -116,7 +120,7 @@ func newCluster(t *testing.T, n int) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, procs: map[string]*proc{},
 		conns: map[string]*grpc.ClientConn{}}
 	var b strings.Builder
-	b.WriteString("cluster:\n  name: e2e\nnodes:\n")
+	b.WriteString("cluster:\n  name: e2e\ninsecure: true\nnodes:\n")
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
 		c.ids = append(c.ids, id)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auction"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 )
 
@@ -59,9 +60,15 @@ type conn struct {
 	pingAt time.Time
 
 	// Owned by the reader goroutine (set before it starts).
-	bidder string // "" until login in open mode
-	role   Role   // from the token; "" in open mode
-	token  bool   // identity from a token: fixed
+	bidder string    // "" until login in open mode
+	role   auth.Role // from the token; "" in open mode
+	token  bool      // identity from a token: fixed
+	// tokenText is the token itself, which the nodes check when they
+	// cannot tell the gateway from a bidder (no TLS); expires is its
+	// expiry (Unix seconds; 0 without a token). Both are set before the
+	// reader starts and never change.
+	tokenText string
+	expires   int64
 
 	// subs are the connection's watches by auction; guarded by hub.mu.
 	subs map[string]*subscription
@@ -70,7 +77,8 @@ type conn struct {
 func newConn(g *Gateway, ws *websocket.Conn, nc *corkConn, id identity, remote string) *conn {
 	ctx, cancel := context.WithCancel(g.ctx)
 	c := &conn{g: g, ws: ws, nc: nc, remote: remote, ctx: ctx, cancel: cancel, ended: make(chan struct{}),
-		bidder: id.bidder, role: id.role, token: id.token, subs: map[string]*subscription{}}
+		bidder: id.bidder, role: id.role, token: id.token, tokenText: id.tokenText, expires: id.expires,
+		subs: map[string]*subscription{}}
 	c.q = newOutQueue(g.opts.QueueSize, g.opts.QueueSize+maxWatches, g.opts.ConflateAfter, func() { go c.writeLoop() })
 	return c
 }
@@ -126,6 +134,10 @@ func (c *conn) readLoop() {
 //
 //go:noinline
 func (c *conn) frame(typ int, data []byte) bool {
+	if c.expired(c.g.opts.Now()) {
+		c.closeExpired()
+		return false
+	}
 	if typ == websocket.BinaryMessage {
 		c.reply(errorMsg{Type: "error", Error: "binary frames are not understood: send text lines (commands or JSON); try help"})
 		return !c.closing()
@@ -312,9 +324,29 @@ func (c *conn) login(cmd command) {
 	c.reply(loginReply{Type: "login", Bidder: c.bidder, ID: cmd.id})
 }
 
-// callCtx bounds one chain call by the gateway's call timeout.
+// callCtx bounds one chain call by the gateway's call timeout. Without
+// TLS, the nodes cannot tell the gateway from anyone else and check the
+// bidder's token themselves: the call carries it.
 func (c *conn) callCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(c.ctx, c.g.opts.CallTimeout)
+	ctx := c.ctx
+	if c.tokenText != "" && c.g.opts.TLS == nil {
+		ctx = auth.WithToken(ctx, c.tokenText)
+	}
+	return context.WithTimeout(ctx, c.g.opts.CallTimeout)
+}
+
+// expired reports whether the connection's token has expired at now; a
+// connection without a token never expires.
+func (c *conn) expired(now time.Time) bool { return c.expires != 0 && now.Unix() >= c.expires }
+
+// closeExpired closes the connection because its token expired: close
+// frame 1008 (policy violation) with the reason, and a line in the log.
+func (c *conn) closeExpired() {
+	at := time.Unix(c.expires, 0).UTC().Format(time.RFC3339)
+	if !c.closing() {
+		c.g.log.Info("connection closed: token expired", "remote", c.remote, "bidder", c.bidder, "expired", at)
+	}
+	c.close(websocket.ClosePolicyViolation, "token expired at "+at+": connect again with a new token (gavel token)")
 }
 
 func (c *conn) bid(cmd command) {
@@ -412,7 +444,7 @@ func (c *conn) auctions(cmd command) {
 }
 
 func (c *conn) open(cmd command) {
-	if !c.g.open() && c.role != RoleAdmin {
+	if !c.g.open() && c.role != auth.RoleAdmin {
 		c.replyErr(cmd, "only admins may open auctions (your token's role is %s)", c.role)
 		return
 	}

@@ -16,6 +16,13 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
+	"github.com/gavel-auction/gavel/chain"
+	"github.com/gavel-auction/gavel/client"
 )
 
 // The commands of docs/gateway.md against a real chain: login, open, bid,
@@ -412,7 +419,8 @@ func TestGatewayMetrics(t *testing.T) {
 }
 
 // Auth mode: tokens at the upgrade (header or ?token=), refused clearly
-// when missing, forged or expired; roles; no login; the origin check.
+// when missing, forged or expired; roles; no login; the origin check,
+// which wants an Origin.
 func TestGatewayAuth(t *testing.T) {
 	c := startStaticChain(t, 3)
 	secret := "0123456789abcdef-auth"
@@ -421,10 +429,10 @@ func TestGatewayAuth(t *testing.T) {
 		o.AllowedOrigins = []string{"https://auctions.example.com"}
 	})
 	now := time.Now()
-	alice, _ := NewToken([]byte(secret), "alice", RoleBidder, time.Hour, now)
-	admin, _ := NewToken([]byte(secret), "root", RoleAdmin, time.Hour, now)
-	expired, _ := NewToken([]byte(secret), "alice", RoleBidder, time.Minute, now.Add(-time.Hour))
-	forged, _ := NewToken([]byte("another-secret-123456"), "alice", RoleAdmin, time.Hour, now)
+	alice, _ := auth.NewToken([]byte(secret), "alice", auth.RoleBidder, time.Hour, now)
+	admin, _ := auth.NewToken([]byte(secret), "root", auth.RoleAdmin, time.Hour, now)
+	expired, _ := auth.NewToken([]byte(secret), "alice", auth.RoleBidder, time.Minute, now.Add(-time.Hour))
+	forged, _ := auth.NewToken([]byte("another-secret-123456"), "alice", auth.RoleAdmin, time.Hour, now)
 
 	for _, tc := range []struct {
 		name, query string
@@ -439,8 +447,13 @@ func TestGatewayAuth(t *testing.T) {
 		{"basic auth", "", http.Header{"Authorization": {"Basic YTpi"}}, `HTTP 401: Authorization: want "Bearer TOKEN"`},
 		{"someone else", "bidder=bob&token=" + alice, nil, "HTTP 403: the token is for alice, not bob"},
 		{"foreign page", "token=" + alice, http.Header{"Origin": {"https://evil.example.com"}}, "HTTP 403: origin https://evil.example.com may not connect"},
+		{"no origin", "token=" + alice, http.Header{"Origin": nil}, "HTTP 403: no Origin header: this gateway takes bidders with tokens"},
 	} {
-		_, body, err := dialErr(addr, tc.query, tc.hdr)
+		hdr := http.Header{"Origin": {"http://" + addr}}
+		for k, v := range tc.hdr {
+			hdr[k] = v
+		}
+		_, body, err := dialErr(addr, tc.query, hdr)
 		if err == nil || !strings.HasPrefix(body, tc.want) {
 			t.Errorf("%s: dial = %v %q, want %q", tc.name, err, body, tc.want)
 		}
@@ -455,7 +468,7 @@ func TestGatewayAuth(t *testing.T) {
 		w.close()
 	}
 
-	a, body, err := dialErr(addr, "", http.Header{"Authorization": {"Bearer " + alice}})
+	a, body, err := dialErr(addr, "", http.Header{"Authorization": {"Bearer " + alice}, "Origin": {"http://" + addr}})
 	if err != nil {
 		t.Fatalf("alice: %v %s", err, body)
 	}
@@ -470,12 +483,144 @@ func TestGatewayAuth(t *testing.T) {
 	if h := a.call("help", "help"); strings.Contains(fmt.Sprint(h["commands"]), "login") {
 		t.Errorf("auth-mode help offers login: %v", h)
 	}
-	root := dial(t, addr, "token="+admin)
+	root, body, err := dialErr(addr, "token="+admin, http.Header{"Origin": {"http://" + addr}})
+	if err != nil {
+		t.Fatalf("root: %v %s", err, body)
+	}
+	root.t = t
+	defer root.close()
 	if r := root.call("open a1 10m lamp", "open"); r.str("outcome") != "success" {
 		t.Errorf("open as admin = %v", r)
 	}
 	if r := a.call("bid a1 10", "bid"); r.str("outcome") != "success" || r.str("bidder") != "alice" {
 		t.Errorf("alice's bid = %v", r)
+	}
+}
+
+// Without TLS, nodes with auth.secret cannot tell the gateway from a
+// bidder: the gateway passes each connection's token with its bids and
+// opens, and the nodes check it, also on bids forwarded from a node that
+// is not the head (unary and streamed). A bid at a node without its
+// bidder's token is refused there.
+func TestGatewayTokensReachTheNodes(t *testing.T) {
+	secret := "0123456789abcdef-auth"
+	c := startStaticChainWith(t, 3, func(o *chain.NodeOptions) { o.Secret = secret })
+	_, addr := startGateway(t, c, nil, func(o *Options) { o.Secret = secret })
+	now := time.Now()
+	alice, _ := auth.NewToken([]byte(secret), "alice", auth.RoleBidder, time.Hour, now)
+	admin, _ := auth.NewToken([]byte(secret), "root", auth.RoleAdmin, time.Hour, now)
+	hdr := http.Header{"Origin": {"http://" + addr}}
+	root, body, err := dialErr(addr, "token="+admin, hdr)
+	if err != nil {
+		t.Fatalf("root: %v %s", err, body)
+	}
+	root.t = t
+	defer root.close()
+	if r := root.call("open a1 10m lamp", "open"); r.str("outcome") != "success" {
+		t.Fatalf("open through the gateway with an admin token = %v", r)
+	}
+	a, body, err := dialErr(addr, "token="+alice, hdr)
+	if err != nil {
+		t.Fatalf("alice: %v %s", err, body)
+	}
+	a.t = t
+	defer a.close()
+	if r := a.call("bid a1 10", "bid"); r.str("outcome") != "success" {
+		t.Fatalf("alice's bid through the gateway = %v", r)
+	}
+
+	// Straight at n2, the middle node: it forwards to the head with the
+	// token.
+	cl, err := client.New([]string{c.addrs["n2"]}, client.Options{Pinned: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r, err := cl.Bid(auth.WithToken(ctx, alice), "a1", "alice", 20, ""); err != nil || r.Outcome != api.Outcome_SUCCESS {
+		t.Errorf("alice's bid at n2 with her token: %v %v", r, err)
+	}
+	s := cl.NewBidSession()
+	defer s.Close()
+	if r, err := s.Bid(auth.WithToken(ctx, alice), "a1", "alice", 30, ""); err != nil || r.Outcome != api.Outcome_SUCCESS {
+		t.Errorf("alice's streamed bid at n2 with her token: %v %v", r, err)
+	}
+	if _, err := cl.Bid(ctx, "a1", "alice", 40, ""); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a bid for alice at n2 without a token: %v, want Unauthenticated", err)
+	}
+	if r, err := s.Bid(ctx, "a1", "alice", 50, ""); err != nil || r.Reason != api.Reason_NOT_AUTHORIZED {
+		t.Errorf("a streamed bid for alice without a token: %v %v, want NOT_AUTHORIZED", r, err)
+	}
+}
+
+// With gateway.allow_empty_origin, a program without an Origin connects in
+// auth mode; in open mode it always may.
+func TestGatewayEmptyOrigin(t *testing.T) {
+	c := startStaticChain(t, 1)
+	secret := "0123456789abcdef-auth"
+	_, addr := startGateway(t, c, nil, func(o *Options) { o.Secret, o.AllowEmptyOrigin = secret, true })
+	alice, _ := auth.NewToken([]byte(secret), "alice", auth.RoleBidder, time.Hour, time.Now())
+	w, body, err := dialErr(addr, "token="+alice, nil)
+	if err != nil {
+		t.Fatalf("no Origin with allow_empty_origin: %v %s", err, body)
+	}
+	w.close()
+	_, open := startGateway(t, c, nil, nil)
+	w, body, err = dialErr(open, "bidder=bob", nil)
+	if err != nil {
+		t.Fatalf("no Origin in open mode: %v %s", err, body)
+	}
+	w.close()
+}
+
+// A connection whose token expires is closed, with close code 1008 and a
+// reason that says so, whether it is idle (the gateway's sweep) or sends
+// a command (the reader checks first); the gateway logs it.
+func TestGatewayClosesExpiredToken(t *testing.T) {
+	c := startStaticChain(t, 1)
+	secret := "0123456789abcdef-auth"
+	var offset atomic.Int64 // the gateway's clock runs this far ahead
+	g, addr := startGateway(t, c, nil, func(o *Options) {
+		o.Secret = secret
+		o.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	})
+	tok, _ := auth.NewToken([]byte(secret), "alice", auth.RoleBidder, time.Hour, time.Now())
+	hdr := http.Header{"Origin": {"http://" + addr}}
+	idle, body, err := dialErr(addr, "token="+tok, hdr)
+	if err != nil {
+		t.Fatalf("dial: %v %s", err, body)
+	}
+	idle.t = t
+	defer idle.close()
+	busy, body, err := dialErr(addr, "token="+tok, hdr)
+	if err != nil {
+		t.Fatalf("dial: %v %s", err, body)
+	}
+	busy.t = t
+	defer busy.close()
+	if r := busy.call("help", "help"); r == nil {
+		t.Fatal("no help before expiry")
+	}
+	offset.Store(int64(2 * time.Hour))
+	busy.send("auctions")
+	for _, w := range []*wsc{busy, idle} {
+		select {
+		case <-w.readEnd:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: connection still open 5s after its token expired", w.name)
+		}
+		var ce *websocket.CloseError
+		if !errors.As(w.err, &ce) || ce.Code != websocket.ClosePolicyViolation || !strings.HasPrefix(ce.Text, "token expired at ") {
+			t.Errorf("%s: connection ended with %v, want close 1008 \"token expired at ...\"", w.name, w.err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.metrics().Connections != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := g.metrics().Connections; n != 0 {
+		t.Errorf("%d connections left after expiry", n)
 	}
 }
 

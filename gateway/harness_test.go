@@ -75,6 +75,13 @@ func testLogger(t testing.TB, dir, name string) *slog.Logger {
 // (epoch 1, no masters).
 func startStaticChain(t testing.TB, n int) *testCluster {
 	t.Helper()
+	return startStaticChainWith(t, n, nil)
+}
+
+// startStaticChainWith is startStaticChain with edit applied to each
+// node's options.
+func startStaticChainWith(t testing.TB, n int, edit func(*chain.NodeOptions)) *testCluster {
+	t.Helper()
 	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*chain.Node{}, addrs: map[string]string{}}
 	cfg := &api.ChainConfig{Epoch: 1}
 	lis := map[string]net.Listener{}
@@ -86,8 +93,12 @@ func startStaticChain(t testing.TB, n int) *testCluster {
 		cfg.Chain = append(cfg.Chain, &api.Member{Id: id, Addr: c.addrs[id]})
 	}
 	for _, id := range c.ids {
-		node, err := chain.NewNode(chain.NodeOptions{ID: id, Addr: c.addrs[id], Initial: cfg,
-			Tick: 5 * time.Millisecond, HelloRetry: 20 * time.Millisecond, Logger: testLogger(t, c.dir, id)})
+		opts := chain.NodeOptions{ID: id, Addr: c.addrs[id], Initial: cfg,
+			Tick: 5 * time.Millisecond, HelloRetry: 20 * time.Millisecond, Logger: testLogger(t, c.dir, id)}
+		if edit != nil {
+			edit(&opts)
+		}
+		node, err := chain.NewNode(opts)
 		if err != nil {
 			t.Fatal(err)
 		}

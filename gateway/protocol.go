@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gavel-auction/gavel/auction"
+	"github.com/gavel-auction/gavel/auth"
 )
 
 // This file is the WebSocket protocol of docs/gateway.md: parsing a line
@@ -599,25 +600,8 @@ func parseDuration(id json.RawMessage, s string, isJSON bool) (time.Duration, *l
 	return d, nil
 }
 
-// checkName returns an error wrapping ErrBadName unless s is a usable
-// bidder name: 1..auction.MaxIDLen bytes of UTF-8 without white space or
-// control characters (so that it is one word of the text protocol).
-func checkName(s string) error {
-	switch {
-	case s == "":
-		return fmt.Errorf("%w: empty", ErrBadName)
-	case len(s) > auction.MaxIDLen:
-		return fmt.Errorf("%w: longer than %d bytes", ErrBadName, auction.MaxIDLen)
-	case !utf8.ValidString(s):
-		return fmt.Errorf("%w: not UTF-8", ErrBadName)
-	case strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-		return fmt.Errorf("%w %q: no spaces or control characters", ErrBadName, s)
-	}
-	return nil
-}
-
 func nameErr(id json.RawMessage, s string) *lineError {
-	if err := checkName(s); err != nil {
+	if err := auth.CheckName(s); err != nil {
 		return badLine(id, "%v", err)
 	}
 	return nil

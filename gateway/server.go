@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/internal/conns"
 	"github.com/gavel-auction/gavel/pki"
@@ -83,6 +84,10 @@ const bidLanes = 16
 // pingSweeps is how many times per ping interval the ping sweep runs.
 const pingSweeps = 16
 
+// maxSweepGap bounds the time between two sweeps of pingLoop, and so how
+// long a connection outlives its token.
+const maxSweepGap = time.Second
+
 // Options configure a Gateway.
 type Options struct {
 	// ID names the gateway in logs, metrics and the master's watch list.
@@ -98,6 +103,9 @@ type Options struct {
 	// AllowedOrigins are browser origins (scheme://host[:port]) allowed
 	// besides the gateway's own host; "*" allows any.
 	AllowedOrigins []string
+	// AllowEmptyOrigin lets requests without an Origin header (wscat,
+	// programs) connect in auth mode too; in open mode they always may.
+	AllowEmptyOrigin bool
 	// QueueSize bounds each connection's pending replies (default 256).
 	QueueSize int
 	// ConflateAfter is how long a highest push may wait for a connection
@@ -364,8 +372,11 @@ func (g *Gateway) nowMs() int64 { return g.opts.Now().UnixMilli() }
 // identity is who a connection acts as.
 type identity struct {
 	bidder string
-	role   Role
+	role   auth.Role
 	token  bool // from a token (auth mode): login is refused
+	// tokenText and expires are the token and its expiry (Unix seconds).
+	tokenText string
+	expires   int64
 }
 
 // httpError answers a refused request with a plain-text explanation.
@@ -432,12 +443,20 @@ func (g *Gateway) forget(c *conn) {
 	delete(g.conns, c)
 }
 
-// checkOrigin returns why a browser's request may not connect, or "".
-// Requests without an Origin header (wscat, programs) may.
+// checkOrigin returns why a request may not connect, or "". A browser's
+// request has an Origin: the gateway's own host, or one of
+// AllowedOrigins. A request without one (wscat, programs) may connect in
+// open mode; with a secret only with AllowEmptyOrigin, so that a page of
+// another site cannot hide where it comes from.
 func (g *Gateway) checkOrigin(r *http.Request) string {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
-		return ""
+		if g.open() || g.opts.AllowEmptyOrigin {
+			return ""
+		}
+		return fmt.Sprintf("no Origin header: this gateway takes bidders with tokens, from its own pages (%s) or "+
+			"gateway.allowed_origins; a program sends an Origin (wscat -o http://%s), or the gateway is run with gateway.allow_empty_origin",
+			r.Host, r.Host)
 	}
 	u, err := url.Parse(origin)
 	if err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
@@ -458,7 +477,7 @@ func (g *Gateway) identify(r *http.Request) (identity, int, string) {
 	bidder := q.Get("bidder")
 	if g.open() {
 		if bidder != "" {
-			if err := checkName(bidder); err != nil {
+			if err := auth.CheckName(bidder); err != nil {
 				return identity{}, http.StatusBadRequest, fmt.Sprintf("?bidder=: %v", err)
 			}
 		}
@@ -474,16 +493,16 @@ func (g *Gateway) identify(r *http.Request) (identity, int, string) {
 	}
 	if tok == "" {
 		return identity{}, http.StatusUnauthorized, fmt.Sprintf("%v: this gateway requires a bearer token "+
-			"(Authorization: Bearer TOKEN, or ?token=TOKEN); get one with: gavel token --bidder NAME", ErrNoToken)
+			"(Authorization: Bearer TOKEN, or ?token=TOKEN); get one with: gavel token --bidder NAME", auth.ErrNoToken)
 	}
-	claims, err := VerifyToken(g.secret, tok, g.opts.Now())
+	claims, err := auth.VerifyToken(g.secret, tok, g.opts.Now())
 	if err != nil {
 		return identity{}, http.StatusUnauthorized, "invalid token: " + err.Error()
 	}
 	if bidder != "" && bidder != claims.Bidder {
 		return identity{}, http.StatusForbidden, fmt.Sprintf("the token is for %s, not %s: nobody bids under another name", claims.Bidder, bidder)
 	}
-	return identity{bidder: claims.Bidder, role: claims.Role, token: true}, 0, ""
+	return identity{bidder: claims.Bidder, role: claims.Role, token: true, tokenText: tok, expires: claims.Expires}, 0, ""
 }
 
 // health is the /healthz answer.
@@ -532,19 +551,25 @@ func (g *Gateway) metrics() metricsPush {
 
 // pingLoop asks every connection for a ping each ping interval: each
 // connection when its pingAt comes, so that pings are spread over the
-// interval, checked pingSweeps times per interval.
+// interval, checked pingSweeps times per interval (at least every
+// maxSweepGap). The same sweep closes the connections whose token has
+// expired.
 func (g *Gateway) pingLoop() {
-	t := time.NewTicker(max(g.opts.PingInterval/pingSweeps, time.Millisecond))
+	t := time.NewTicker(min(max(g.opts.PingInterval/pingSweeps, time.Millisecond), maxSweepGap))
 	defer t.Stop()
-	var due []*conn
+	var due, expired []*conn
 	for {
 		select {
 		case <-g.ctx.Done():
 			return
 		case now := <-t.C:
+			clock := g.opts.Now()
 			g.mu.Lock()
 			for c := range g.conns {
-				if !now.Before(c.pingAt) {
+				switch {
+				case c.expired(clock):
+					expired = append(expired, c)
+				case !now.Before(c.pingAt):
 					c.pingAt = now.Add(g.opts.PingInterval)
 					due = append(due, c)
 				}
@@ -553,8 +578,12 @@ func (g *Gateway) pingLoop() {
 			for _, c := range due {
 				c.q.ping()
 			}
+			for _, c := range expired {
+				c.closeExpired()
+			}
 			clear(due)
-			due = due[:0]
+			clear(expired)
+			due, expired = due[:0], expired[:0]
 		}
 	}
 }

@@ -39,4 +39,7 @@ var (
 	ErrAgent = errors.New("host agent failed")
 	// ErrMonitor is returned when the Prometheus of --monitor cannot start.
 	ErrMonitor = errors.New("monitor failed")
+	// ErrNeedsTLS is returned by Up and Restart for a configuration
+	// without TLS that puts a process beyond loopback.
+	ErrNeedsTLS = errors.New("TLS needed beyond loopback")
 )

@@ -35,6 +35,29 @@ func testConfig(t *testing.T, yaml string) (*config.Config, string) {
 	return cfg, dir
 }
 
+// withTLS is a tls: section for testConfig, with TLS on: the launcher
+// refuses processes beyond loopback without it. writeTLSFiles writes the
+// files it names (empty: the launcher checks only that they exist).
+const withTLS = "tls:\n  ca: certs/ca.crt\n"
+
+// writeTLSFiles writes empty files in dir for the CA, the tools and ids,
+// at the paths withTLS names.
+func writeTLSFiles(t *testing.T, dir string, ids ...string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "certs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{"ca.crt"}
+	for _, id := range append([]string{"client", "admin"}, ids...) {
+		files = append(files, id+".crt", id+".key")
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, "certs", f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // newTest returns a launcher of cfg in dir, with its output in out.
 func newTest(t *testing.T, cfg *config.Config, dir string, out *bytes.Buffer) *Launcher {
 	t.Helper()
@@ -273,7 +296,8 @@ nodes:
   - id: n1
     addr: 127.0.0.1:7101
     host: h2
-`)
+`+withTLS)
+	writeTLSFiles(t, dir, "n1")
 	var out bytes.Buffer
 	l := newTest(t, cfg, dir, &out)
 	err := l.Up(context.Background())
@@ -318,7 +342,8 @@ nodes:
   - id: n2
     addr: 127.0.0.1:7102
     host: h2
-`, lis.Addr()))
+`+withTLS, lis.Addr()))
+	writeTLSFiles(t, dir, "n1", "n2")
 	var out bytes.Buffer
 	l := newTest(t, cfg, dir, &out)
 	start := time.Now()
@@ -433,5 +458,47 @@ func TestAgentStartEnv(t *testing.T) {
 			t.Fatalf("g1's log %q does not hold %q", b, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Without TLS the launcher starts nothing unless the configuration says
+// insecure: true, and then only on loopback: a process beyond it (an
+// address that is not loopback, a host reached over ssh) needs TLS.
+func TestPlaintextStaysOnLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		err        error
+		want       string
+	}{
+		{"no insecure", "nodes:\n  - {id: n1, addr: \"127.0.0.1:7101\"}\n", config.ErrPlaintext,
+			": insecure: tls.ca is not set"},
+		{"an address beyond loopback", "insecure: true\nnodes:\n  - {id: n1, addr: \"127.0.0.1:7101\"}\n" +
+			"  - {id: n2, addr: \"10.1.2.3:7102\"}\n", ErrNeedsTLS, "node n2 listens or is reached at 10.1.2.3:7102"},
+		{"a wildcard listener", "insecure: true\nnodes:\n  - {id: n1, addr: \"127.0.0.1:7101\", listen_addr: \"0.0.0.0:7101\"}\n",
+			ErrNeedsTLS, "node n1 listens or is reached at 0.0.0.0:7101"},
+		{"an ssh host", "insecure: true\nhosts:\n  - {name: h1, ssh: \"127.0.0.1:1\", dir: /tmp/x}\n" +
+			"nodes:\n  - {id: n1, addr: \"127.0.0.1:7101\", host: h1}\n", ErrNeedsTLS, "node n1 runs on"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, dir := testConfig(t, tc.yaml)
+			var out bytes.Buffer
+			l := newTest(t, cfg, dir, &out)
+			err := l.Up(context.Background())
+			if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Up: %v, want %v saying %q", err, tc.err, tc.want)
+			}
+			if _, serr := os.Stat(filepath.Join(dir, runDir)); serr == nil {
+				t.Errorf("Up touched the launching directory before refusing")
+			}
+			if err := l.Restart(context.Background(), "n1"); !errors.Is(err, tc.err) && tc.name != "an address beyond loopback" {
+				t.Errorf("Restart n1: %v, want %v", err, tc.err)
+			}
+		})
+	}
+	if got := onLoopback("localhost:1"); !got {
+		t.Error("localhost is loopback")
+	}
+	if got := onLoopback("[::1]:1"); !got {
+		t.Error("::1 is loopback")
 	}
 }

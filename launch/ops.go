@@ -280,6 +280,9 @@ func (l *Launcher) Restart(ctx context.Context, id string) (err error) {
 	if !ok {
 		return fmt.Errorf("%w %s: %s lists %s", ErrUnknownID, id, l.file, strings.Join(ids(l.procs), " "))
 	}
+	if err := l.checkTransport([]Proc{p}); err != nil {
+		return err
+	}
 	h := l.hostOf(p)
 	if err := l.prepare(ctx, []Host{h}, []Host{h}); err != nil {
 		return err

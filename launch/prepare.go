@@ -50,7 +50,9 @@ func (l *Launcher) checkLocalFiles(hs []Host) error {
 			}
 		}
 		check("tls.ca", l.cfg.TLS.CA)
-		for _, id := range append([]string{"client"}, ids(l.procs)...) {
+		// The launcher itself asks with the admin tools' certificate;
+		// every host gets the client one.
+		for _, id := range append([]string{"client", "admin"}, ids(l.procs)...) {
 			cert, key := l.cfg.TLSFiles(id)
 			check("tls.cert", cert)
 			check("tls.key", key)

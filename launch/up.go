@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/config"
-	"github.com/gavel-auction/gavel/gateway"
 )
 
 // running asks every host of hs which processes of ps run there, in
@@ -359,11 +359,16 @@ func (l *Launcher) staleData(ctx context.Context, ps []Proc) (bool, error) {
 // the masters (then waits for a leader), the nodes one at a time (each
 // until it is a chain member), the gateways (each until its /healthz
 // answers), and with Monitor a local Prometheus; then it prints the
-// summary. Before starting anything it checks every ssh host, copies the
-// files each host needs and checks that every port to bind is free. When
+// summary. Before starting anything it checks that the configuration
+// runs with TLS, or without it on loopback only (checkTransport), checks
+// every ssh host, copies the files each host needs and checks that every
+// port to bind is free. When
 // anything fails it stops every process it started and returns the
 // failure.
 func (l *Launcher) Up(ctx context.Context) (err error) {
+	if err := l.checkTransport(l.procs); err != nil {
+		return err
+	}
 	if err := l.prepare(ctx, l.sshHosts(), l.procHosts(l.procs)); err != nil {
 		return err
 	}
@@ -577,7 +582,8 @@ func (l *Launcher) tryLines() {
 		}
 		if tok, err := l.token("alice"); err == nil && tok != "" {
 			// auth.secret is set: the gateways want a token (alice's, for a day).
-			l.say("  wscat -c %s://%s/ws%s -H 'Authorization: Bearer %s'     (then: help, watch a1, bid a1 150)", l.wsScheme(), g, ca, tok)
+			l.say("  wscat -c %s://%s/ws%s -o %s://%s -H 'Authorization: Bearer %s'     (then: help, watch a1, bid a1 150)",
+				l.wsScheme(), g, ca, l.scheme(), g, tok)
 			l.say("  open '%s://%s/?token=%s' in a browser   (more tokens: bin/gavel token --bidder NAME [--admin]%s)", l.scheme(), g, tok, cf)
 		} else {
 			l.say("  wscat -c '%s://%s/ws?bidder=alice'%s     (then: help, watch a1, bid a1 150)", l.wsScheme(), g, ca)
@@ -596,5 +602,5 @@ func (l *Launcher) token(bidder string) (string, error) {
 	if l.cfg.Auth.Secret == "" {
 		return "", nil
 	}
-	return gateway.NewToken([]byte(l.cfg.Auth.Secret), bidder, gateway.RoleBidder, l.cfg.Auth.TokenTTL, time.Now())
+	return auth.NewToken([]byte(l.cfg.Auth.Secret), bidder, auth.RoleBidder, l.cfg.Auth.TokenTTL, time.Now())
 }

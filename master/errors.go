@@ -16,4 +16,6 @@ var (
 	ErrLastMember = errors.New("master: last chain member")
 	// ErrNotLeader: the call needs the Raft leader and no leader is known.
 	ErrNotLeader = errors.New("master: no leader")
+	// ErrBadHeartbeat: a heartbeat that no node sends (CheckHeartbeat).
+	ErrBadHeartbeat = errors.New("master: malformed heartbeat")
 )

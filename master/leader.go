@@ -1,9 +1,13 @@
 package master
 
 import (
+	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/config"
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // Leader is the master leader's view of the nodes in one term: the latest
@@ -64,8 +68,12 @@ type HeartbeatResult struct {
 }
 
 // Heartbeat records req, received at now under configuration cfg, and
-// answers it with at most lease.
+// answers it with at most lease. A malformed request (CheckHeartbeat) is
+// recorded nowhere and answered with the zero result.
 func (l *Leader) Heartbeat(cfg Config, req *api.HeartbeatRequest, now time.Time, lease time.Duration) HeartbeatResult {
+	if CheckHeartbeat(req) != nil {
+		return HeartbeatResult{}
+	}
 	doomed := false
 	if inc, ok := l.removing[req.Id]; ok && inc == req.Incarnation {
 		doomed = true
@@ -108,4 +116,31 @@ func (l *Leader) Settled(cfg Config) {
 			delete(l.removing, id)
 		}
 	}
+}
+
+// maxAddrLen bounds a heartbeat's address: host:port of a DNS name.
+const maxAddrLen = 300
+
+// CheckHeartbeat returns an error wrapping ErrBadHeartbeat, saying what is
+// wrong, unless req could come from a node: an id a certificate can name
+// (pki.ValidID), an address as config.yaml's (config.CheckAddr), and a
+// role the protocol defines.
+func CheckHeartbeat(req *api.HeartbeatRequest) error {
+	switch {
+	case req == nil:
+		return fmt.Errorf("%w: no request", ErrBadHeartbeat)
+	case !pki.ValidID(req.GetId()):
+		return fmt.Errorf("%w: node id %q: want 1 to 64 letters, digits, '.', '_' and '-'", ErrBadHeartbeat, req.GetId())
+	case len(req.GetAddr()) > maxAddrLen:
+		return fmt.Errorf("%w: addr longer than %d bytes", ErrBadHeartbeat, maxAddrLen)
+	case !utf8.ValidString(req.GetAddr()):
+		return fmt.Errorf("%w: addr is not UTF-8", ErrBadHeartbeat)
+	}
+	if err := config.CheckAddr(req.GetAddr()); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadHeartbeat, err)
+	}
+	if _, ok := api.Role_name[int32(req.GetRole())]; !ok {
+		return fmt.Errorf("%w: unknown role %d", ErrBadHeartbeat, req.GetRole())
+	}
+	return nil
 }

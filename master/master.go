@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/internal/conns"
 	"github.com/gavel-auction/gavel/pki"
@@ -117,6 +118,9 @@ type Master struct {
 	silent map[string]uint64
 
 	metrics *metrics // safe for concurrent use
+	// guard checks who calls: with TLS, a heartbeat comes from the node
+	// it names, or from a master forwarding it.
+	guard *auth.Guard
 
 	// conns are the gRPC connections to other masters.
 	conns *conns.Cache
@@ -149,6 +153,7 @@ func New(opts Options) (*Master, error) {
 		return nil, fmt.Errorf("master: data dir: %w", err)
 	}
 	m.metrics = newMetrics(m)
+	m.guard = auth.NewGuard(auth.GuardOptions{TLS: opts.TLS != nil, Log: m.log})
 	m.fsm = newFSM(m.log, m.onCommit)
 
 	out := opts.RaftLog
@@ -518,15 +523,34 @@ type masterServer struct {
 }
 
 // Heartbeat answers at the leader, and is forwarded there by followers.
+//
+// With TLS a heartbeat speaks for the node whose certificate sent it
+// (role node, the request's id), or comes from a master that forwards
+// one it checked so; any other is refused (PermissionDenied, logged) and
+// recorded nowhere. A malformed request (CheckHeartbeat) is refused with
+// InvalidArgument, also unrecorded.
 func (s *masterServer) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api.HeartbeatReply, error) {
-	if req.GetId() == "" || req.GetAddr() == "" {
-		return nil, status.Error(codes.InvalidArgument, "heartbeat needs the node's id and addr")
+	if err := CheckHeartbeat(req); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	fwd := len(md.Get(forwardedKey)) > 0
+	p, err := s.m.guard.Peer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if s.m.guard.TLS() && !(p == pki.Peer{Role: pki.RoleNode, ID: req.GetId()}) && !(fwd && p.Is(pki.RoleMaster)) {
+		why := fmt.Sprintf("a heartbeat for node %q from a certificate of %s: a node heartbeats only for itself", req.GetId(), p)
+		if p.Is(pki.RoleMaster) {
+			why = fmt.Sprintf("master %s sent a heartbeat for node %q without forwarding one", p.ID, req.GetId())
+		}
+		return nil, s.m.guard.Refuse(ctx, codes.PermissionDenied, p, why, "node", req.GetId(), "incarnation", req.GetIncarnation())
 	}
 	rep, err := s.m.heartbeat(req)
 	if err == nil {
 		return rep, nil
 	}
-	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(forwardedKey)) > 0 {
+	if fwd {
 		return nil, status.Errorf(codes.Unavailable, "master %s is not the leader", s.m.self.ID)
 	}
 	conn, leader, cerr := s.m.leaderConn()
@@ -545,6 +569,9 @@ func (s *masterServer) Heartbeat(ctx context.Context, req *api.HeartbeatRequest)
 // than after_epoch, then the latest one after each change (epochs
 // superseded while a send was under way are skipped).
 func (s *masterServer) Watch(req *api.WatchRequest, stream grpc.ServerStreamingServer[api.ChainConfig]) error {
+	if _, err := s.m.guard.Peer(stream.Context()); err != nil {
+		return err
+	}
 	s.m.watchers.Add(1)
 	defer s.m.watchers.Add(-1)
 	after := req.GetAfterEpoch()
@@ -568,7 +595,10 @@ func (s *masterServer) Watch(req *api.WatchRequest, stream grpc.ServerStreamingS
 
 // Status reports this master's Raft state and configuration; the leader
 // adds its view of every node.
-func (s *masterServer) Status(context.Context, *api.MasterStatusRequest) (*api.MasterStatus, error) {
+func (s *masterServer) Status(ctx context.Context, _ *api.MasterStatusRequest) (*api.MasterStatus, error) {
+	if _, err := s.m.guard.Peer(ctx); err != nil {
+		return nil, err
+	}
 	m := s.m
 	stats := m.raft.Stats()
 	parse := func(k string) uint64 { v, _ := strconv.ParseUint(stats[k], 10, 64); return v }

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/internal/conns"
 )
 
@@ -302,7 +303,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // eventually retries check every millisecond until it returns nil, and
 // returns when it did; it fails the test with check's last error after
 // settle. Checks that a change of leader can upset for a moment use it.
-func eventually(t *testing.T, what string, check func() error) time.Time {
+func eventually(t testing.TB, what string, check func() error) time.Time {
 	t.Helper()
 	var err error
 	deadline := time.Now().Add(settle)
@@ -927,7 +928,7 @@ func (s *fakeWatchStream) next(d time.Duration) *api.ChainConfig {
 
 // fsmOnlyMaster is a Master with just the parts Watch uses.
 func fsmOnlyMaster(t *testing.T, cfg Config) *Master {
-	m := &Master{fsm: testFSM(t), stop: make(chan struct{})}
+	m := &Master{fsm: testFSM(t), stop: make(chan struct{}), guard: auth.NewGuard(auth.GuardOptions{})}
 	m.fsm.set(cfg)
 	return m
 }
@@ -972,7 +973,7 @@ func TestWatchSendsNewerConfigsInOrder(t *testing.T) {
 // TestHeartbeatNeedsIDAndAddr checks that a heartbeat without the node's
 // id or address is refused before anything else is looked at.
 func TestHeartbeatNeedsIDAndAddr(t *testing.T) {
-	s := &masterServer{m: &Master{}}
+	s := &masterServer{m: &Master{guard: auth.NewGuard(auth.GuardOptions{})}}
 	for _, req := range []*api.HeartbeatRequest{{}, {Id: "n1"}, {Addr: "n1:1"}} {
 		if _, err := s.Heartbeat(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("Heartbeat(%v) = %v, want InvalidArgument", req, err)
@@ -988,7 +989,7 @@ var (
 // soloLeader is a Master with a one-voter in-memory Raft group, acting as
 // leader, with no gRPC server and no leader loop: the test calls heartbeat
 // and step itself.
-func soloLeader(t *testing.T) *Master {
+func soloLeader(t testing.TB) *Master {
 	t.Helper()
 	m := &Master{
 		opts: Options{ID: "m1", Heartbeat: hbPeriod, FailureTimeout: failTimeout, Lease: leaseTime},
@@ -996,6 +997,7 @@ func soloLeader(t *testing.T) *Master {
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
 		silent: map[string]uint64{},
 		conns:  conns.New(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		guard:  auth.NewGuard(auth.GuardOptions{}),
 	}
 	m.fsm = newFSM(m.log, nil)
 	rc := raft.DefaultConfig()

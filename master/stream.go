@@ -27,7 +27,7 @@ type streamLayer struct {
 	// side verifies the server's.
 	tls *tls.Config
 	// masters are the ids of the group's masters. With TLS, a Raft peer
-	// must present a certificate whose CommonName is one of them: a node's,
+	// must present a master's certificate (pki.RoleMaster) whose id is one of them: a node's,
 	// a gateway's or the tools' certificate, though signed by the same CA,
 	// does not admit its holder to the group's Raft.
 	masters map[string]bool
@@ -118,7 +118,7 @@ func (s *streamLayer) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
-	if peer := s.peerName(tc); !s.masters[peer] {
+	if peer, ok := s.master(tc); !ok {
 		s.log.Warn("refused raft connection: the peer's certificate is not a master's", "remote", c.RemoteAddr().String(),
 			"peer_cert", peer, "masters", s.ids())
 		c.Close()
@@ -132,13 +132,20 @@ func (s *streamLayer) handshake(c net.Conn) {
 	}
 }
 
-// peerName is the CommonName of the certificate tc's peer presented.
-func (s *streamLayer) peerName(tc *tls.Conn) string {
+// master reports whether tc's peer presented the certificate of one of
+// the group's masters (role master, one of the masters' ids), and who the
+// certificate names, for logs: ROLE/ID, or its CommonName and why it
+// names no identity.
+func (s *streamLayer) master(tc *tls.Conn) (string, bool) {
 	certs := tc.ConnectionState().PeerCertificates
 	if len(certs) == 0 {
-		return ""
+		return "", false
 	}
-	return certs[0].Subject.CommonName
+	p, err := pki.CertPeer(certs[0])
+	if err != nil {
+		return certs[0].Subject.CommonName + " (" + err.Error() + ")", false
+	}
+	return p.String(), p.Role == pki.RoleMaster && s.masters[p.ID]
 }
 
 // ids lists the masters' ids, for logs.
@@ -171,7 +178,7 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 		c.Close()
 		return nil, fmt.Errorf("TLS handshake with %s: %w", address, err)
 	}
-	if peer := s.peerName(tc); !s.masters[peer] {
+	if peer, ok := s.master(tc); !ok {
 		c.Close()
 		return nil, fmt.Errorf("%s presents the certificate of %q, not of a master (%v)", address, peer, s.ids())
 	}

@@ -34,7 +34,12 @@ func (l *lockedBuffer) String() string {
 
 func identity(t *testing.T, ca *pki.CA, trust []byte, id string) *pki.Identity {
 	t.Helper()
-	kp, err := ca.Issue(id, nil, time.Hour)
+	return identityAs(t, ca, trust, pki.Peer{Role: pki.RoleMaster, ID: id})
+}
+
+func identityAs(t *testing.T, ca *pki.CA, trust []byte, who pki.Peer) *pki.Identity {
+	t.Helper()
+	kp, err := ca.Issue(who, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,8 +78,10 @@ func TestStreamLayerTLS(t *testing.T) {
 	defer server.Close()
 	peer := &streamLayer{tls: identity(t, ca, caPEM, "m2").PeerConfig(), masters: masters, log: log}
 	stranger := &streamLayer{tls: identity(t, foreign, caPEM, "m9").PeerConfig(), masters: masters, log: log}
-	// A node's certificate, of the cluster's own CA, is not a master's.
-	node := &streamLayer{tls: identity(t, ca, caPEM, "n1").PeerConfig(), masters: map[string]bool{"m1": true}, log: log}
+	// A node's certificate, of the cluster's own CA, is not a master's,
+	// even when it carries a master's id.
+	node := &streamLayer{tls: identityAs(t, ca, caPEM, pki.Peer{Role: pki.RoleNode, ID: "m2"}).PeerConfig(),
+		masters: map[string]bool{"m1": true}, log: log}
 
 	silent, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -151,12 +158,12 @@ func TestStreamLayerTLS(t *testing.T) {
 		c.Close()
 	}
 	deadline = time.Now().Add(2 * time.Second)
-	for !strings.Contains(logs.String(), "peer_cert=n1") && time.Now().Before(deadline) {
+	for !strings.Contains(logs.String(), "peer_cert=node/m2") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if want := `msg="refused raft connection: the peer's certificate is not a master's"`; !strings.Contains(logs.String(), want) ||
-		!strings.Contains(logs.String(), "peer_cert=n1") {
-		t.Errorf("log lacks %q for n1:\n%s", want, logs.String())
+		!strings.Contains(logs.String(), "peer_cert=node/m2") {
+		t.Errorf("log lacks %q for node/m2:\n%s", want, logs.String())
 	}
 	// A master dialing a server that is not a master refuses it too.
 	if c, err := peer.Dial(raft.ServerAddress(addr), 2*time.Second); err != nil {

@@ -19,4 +19,13 @@ var (
 	// ErrExists is returned by WriteKeyPair when a file is there already
 	// and overwriting was not asked for.
 	ErrExists = errors.New("file exists")
+	// ErrNoTLS is returned by PeerOf for a call that came without TLS.
+	ErrNoTLS = errors.New("no TLS: the peer is not authenticated")
+	// ErrNoIdentity is returned by CertPeer and PeerOf when a certificate
+	// names no role and id (no gavel://ROLE/ID subject alternative name).
+	ErrNoIdentity = errors.New("certificate names no gavel identity")
+	// ErrBadIdentity is returned by CertPeer, PeerOf and CA.Issue for an
+	// unknown role, an invalid id, or a certificate whose gavel URI and
+	// CommonName disagree.
+	ErrBadIdentity = errors.New("invalid gavel identity")
 )

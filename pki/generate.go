@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,12 +85,17 @@ func NewCA(name string, validFor time.Duration) (*CA, error) {
 // PEM returns the CA's certificate and private key, PEM-encoded.
 func (ca *CA) PEM() KeyPair { return ca.pair }
 
-// Issue makes the certificate of process id, signed by the CA: a new
-// ECDSA P-256 key, CommonName id, usable by servers and clients alike,
-// valid for validFor from now. Its subject alternative names are hosts
-// (IP addresses and DNS names; see Hosts) and the loopback names
-// 127.0.0.1, ::1 and localhost.
-func (ca *CA) Issue(id string, hosts []string, validFor time.Duration) (KeyPair, error) {
+// Issue makes the certificate of who (a process id with its role), signed
+// by the CA: a new ECDSA P-256 key, CommonName who.ID, usable by servers
+// and clients alike, valid for validFor from now. Its subject alternative
+// names are the URI gavel://ROLE/ID (see CertPeer), hosts (IP addresses
+// and DNS names; see Hosts) and the loopback names 127.0.0.1, ::1 and
+// localhost. An unknown role or an invalid id wraps ErrBadIdentity.
+func (ca *CA) Issue(who Peer, hosts []string, validFor time.Duration) (KeyPair, error) {
+	if err := who.check(); err != nil {
+		return KeyPair{}, err
+	}
+	id := who.ID
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return KeyPair{}, fmt.Errorf("generating the key of %s: %w", id, err)
@@ -106,6 +112,7 @@ func (ca *CA) Issue(id string, hosts []string, validFor time.Duration) (KeyPair,
 		NotAfter:     now.Add(validFor),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{who.URI()},
 	}
 	for _, h := range Hosts(append(slices.Clone(hosts), loopback...)...) {
 		if ip := net.ParseIP(h); ip != nil {

@@ -2,7 +2,11 @@
 //
 // A cluster has one certificate authority (NewCA); every process, and the
 // command-line tools, hold a certificate signed by it (CA.Issue), named
-// after the process id and valid for the hosts it is reached at. Load reads
+// after the process id and valid for the hosts it is reached at. A
+// certificate also names its holder's role (master, node, gateway, client
+// or admin) in a URI, gavel://ROLE/ID: a server learns who calls it from
+// the certificate the call's TLS handshake verified (PeerOf), and decides
+// what the caller may do from that alone. Load reads
 // a process's certificate, key and the CA file into an Identity, which
 // gives the tls.Config of each role: a gRPC server that requires a client
 // certificate of the CA (ServerConfig), a client that verifies the server
@@ -95,6 +99,10 @@ func LoadPool(caFile string) (*x509.CertPool, error) {
 
 // Certificate returns the process's own certificate.
 func (id *Identity) Certificate() *x509.Certificate { return id.cert.Leaf }
+
+// Peer returns the role and id the process's certificate names (see
+// CertPeer).
+func (id *Identity) Peer() (Peer, error) { return CertPeer(id.cert.Leaf) }
 
 // Pool returns the CA certificates the identity trusts.
 func (id *Identity) Pool() *x509.CertPool { return id.pool }

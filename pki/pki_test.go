@@ -29,7 +29,7 @@ type files struct {
 // ca's certificate, to dir.
 func writeIdentity(t *testing.T, dir string, ca *CA, id string, hosts ...string) files {
 	t.Helper()
-	kp, err := ca.Issue(id, hosts, day)
+	kp, err := ca.Issue(testPeer(id), hosts, day)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +41,34 @@ func writeIdentity(t *testing.T, dir string, ca *CA, id string, hosts ...string)
 		t.Fatal(err)
 	}
 	return f
+}
+
+// testPeer is the identity of a test certificate for id: a master for
+// m..., a node for n..., a gateway for g..., else a client.
+func testPeer(id string) Peer {
+	switch id[0] {
+	case 'm':
+		return Peer{RoleMaster, id}
+	case 'n':
+		return Peer{RoleNode, id}
+	case 'g':
+		return Peer{RoleGateway, id}
+	}
+	return Peer{RoleClient, id}
+}
+
+// issue makes who's certificate with ca and parses it into an Identity.
+func issue(t *testing.T, ca *CA, who Peer, hosts []string, validFor time.Duration) *Identity {
+	t.Helper()
+	kp, err := ca.Issue(who, hosts, validFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := Parse(ca.PEM().CertPEM, kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 func newCA(t *testing.T, name string) *CA {
@@ -87,14 +115,7 @@ func TestIssueNamesAndUsages(t *testing.T) {
 	if want := []string{"10.0.0.7", "node1.example.com", "fd00::1"}; !slices.Equal(hosts, want) {
 		t.Fatalf("Hosts = %q, want %q (unspecified and duplicate hosts left out)", hosts, want)
 	}
-	kp, err := ca.Issue("n1", hosts, 30*day)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := Parse(ca.PEM().CertPEM, kp.CertPEM, kp.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := issue(t, ca, testPeer("n1"), hosts, 30*day)
 	c := id.Certificate()
 	if c.Subject.CommonName != "n1" || c.IsCA {
 		t.Errorf("leaf: CN %q, IsCA %v", c.Subject.CommonName, c.IsCA)
@@ -131,7 +152,7 @@ func TestIssueNamesAndUsages(t *testing.T) {
 func TestWriteKeyPair(t *testing.T) {
 	dir := t.TempDir()
 	ca := newCA(t, "gavel CA")
-	kp, err := ca.Issue("m1", nil, day)
+	kp, err := ca.Issue(testPeer("m1"), nil, day)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +176,7 @@ func TestWriteKeyPair(t *testing.T) {
 	if err := os.Chmod(key, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	kp2, _ := ca.Issue("m1", nil, day)
+	kp2, _ := ca.Issue(testPeer("m1"), nil, day)
 	reader, err := os.Open(key) // a process reading the old key meanwhile
 	if err != nil {
 		t.Fatal(err)
@@ -302,7 +323,7 @@ func TestHandshakes(t *testing.T) {
 	server := load(t, writeIdentity(t, dir, ca, "m1"))
 	client := load(t, writeIdentity(t, dir, ca, "client"))
 	foreignCA := newCA(t, "foreign CA")
-	fkp, err := foreignCA.Issue("n9", nil, day)
+	fkp, err := foreignCA.Issue(testPeer("n9"), nil, day)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +422,7 @@ func TestCABundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := load(t, f)
-	kp, _ := newCA.Issue("n2", nil, day)
+	kp, _ := newCA.Issue(testPeer("n2"), nil, day)
 	n2, err := Parse(bundle, kp.CertPEM, kp.KeyPEM)
 	if err != nil {
 		t.Fatal(err)

@@ -135,6 +135,10 @@ func (d *dialer) dial(ctx context.Context, bidder string) (*websocket.Conn, erro
 			return nil, fmt.Errorf("token for %q: %w", bidder, err)
 		}
 		hdr.Set("Authorization", "Bearer "+tok)
+		// A gateway with tokens wants to know the page a connection
+		// comes from: its own.
+		_, web := d.t.scheme()
+		hdr.Set("Origin", web+"://"+d.t.Addr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()

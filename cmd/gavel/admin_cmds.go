@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/config"
 	"github.com/gavel-auction/gavel/internal/clusterstatus"
@@ -248,11 +249,14 @@ Exits 2 when nothing answers.`)
 	if err != nil {
 		return err
 	}
-	cl, cfg, cctx, done, err := com.call(ctx)
+	cl, cfg, cctx, done, err := com.asAdmin().call(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
+	if cctx, err = com.authorize(cctx, cfg, adminID, auth.RoleAdmin); err != nil {
+		return err
+	}
 	cs := clusterstatus.New(cfg, cl, com.dial, min(com.timeout, client.DefaultAttemptTimeout))
 	if com.node != "" || len(cfg.Masters) == 0 {
 		return nodesStatus(cctx, e, com, cs)
@@ -375,7 +379,7 @@ Exits 0 when every listed node took the configuration, 2 otherwise.`)
 	if f.Changed("epoch") && *epoch == 0 {
 		return f.usageErr("--epoch must be at least 1")
 	}
-	cl, cfg, err := com.client()
+	cl, cfg, err := com.asAdmin().client()
 	if err != nil {
 		return err
 	}
@@ -392,6 +396,9 @@ Exits 0 when every listed node took the configuration, 2 otherwise.`)
 
 	cctx, cancel := context.WithTimeout(ctx, com.timeout)
 	defer cancel()
+	if cctx, err = com.authorize(cctx, cfg, adminID, auth.RoleAdmin); err != nil {
+		return err
+	}
 	res := cl.StatusAll(cctx)
 	var highest uint64
 	var targets []pushResult

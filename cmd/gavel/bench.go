@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
+	"github.com/gavel-auction/gavel/config"
 	"github.com/gavel-auction/gavel/latency"
 	"github.com/gavel-auction/gavel/wsbench"
 )
@@ -144,12 +146,16 @@ to many watchers instead.`)
 	case p.via != "ws" && f.Changed("gateway"):
 		return f.usageErr("--gateway applies to --via ws only")
 	}
-	cl, cfg, err := com.client()
+	cl, cfg, err := com.asAdmin().client()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	p.timeout = com.timeout
+	actx, err := com.authorize(ctx, cfg, adminID, auth.RoleAdmin)
+	if err != nil {
+		return err
+	}
 	var target wsbench.Target
 	if p.via == "ws" {
 		if target, err = gatewayTarget(f, cfg, *gw); err != nil {
@@ -171,7 +177,7 @@ to many watchers instead.`)
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 
 	run := client.NewRequestID()[:8]
-	ids, err := benchOpen(ctx, cl, run, p)
+	ids, err := benchOpen(actx, cl, run, p)
 	if err != nil {
 		return err
 	}
@@ -181,6 +187,9 @@ to many watchers instead.`)
 		}
 		s := cl.NewBidSession()
 		return s.Bid, func() { s.Close() }
+	}
+	if cfg.Auth.Secret != "" {
+		newBid = withBidderTokens(newBid, com, cfg)
 	}
 	via := "straight to the chain"
 	if p.via == "ws" {
@@ -363,4 +372,29 @@ func startCPUProfile(path string) (stop func(), err error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// withBidderTokens wraps the bid functions of newBid so that each bid
+// carries its bidder's token, signed with cfg's auth.secret once per
+// bidder: nodes that run with auth.secret take no bid without one.
+func withBidderTokens(newBid func(int) (bidFunc, func()), com *common, cfg *config.Config) func(int) (bidFunc, func()) {
+	var mu sync.Mutex // guards tokens
+	tokens := map[string]string{}
+	return func(i int) (bidFunc, func()) {
+		bid, done := newBid(i)
+		return func(ctx context.Context, auctionID, bidder string, amount int64, requestID string) (*api.BidReply, error) {
+			mu.Lock()
+			tok, ok := tokens[bidder]
+			if !ok {
+				var err error
+				if tok, err = com.tokenFor(cfg, bidder, auth.RoleBidder); err != nil {
+					mu.Unlock()
+					return nil, err
+				}
+				tokens[bidder] = tok
+			}
+			mu.Unlock()
+			return bid(auth.WithToken(ctx, tok), auctionID, bidder, amount, requestID)
+		}, done
+	}
 }

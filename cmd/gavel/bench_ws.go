@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/config"
-	"github.com/gavel-auction/gavel/gateway"
+
+	"github.com/gavel-auction/gavel/pki"
 	"github.com/gavel-auction/gavel/wsbench"
 )
 
@@ -89,7 +91,7 @@ dial, watch and bid, and the wait for the last replies and pushes.`)
 	case c.DialConcurrency <= 0:
 		return f.usageErr("--dial-concurrency must be positive")
 	}
-	cl, cfg, err := com.client()
+	cl, cfg, err := com.asAdmin().client()
 	if err != nil {
 		return err
 	}
@@ -97,7 +99,7 @@ dial, watch and bid, and the wait for the last replies and pushes.`)
 	if c.Target, err = gatewayTarget(f, cfg, *gw); err != nil {
 		return err
 	}
-	c.Chain = wsbench.ClientChain(cl)
+	c.Chain = authChain{Chain: wsbench.ClientChain(cl), com: com, cfg: cfg}
 	c.Timeout = com.timeout
 	c.Run = client.NewRequestID()[:8]
 	c.Warn = func(line string) { fmt.Fprintf(e.stderr, "bench ws: warning: %s\n", line) }
@@ -197,7 +199,7 @@ func gatewayTarget(f *flags, cfg *config.Config, flag string) (wsbench.Target, e
 			return t, f.usageErr("--gateway %q: neither a gateway id of %s nor host:port", flag, cfg.File)
 		}
 	}
-	ident, err := processTLS(cfg, clientID)
+	ident, err := processTLS(cfg, pki.RoleClient, clientID)
 	if err != nil {
 		return t, err
 	}
@@ -209,7 +211,7 @@ func gatewayTarget(f *flags, cfg *config.Config, flag string) (wsbench.Target, e
 			if bidder == "" {
 				bidder = benchWatcherName
 			}
-			return gateway.NewToken([]byte(secret), bidder, gateway.RoleBidder, benchTokenTTL, time.Now())
+			return auth.NewToken([]byte(secret), bidder, auth.RoleBidder, benchTokenTTL, time.Now())
 		}
 	}
 	return t, nil
@@ -256,4 +258,31 @@ func wsBidFunc(b *wsbench.Bidder) bidFunc {
 		}
 		return rep, nil
 	}
+}
+
+// authChain is a wsbench.Chain whose calls carry the tokens that nodes with
+// auth.secret want: an admin token for an open, the bidder's for a bid
+// (see common.authorize; none in open mode).
+type authChain struct {
+	wsbench.Chain
+	com *common
+	cfg *config.Config
+}
+
+// Open implements wsbench.Chain.
+func (a authChain) Open(ctx context.Context, auction string, d time.Duration) error {
+	ctx, err := a.com.authorize(ctx, a.cfg, adminID, auth.RoleAdmin)
+	if err != nil {
+		return err
+	}
+	return a.Chain.Open(ctx, auction, d)
+}
+
+// Bid implements wsbench.Chain.
+func (a authChain) Bid(ctx context.Context, auction, bidder string, amount int64) (wsbench.BidResult, error) {
+	ctx, err := a.com.authorize(ctx, a.cfg, bidder, auth.RoleBidder)
+	if err != nil {
+		return wsbench.BidResult{}, err
+	}
+	return a.Chain.Bid(ctx, auction, bidder, amount)
 }

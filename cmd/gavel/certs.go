@@ -19,6 +19,7 @@ const defaultCAFile = "certs/ca.crt"
 // certJob is one certificate certs init writes.
 type certJob struct {
 	id        string // process id; "" for the CA
+	role      pki.Role
 	cert, key string
 	hosts     []string // the host parts of the process's addresses
 }
@@ -28,12 +29,17 @@ func cmdCerts(_ context.Context, e *env, args []string) error {
 Make the certificates of the cluster's mutual TLS: a certificate authority
 at tls.ca (certs/ca.crt when tls.ca is not set) with its private key beside
 it (certs/ca.key), and one certificate and key per master, node and gateway
-of the configuration, and one for the command-line tools (id "client"), at
-tls.cert and tls.key with {id} replaced by the process id.
+of the configuration, and two for the command-line tools: "client" (bid,
+result, auctions) and "admin" (status, open, reconfigure, bench, launch;
+on a machine without the admin files these use the client certificate,
+and the nodes refuse what only admins may do), at tls.cert and tls.key
+with {id} replaced by the id.
 
-Each process certificate is named after its id and is valid for the hosts
-of the process's addresses (addr, raft_addr, listen_addr, ...) and for
-127.0.0.1, ::1 and localhost. Keys are written with mode 0600. Relative
+Each certificate names its holder's role and id (CommonName = id, and the
+URI gavel://ROLE/ID, ROLE being master, node, gateway, client or admin):
+servers decide what a caller may do from it (docs/security.md). A process
+certificate is valid for the hosts of the process's addresses (addr,
+raft_addr, listen_addr, ...) and for 127.0.0.1, ::1 and localhost. Keys are written with mode 0600. Relative
 paths are relative to the current directory, as they are for the
 processes.
 
@@ -96,7 +102,7 @@ signs certificates, no process reads it. TLS is on once tls.ca is set.`)
 	fmt.Fprintf(e.stdout, "wrote %s and %s: CA %q, valid until %s\n", jobs[0].cert, jobs[0].key,
 		ca.Cert.Subject.CommonName, ca.Cert.NotAfter.Format(time.DateOnly))
 	for _, j := range jobs[1:] {
-		kp, err := ca.Issue(j.id, j.hosts, validity)
+		kp, err := ca.Issue(pki.Peer{Role: j.role, ID: j.id}, j.hosts, validity)
 		if err != nil {
 			return exception("certs init: %v", err)
 		}
@@ -104,7 +110,7 @@ signs certificates, no process reads it. TLS is on once tls.ca is set.`)
 			return exception("certs init: %v", err)
 		}
 		names := strings.Join(pki.Hosts(append(slices.Clone(j.hosts), "127.0.0.1", "::1", "localhost")...), ", ")
-		fmt.Fprintf(e.stdout, "wrote %s and %s: %s, for %s\n", j.cert, j.key, j.id, names)
+		fmt.Fprintf(e.stdout, "wrote %s and %s: %s %s, for %s\n", j.cert, j.key, j.role, j.id, names)
 	}
 	fmt.Fprintf(e.stdout, "certificates valid until %s; keep %s off the hosts: it signs certificates, no process reads it\n",
 		time.Now().Add(validity).Format(time.DateOnly), jobs[0].key)
@@ -115,7 +121,7 @@ signs certificates, no process reads it. TLS is on once tls.ca is set.`)
 }
 
 // certJobs lists what certs init writes for cfg: the CA first, then every
-// master, node and gateway, then the tools' certificate.
+// master, node and gateway, then the tools' certificates (client, admin).
 func certJobs(cfg *config.Config) ([]certJob, error) {
 	for key, tmpl := range map[string]string{"tls.cert": cfg.TLS.Cert, "tls.key": cfg.TLS.Key} {
 		if !strings.Contains(tmpl, "{id}") {
@@ -128,26 +134,27 @@ func certJobs(cfg *config.Config) ([]certJob, error) {
 		caFile = defaultCAFile
 	}
 	jobs := []certJob{{cert: caFile, key: strings.TrimSuffix(caFile, filepath.Ext(caFile)) + ".key"}}
-	add := func(id string, addrs ...string) {
+	add := func(role pki.Role, id string, addrs ...string) {
 		cert, key := cfg.TLSFiles(id)
-		jobs = append(jobs, certJob{id: id, cert: cert, key: key, hosts: pki.Hosts(addrs...)})
+		jobs = append(jobs, certJob{id: id, role: role, cert: cert, key: key, hosts: pki.Hosts(addrs...)})
 	}
 	for _, m := range cfg.Masters {
-		add(m.ID, m.Addr, m.RaftAddr, m.ListenAddr, m.RaftListenAddr, m.HTTPAddr)
+		add(pki.RoleMaster, m.ID, m.Addr, m.RaftAddr, m.ListenAddr, m.RaftListenAddr, m.HTTPAddr)
 	}
 	for _, n := range cfg.Nodes {
-		add(n.ID, n.Addr, n.ListenAddr, n.HTTPAddr)
+		add(pki.RoleNode, n.ID, n.Addr, n.ListenAddr, n.HTTPAddr)
 	}
 	for _, g := range cfg.Gateways {
-		add(g.ID, g.Addr, g.ListenAddr)
+		add(pki.RoleGateway, g.ID, g.Addr, g.ListenAddr)
 	}
 	for _, j := range jobs[1:] {
-		if j.id == clientID {
-			return nil, &exitError{code: exitUsage, msg: fmt.Sprintf("%s: a process is called %q, the id of the command-line tools' certificate: rename it",
-				cfg.File, clientID)}
+		if j.id == clientID || j.id == adminID {
+			return nil, &exitError{code: exitUsage, msg: fmt.Sprintf("%s: a process is called %q, the id of a command-line tools' certificate: rename it",
+				cfg.File, j.id)}
 		}
 	}
-	add(clientID)
+	add(pki.RoleClient, clientID)
+	add(pki.RoleAdmin, adminID)
 	seen := map[string]string{}
 	for _, j := range jobs {
 		for _, p := range []string{j.cert, j.key} {

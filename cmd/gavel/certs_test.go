@@ -104,13 +104,27 @@ func TestCertsInitAndTLSCluster(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("certs init: exit %d\n%s%s", code, out, errb)
 	}
-	for _, id := range []string{"ca", "m1", "n1", "n2", "g1", "client"} {
+	for _, id := range []string{"ca", "m1", "n1", "n2", "g1", "client", "admin"} {
 		if !strings.Contains(out, filepath.Join(dir, "certs", id+".crt")+" and "+filepath.Join(dir, "certs", id+".key")) {
 			t.Errorf("certs init does not say it wrote %s's files:\n%s", id, out)
 		}
 		st, err := os.Stat(filepath.Join(dir, "certs", id+".key"))
 		if err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s.key: %v %v", id, st, err)
+		}
+	}
+	// Each certificate names its holder's role and id.
+	for id, role := range map[string]pki.Role{"m1": pki.RoleMaster, "n1": pki.RoleNode, "n2": pki.RoleNode,
+		"g1": pki.RoleGateway, "client": pki.RoleClient, "admin": pki.RoleAdmin} {
+		ident, err := pki.Load(filepath.Join(dir, "certs", "ca.crt"), filepath.Join(dir, "certs", id+".crt"), filepath.Join(dir, "certs", id+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := ident.Peer(); err != nil || p != (pki.Peer{Role: role, ID: id}) {
+			t.Errorf("%s.crt names %v (%v), want %s/%s", id, p, err, role, id)
+		}
+		if want := fmt.Sprintf("%s %s, for", role, id); !strings.Contains(out, want) {
+			t.Errorf("certs init does not say %q:\n%s", want, out)
 		}
 	}
 	if strings.Contains(out, "tls.ca is not set") {
@@ -207,6 +221,25 @@ func TestCertsInitAndTLSCluster(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if _, out, _ := runCLI(t, "status", "--config", cfgPath, "--json"); !strings.Contains(out, `"data_dir":`) {
+		t.Errorf("status with the admin certificate shows no data dir: %s", out)
+	}
+	// A machine with the client certificate only: status works, without
+	// the data dirs; opening an auction is refused (no admin, no tokens).
+	adminCrt := filepath.Join(dir, "certs", "admin.crt")
+	if err := os.Rename(adminCrt, adminCrt+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errb := runCLI(t, "status", "--config", cfgPath, "--json"); code != exitOK || strings.Contains(out, `"data_dir":`) {
+		t.Errorf("status with the client certificate: exit %d, %s%s", code, out, errb)
+	}
+	if code, out, errb := runCLI(t, "reconfigure", "--chain", "n1", "--config", cfgPath); code != exitException ||
+		!strings.Contains(out, "changing the chain configuration needs an admin certificate") {
+		t.Errorf("reconfigure with the client certificate: exit %d, %s%s", code, out, errb)
+	}
+	if err := os.Rename(adminCrt+".away", adminCrt); err != nil {
+		t.Fatal(err)
+	}
 	expect(t, exitOK, nil, "open", "a1", "--duration", "1m", "--config", cfgPath)
 	expect(t, exitOK, []string{"success: alice leads a1 with 5"}, "bid", "--auction", "a1", "--bidder", "alice", "5", "--config", cfgPath)
 
@@ -271,6 +304,26 @@ func TestCertsInitAndTLSCluster(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errb, filepath.Join(dir, "elsewhere", "client.crt")) ||
 		!strings.Contains(errb, "no such file") || !strings.Contains(errb, "gavel certs init") {
 		t.Errorf("bid without the client certificate: exit %d, stderr %q", code, errb)
+	}
+
+	// A process whose certificate names someone else (here n2's files as
+	// n1's) refuses to start, saying so.
+	swapped := filepath.Join(dir, "swapped")
+	if err := os.MkdirAll(swapped, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, ext := range []string{".crt", ".key"} {
+		b, _ := os.ReadFile(filepath.Join(dir, "certs", "n2"+ext))
+		if err := os.WriteFile(filepath.Join(swapped, "n1"+ext), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.TLS.Cert, cfg.TLS.Key = filepath.Join(swapped, "{id}.crt"), filepath.Join(swapped, "{id}.key")
+	if _, err := nodeOptions(cfg, "n1", false); err == nil || !strings.Contains(err.Error(), "names node/n2, not node/n1") {
+		t.Errorf("n1 with n2's certificate: %v", err)
+	}
+	if _, err := processTLS(cfg, pki.RoleGateway, "n1"); err == nil || !strings.Contains(err.Error(), "not gateway/n1") {
+		t.Errorf("a node's certificate as a gateway's: %v", err)
 	}
 }
 

@@ -30,12 +30,13 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 }
 
 // writeConfig writes a config.yaml naming the given node addresses (n1,
-// n2, ... in order) and returns its path.
+// n2, ... in order) and returns its path. Its cluster runs in plaintext
+// on loopback (insecure: true).
 func writeConfig(t *testing.T, extra string, addrs ...string) string {
 	t.Helper()
 	var b strings.Builder
 	dir := t.TempDir()
-	b.WriteString("nodes:\n")
+	b.WriteString("insecure: true\nnodes:\n")
 	for i, a := range addrs {
 		id := "n" + string(rune('1'+i))
 		b.WriteString("  - id: " + id + "\n    addr: " + a + "\n    data_dir: " + filepath.Join(dir, "data", id) + "\n")
@@ -438,5 +439,28 @@ func TestStatusWithMastersDown(t *testing.T) {
 	if code != exitException || !strings.Contains(errb, "no master and no node answered") ||
 		!strings.Contains(out, "masters: none answered (3 configured)") || !strings.Contains(out, "chain: unknown") {
 		t.Fatalf("nothing up: exit %d\nstdout: %s\nstderr: %s", code, out, errb)
+	}
+}
+
+// Without TLS a master, node or gateway starts only when the configuration
+// says insecure: true: otherwise it exits at once (3), naming the file and
+// the key, and listens on nothing.
+func TestServersRefusePlaintextWithoutInsecure(t *testing.T) {
+	dir := t.TempDir()
+	node, master, gw := "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"
+	path := filepath.Join(dir, "config.yaml")
+	yaml := "nodes:\n  - {id: n1, addr: \"" + node + "\"}\nmasters:\n  - {id: m1, addr: \"" + master +
+		"\", raft_addr: \"127.0.0.1:4\", data_dir: " + filepath.Join(dir, "m1") + "}\ngateways:\n  - {id: g1, addr: \"" + gw + "\"}\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"node", "--id", "n1"}, {"master", "--id", "m1"}, {"gateway", "--id", "g1"}} {
+		code, _, errb := runCLI(t, append(args, "--config", path)...)
+		if code != exitUsage || !strings.Contains(errb, path+": insecure: tls.ca is not set") || !strings.Contains(errb, "insecure: true") {
+			t.Errorf("gavel %v: exit %d, stderr %q; want 3 naming insecure", args, code, errb)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "m1")); err == nil {
+		t.Error("the refused master made its data dir")
 	}
 }

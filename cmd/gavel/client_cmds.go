@@ -11,6 +11,7 @@ import (
 
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auction"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 )
 
@@ -116,7 +117,7 @@ prints:  success: alice leads a1 with 100 (version 17)        exit 0
 		return exception("invalid bid: %v", err)
 	}
 
-	cl, _, err := com.client()
+	cl, cfg, err := com.client()
 	if err != nil {
 		return err
 	}
@@ -126,6 +127,9 @@ prints:  success: alice leads a1 with 100 (version 17)        exit 0
 	}
 	cctx, cancel := context.WithTimeout(ctx, com.timeout)
 	defer cancel()
+	if cctx, err = com.authorize(cctx, cfg, *bidder, auth.RoleBidder); err != nil {
+		return err
+	}
 	r, err := cl.Bid(cctx, *auctionID, *bidder, amount, *requestID)
 	if err != nil {
 		return unavailable(err, *requestID, "--request-id")
@@ -297,7 +301,7 @@ the closing time back to S after the bid (anti-sniping).`)
 		return exception("%v", err)
 	}
 
-	cl, _, err := com.client()
+	cl, cfg, err := com.asAdmin().client()
 	if err != nil {
 		return err
 	}
@@ -307,6 +311,9 @@ the closing time back to S after the bid (anti-sniping).`)
 	}
 	cctx, cancel := context.WithTimeout(ctx, com.timeout)
 	defer cancel()
+	if cctx, err = com.authorize(cctx, cfg, adminID, auth.RoleAdmin); err != nil {
+		return err
+	}
 	r, err := cl.Open(cctx, open)
 	if err != nil {
 		return unavailable(err, open.RequestId, "--request-id")

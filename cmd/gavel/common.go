@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gavel-auction/gavel/auction"
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/config"
 )
@@ -192,19 +193,62 @@ type common struct {
 	node       string
 	json       bool
 	timeout    time.Duration
+	// token is --token: a bearer token for nodes that run with
+	// auth.secret.
+	token string
+	// as is the id of the tools' certificate the command presents with
+	// TLS: clientID (the default) or adminID (see asAdmin).
+	as string
 	// dial are the gRPC dial options of the configuration (TLS), set by
 	// client.
 	dial []grpc.DialOption
 }
 
-// addCommon registers --config, --node, --json and --timeout on f.
+// addCommon registers --config, --node, --json, --timeout and --token on f.
 func addCommon(f *flags) *common {
-	c := &common{f: f}
+	c := &common{f: f, as: clientID}
 	f.StringVar(&c.configPath, "config", "config.yaml", "configuration file")
 	f.StringVar(&c.node, "node", "", "talk to this node only (host:port, or a node id from the config); it forwards")
 	f.BoolVar(&c.json, "json", false, "print one JSON object per line")
 	f.DurationVar(&c.timeout, "timeout", 0, "give up after this long (default: client.timeout of the config, 5s)")
+	f.StringVar(&c.token, "token", "", "bearer token (gavel token) for nodes that run with auth.secret "+
+		"(default: one signed with the config's auth.secret, when it has one)")
 	return c
+}
+
+// asAdmin makes the command present the admin tools' certificate
+// (adminID) instead of the client one: for the operator's commands.
+func (c *common) asAdmin() *common {
+	c.as = adminID
+	return c
+}
+
+// toolTokenTTL is the lifetime of a token a command signs for itself.
+const toolTokenTTL = time.Hour
+
+// authorize returns ctx carrying the bearer token of a command acting for
+// bidder with role (see tokenFor).
+func (c *common) authorize(ctx context.Context, cfg *config.Config, bidder string, role auth.Role) (context.Context, error) {
+	tok, err := c.tokenFor(cfg, bidder, role)
+	if err != nil {
+		return nil, err
+	}
+	return auth.WithToken(ctx, tok), nil
+}
+
+// tokenFor returns the bearer token of a command acting for bidder with
+// role: --token if given, else one signed with the configuration's
+// auth.secret, else "" (open mode, or the nodes check the certificate
+// alone).
+func (c *common) tokenFor(cfg *config.Config, bidder string, role auth.Role) (string, error) {
+	if c.token != "" || cfg.Auth.Secret == "" {
+		return c.token, nil
+	}
+	tok, err := auth.NewToken([]byte(cfg.Auth.Secret), bidder, role, c.timeout+toolTokenTTL, time.Now())
+	if err != nil {
+		return "", exception("signing a token for %s: %v", bidder, err)
+	}
+	return tok, nil
 }
 
 // parseCommon adds the common flags to f, parses args, and returns the
@@ -277,7 +321,7 @@ func (c *common) client() (*client.Client, *config.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c.dial, err = clientDialOptions(cfg)
+	c.dial, err = toolDialOptions(cfg, c.as)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -411,7 +455,8 @@ func addServerFlags(f *flags, kind string) serverFlags {
 }
 
 // load parses args (which must hold no positional argument and an --id)
-// and loads the configuration.
+// and loads the configuration, which must run with TLS or say insecure:
+// true (config.CheckTransport).
 func (s serverFlags) load(args []string) (*config.Config, error) {
 	pos, err := s.f.parse(args)
 	if err != nil {
@@ -425,6 +470,9 @@ func (s serverFlags) load(args []string) (*config.Config, error) {
 	}
 	cfg, err := config.Load(*s.configPath)
 	if err != nil {
+		return nil, &exitError{code: exitUsage, msg: err.Error()}
+	}
+	if err := cfg.CheckTransport(); err != nil {
 		return nil, &exitError{code: exitUsage, msg: err.Error()}
 	}
 	return cfg, nil

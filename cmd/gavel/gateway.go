@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/config"
 	"github.com/gavel-auction/gavel/gateway"
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // gatewayOptions builds gateway id's options from cfg, with the address it
@@ -23,13 +25,13 @@ func gatewayOptions(cfg *config.Config, id string) (gateway.Options, string, err
 		return gateway.Options{}, "", &exitError{code: exitUsage, msg: fmt.Sprintf("unknown gateway id %q: %s lists %s",
 			id, cfg.File, strings.Join(cfg.GatewayIDs(), ", "))}
 	}
-	ident, err := processTLS(cfg, gw.ID)
+	ident, err := processTLS(cfg, pki.RoleGateway, gw.ID)
 	if err != nil {
 		return gateway.Options{}, "", err
 	}
 	s := cfg.Gateway
 	return gateway.Options{ID: gw.ID, Nodes: cfg.NodeAddrs(), Masters: cfg.MasterAddrs(), Secret: cfg.Auth.Secret,
-		AllowedOrigins: s.AllowedOrigins, QueueSize: s.QueueSize, WriteTimeout: s.WriteTimeout,
+		AllowedOrigins: s.AllowedOrigins, AllowEmptyOrigin: s.AllowEmptyOrigin, QueueSize: s.QueueSize, WriteTimeout: s.WriteTimeout,
 		PingInterval: s.PingInterval, PongWait: s.PongWait, ReadLimit: s.ReadLimit,
 		SendBuffer: s.SendBuffer, Pprof: s.Pprof,
 		MetricsInterval: s.MetricsInterval, CallTimeout: cfg.Client.Timeout, TLS: ident}, config.Bind(gw.Addr, gw.ListenAddr), nil
@@ -126,14 +128,14 @@ Without auth.secret the gateways run in open mode and need no token.`)
 	if *ttl <= 0 {
 		return f.usageErr("--ttl must be positive, got %v", *ttl)
 	}
-	role := gateway.RoleBidder
+	role := auth.RoleBidder
 	if *admin {
-		role = gateway.RoleAdmin
+		role = auth.RoleAdmin
 	}
 	now := time.Now()
-	tok, err := gateway.NewToken([]byte(cfg.Auth.Secret), *bidder, role, *ttl, now)
+	tok, err := auth.NewToken([]byte(cfg.Auth.Secret), *bidder, role, *ttl, now)
 	if err != nil {
-		if errors.Is(err, gateway.ErrBadName) {
+		if errors.Is(err, auth.ErrBadName) {
 			return f.usageErr("--bidder: %v", err)
 		}
 		return exception("%v", err)

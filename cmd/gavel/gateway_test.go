@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gavel-auction/gavel/gateway"
+	"github.com/gavel-auction/gavel/auth"
 )
 
 const testSecret = "0123456789abcdef-cli"
@@ -28,11 +28,11 @@ func TestTokenCommand(t *testing.T) {
 
 	before := time.Now()
 	out = expect(t, exitOK, nil, "token", "--config", withSecret, "--bidder", "alice")
-	c, err := gateway.VerifyToken([]byte(testSecret), strings.TrimSpace(out), time.Now())
+	c, err := auth.VerifyToken([]byte(testSecret), strings.TrimSpace(out), time.Now())
 	if err != nil {
 		t.Fatalf("token %q: %v", out, err)
 	}
-	if c.Bidder != "alice" || c.Role != gateway.RoleBidder || c.Expires < before.Add(2*time.Hour).Unix() || c.Expires > time.Now().Add(2*time.Hour).Unix() {
+	if c.Bidder != "alice" || c.Role != auth.RoleBidder || c.Expires < before.Add(2*time.Hour).Unix() || c.Expires > time.Now().Add(2*time.Hour).Unix() {
 		t.Errorf("claims %+v: want alice, bidder, auth.token_ttl (2h)", c)
 	}
 
@@ -41,14 +41,14 @@ func TestTokenCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
 		t.Fatalf("--json: %q: %v", out, err)
 	}
-	c, err = gateway.VerifyToken([]byte(testSecret), j.Token, time.Now())
-	if err != nil || c.Role != gateway.RoleAdmin || j.Role != "admin" || j.Bidder != "root" || c.Expires > time.Now().Add(10*time.Minute).Unix() {
+	c, err = auth.VerifyToken([]byte(testSecret), j.Token, time.Now())
+	if err != nil || c.Role != auth.RoleAdmin || j.Role != "admin" || j.Bidder != "root" || c.Expires > time.Now().Add(10*time.Minute).Unix() {
 		t.Errorf("admin token %+v: claims %+v, %v", j, c, err)
 	}
 
 	t.Setenv("GAVEL_AUTH_SECRET", "from-the-environment-42")
 	out = expect(t, exitOK, nil, "token", "--config", open, "--bidder", "bob")
-	if _, err := gateway.VerifyToken([]byte("from-the-environment-42"), strings.TrimSpace(out), time.Now()); err != nil {
+	if _, err := auth.VerifyToken([]byte("from-the-environment-42"), strings.TrimSpace(out), time.Now()); err != nil {
 		t.Errorf("token signed with $GAVEL_AUTH_SECRET: %v", err)
 	}
 

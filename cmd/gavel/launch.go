@@ -238,7 +238,7 @@ func launchFailed(e *env, code int, err error) error {
 // nodes, dialing with the configuration's TLS, and the client it asks the
 // nodes with: close it when done.
 func newLaunchObserver(cfg *config.Config) (launch.Observer, *client.Client, error) {
-	dial, err := clientDialOptions(cfg)
+	dial, err := toolDialOptions(cfg, adminID)
 	if err != nil {
 		return nil, nil, err
 	}

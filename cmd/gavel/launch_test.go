@@ -119,7 +119,7 @@ func newLaunchEnv(t *testing.T, extra string, place map[string]string) *launchEn
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("cluster:\n  name: launch-test\nmasters:\n")
+	b.WriteString("cluster:\n  name: launch-test\ninsecure: true\nmasters:\n")
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("m%d", i)
 		le.addrs[id] = launchPort(t)
@@ -430,9 +430,11 @@ done
 `
 
 // TestLaunchRemoteLayout runs processes on two hosts reached through a
-// stand-in ssh and scp: each host's directory gets bin/gavel, config.yaml,
-// .run/ID.pid and .run/ID.log and its masters' data; status names each
-// process's host; down stops them all.
+// stand-in ssh and scp, with TLS (the launcher takes no plaintext beyond
+// the launching machine): each host's directory gets bin/gavel,
+// config.yaml, the certificates of its processes, .run/ID.pid and
+// .run/ID.log and its masters' data; status names each process's host;
+// down stops them all.
 func TestLaunchRemoteLayout(t *testing.T) {
 	tools := t.TempDir()
 	for name, script := range map[string]string{"ssh": fakeSSH, "scp": fakeSCP} {
@@ -450,8 +452,13 @@ func TestLaunchRemoteLayout(t *testing.T) {
   - name: h2
     ssh: h2.test:2222
     dir: %s
+tls:
+  ca: certs/ca.crt
 `, h1, h2), map[string]string{"m1": "h1", "n1": "h1", "m2": "h2", "n2": "h2", "g1": "h2"})
 	le.hostDirs = []string{h1, h2}
+	if code, out, errb := runCLI(t, "certs", "init", "--config", "config.yaml"); code != 0 {
+		t.Fatalf("certs init: exit %d\n%s%s", code, out, errb)
+	}
 	launchSSH, launchSCP = filepath.Join(tools, "ssh"), filepath.Join(tools, "scp")
 
 	out, _ := le.launch(0, "up")
@@ -467,12 +474,20 @@ func TestLaunchRemoteLayout(t *testing.T) {
 		}
 	}
 	for dir, ids := range map[string][]string{h1: {"m1", "n1"}, h2: {"m2", "n2", "g1"}} {
-		for _, f := range []string{"bin/gavel", "config.yaml"} {
+		for _, f := range []string{"bin/gavel", "config.yaml", "certs/ca.crt", "certs/client.crt", "certs/client.key"} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 				t.Errorf("%s: %v", dir, err)
 			}
 		}
+		if _, err := os.Stat(filepath.Join(dir, "certs/admin.key")); err == nil {
+			t.Errorf("%s holds the admin tools' key: it stays on the launching machine", dir)
+		}
 		for _, id := range ids {
+			for _, f := range []string{id + ".crt", id + ".key"} {
+				if _, err := os.Stat(filepath.Join(dir, "certs", f)); err != nil {
+					t.Errorf("%s: %v", dir, err)
+				}
+			}
 			if le.pid(id, dir) == 0 {
 				t.Errorf("no pid file of %s in %s/.run", id, dir)
 			}
@@ -522,7 +537,7 @@ func TestLaunchRemoteLayout(t *testing.T) {
 	}
 }
 
-// With tls: on, the launcher's status calls use the client certificate
+// With tls: on, the launcher's status calls use the admin certificate
 // and its gateway health checks https with the CA as root; the summary
 // gives https and wss URLs and wscat the CA.
 func TestLaunchTLS(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gavel-auction/gavel/config"
 	"github.com/gavel-auction/gavel/master"
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // masterOptions builds master id's options from cfg.
@@ -27,7 +28,7 @@ func masterOptions(cfg *config.Config, id string) (master.Options, error) {
 			CommitTimeout: cfg.Master.Raft.CommitTimeout, SnapshotThreshold: uint64(cfg.Master.Raft.SnapshotThreshold)},
 		JSONLogs: strings.EqualFold(cfg.Log.Format, "json"), RaftBind: m.RaftListenAddr}
 	var err error
-	if opts.TLS, err = processTLS(cfg, m.ID); err != nil {
+	if opts.TLS, err = processTLS(cfg, pki.RoleMaster, m.ID); err != nil {
 		return master.Options{}, err
 	}
 	for _, p := range cfg.Masters {

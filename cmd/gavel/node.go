@@ -11,6 +11,7 @@ import (
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/chain"
 	"github.com/gavel-auction/gavel/config"
+	"github.com/gavel-auction/gavel/pki"
 )
 
 // initialChain is the configuration a node starts with unless it joins:
@@ -30,12 +31,12 @@ func nodeOptions(cfg *config.Config, id string, join bool) (chain.NodeOptions, e
 		return chain.NodeOptions{}, &exitError{code: exitUsage, msg: fmt.Sprintf("unknown node id %q: %s lists %s",
 			id, cfg.File, strings.Join(cfg.NodeIDs(), ", "))}
 	}
-	ident, err := processTLS(cfg, n.ID)
+	ident, err := processTLS(cfg, pki.RoleNode, n.ID)
 	if err != nil {
 		return chain.NodeOptions{}, err
 	}
 	opts := chain.NodeOptions{ID: n.ID, Addr: n.Addr, Tick: cfg.Chain.Tick, HelloRetry: cfg.Chain.HelloRetry,
-		MaxBatch: cfg.Chain.MaxBatch, TLS: ident,
+		MaxBatch: cfg.Chain.MaxBatch, TLS: ident, Secret: cfg.Auth.Secret,
 		DataDir: cfg.NodeDataDir(n), Cluster: cfg.Cluster.Name, Sync: cfg.Chain.SyncAlways(),
 		SnapshotEvery: cfg.Chain.SnapshotEvery, SegmentSize: cfg.Chain.SegmentSize}
 	switch {

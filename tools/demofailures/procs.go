@@ -58,7 +58,8 @@ func (d *demo) writeConfig() error {
 	}
 	next := func() string { a := addrs[0]; addrs = addrs[1:]; return a }
 	var b strings.Builder
-	b.WriteString("# The demo's cluster (tools/demofailures): loopback ports of its own.\ncluster:\n  name: demo-failures\nmasters:\n")
+	b.WriteString("# The demo's cluster (tools/demofailures): loopback ports of its own.\ncluster:\n  name: demo-failures\n" +
+		"insecure: true # loopback only\nmasters:\n")
 	for _, id := range d.masters {
 		d.addrs[id] = next()
 		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n    raft_addr: %s\n    data_dir: %s\n", id, d.addrs[id], next(),

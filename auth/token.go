@@ -1,4 +1,4 @@
-package gateway
+package auth
 
 import (
 	"crypto/hmac"
@@ -8,6 +8,10 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/gavel-auction/gavel/auction"
 )
 
 // Role is what a token lets its bidder do.
@@ -110,11 +114,29 @@ func sign(secret []byte, payload string) []byte {
 
 // checkClaims checks the bidder name and the role.
 func checkClaims(c Claims) error {
-	if err := checkName(c.Bidder); err != nil {
+	if err := CheckName(c.Bidder); err != nil {
 		return err
 	}
 	if c.Role != RoleBidder && c.Role != RoleAdmin {
 		return fmt.Errorf("unknown role %q (want %s or %s)", c.Role, RoleBidder, RoleAdmin)
+	}
+	return nil
+}
+
+// CheckName returns an error wrapping ErrBadName unless s is a usable
+// bidder name: 1..auction.MaxIDLen bytes of UTF-8 without white space or
+// control characters (so that it is one word of the gateway's text
+// protocol).
+func CheckName(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: empty", ErrBadName)
+	case len(s) > auction.MaxIDLen:
+		return fmt.Errorf("%w: longer than %d bytes", ErrBadName, auction.MaxIDLen)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: not UTF-8", ErrBadName)
+	case strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return fmt.Errorf("%w %q: no spaces or control characters", ErrBadName, s)
 	}
 	return nil
 }
