@@ -107,6 +107,10 @@ const (
 	// TOO_MANY_PENDING: the client session holds the most unacknowledged
 	// outcomes the chain keeps for one client; acknowledge replies first.
 	Reason_TOO_MANY_PENDING Reason = 11
+	// TOO_MANY_BIDDERS: the auction has registered the most distinct
+	// bidders the chain keeps for one auction (chain.max_bidders); bidders
+	// it registered before may still bid.
+	Reason_TOO_MANY_BIDDERS Reason = 12
 )
 
 // Enum value maps for Reason.
@@ -124,6 +128,7 @@ var (
 		9:  "REQUEST_MISMATCH",
 		10: "STALE_REQUEST",
 		11: "TOO_MANY_PENDING",
+		12: "TOO_MANY_BIDDERS",
 	}
 	Reason_value = map[string]int32{
 		"REASON_NONE":      0,
@@ -138,6 +143,7 @@ var (
 		"REQUEST_MISMATCH": 9,
 		"STALE_REQUEST":    10,
 		"TOO_MANY_PENDING": 11,
+		"TOO_MANY_BIDDERS": 12,
 	}
 )
 
@@ -607,6 +613,125 @@ func (x *CloseAuction) GetAuction() string {
 	return ""
 }
 
+// Limits bound the replicated state. The head sets them from its
+// configuration with a Trim; they are part of the state, so that every
+// replica applies them alike. 0 is "no limit" for each.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// retention_ms: a closed auction is retired this long (in update time)
+	// after its close: it leaves the state, and its final result is read
+	// from each node's archive from then on.
+	RetentionMs int64 `protobuf:"varint,1,opt,name=retention_ms,json=retentionMs,proto3" json:"retention_ms,omitempty"`
+	// max_request_ids: request ids remembered in the bidders' request-id
+	// tables, all tables together; past it the oldest are forgotten.
+	MaxRequestIds uint64 `protobuf:"varint,2,opt,name=max_request_ids,json=maxRequestIds,proto3" json:"max_request_ids,omitempty"`
+	// max_bidders: distinct bidders one auction registers; a bid from a new
+	// bidder past it is refused (TOO_MANY_BIDDERS).
+	MaxBidders    uint64 `protobuf:"varint,3,opt,name=max_bidders,json=maxBidders,proto3" json:"max_bidders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_api_gavel_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Limits) GetRetentionMs() int64 {
+	if x != nil {
+		return x.RetentionMs
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxRequestIds() uint64 {
+	if x != nil {
+		return x.MaxRequestIds
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxBidders() uint64 {
+	if x != nil {
+		return x.MaxBidders
+	}
+	return 0
+}
+
+// Trim is sequenced by the head, with the limits of its configuration, to
+// keep the state within them: the state adopts the limits, retires the
+// closed auctions whose retention has run out at the update's time, and
+// forgets the oldest request ids over the limit (a bounded number of each
+// per update; the head sequences another Trim for the rest).
+type Trim struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limits        *Limits                `protobuf:"bytes,1,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trim) Reset() {
+	*x = Trim{}
+	mi := &file_api_gavel_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trim) ProtoMessage() {}
+
+func (x *Trim) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trim.ProtoReflect.Descriptor instead.
+func (*Trim) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Trim) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 // Command is what the head sequences.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -615,6 +740,7 @@ type Command struct {
 	//	*Command_Open
 	//	*Command_Bid
 	//	*Command_Close
+	//	*Command_Trim
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -622,7 +748,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_api_gavel_proto_msgTypes[3]
+	mi := &file_api_gavel_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +760,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[3]
+	mi := &file_api_gavel_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +773,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{3}
+	return file_api_gavel_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -684,6 +810,15 @@ func (x *Command) GetClose() *CloseAuction {
 	return nil
 }
 
+func (x *Command) GetTrim() *Trim {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Trim); ok {
+			return x.Trim
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -700,11 +835,17 @@ type Command_Close struct {
 	Close *CloseAuction `protobuf:"bytes,3,opt,name=close,proto3,oneof"`
 }
 
+type Command_Trim struct {
+	Trim *Trim `protobuf:"bytes,4,opt,name=trim,proto3,oneof"`
+}
+
 func (*Command_Open) isCommand_Op() {}
 
 func (*Command_Bid) isCommand_Op() {}
 
 func (*Command_Close) isCommand_Op() {}
+
+func (*Command_Trim) isCommand_Op() {}
 
 // Update is one sequenced command: the unit of replication.
 type Update struct {
@@ -725,7 +866,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_api_gavel_proto_msgTypes[4]
+	mi := &file_api_gavel_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +878,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[4]
+	mi := &file_api_gavel_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +891,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{4}
+	return file_api_gavel_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Update) GetSeq() uint64 {
@@ -797,13 +938,17 @@ type AuctionInfo struct {
 	Bids          uint64                 `protobuf:"varint,11,opt,name=bids,proto3" json:"bids,omitempty"`       // bids sequenced (any outcome)
 	Bidders       uint64                 `protobuf:"varint,12,opt,name=bidders,proto3" json:"bidders,omitempty"` // registered bidders
 	OpenedAtMs    int64                  `protobuf:"varint,13,opt,name=opened_at_ms,json=openedAtMs,proto3" json:"opened_at_ms,omitempty"`
+	ClosedAtMs    int64                  `protobuf:"varint,14,opt,name=closed_at_ms,json=closedAtMs,proto3" json:"closed_at_ms,omitempty"` // update time of the close; 0 while open
+	// retired: the auction has left the replicated state; this is its
+	// final result, kept in the node's archive.
+	Retired       bool `protobuf:"varint,15,opt,name=retired,proto3" json:"retired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuctionInfo) Reset() {
 	*x = AuctionInfo{}
-	mi := &file_api_gavel_proto_msgTypes[5]
+	mi := &file_api_gavel_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +960,7 @@ func (x *AuctionInfo) String() string {
 func (*AuctionInfo) ProtoMessage() {}
 
 func (x *AuctionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[5]
+	mi := &file_api_gavel_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +973,7 @@ func (x *AuctionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuctionInfo.ProtoReflect.Descriptor instead.
 func (*AuctionInfo) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{5}
+	return file_api_gavel_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AuctionInfo) GetAuction() string {
@@ -922,6 +1067,20 @@ func (x *AuctionInfo) GetOpenedAtMs() int64 {
 	return 0
 }
 
+func (x *AuctionInfo) GetClosedAtMs() int64 {
+	if x != nil {
+		return x.ClosedAtMs
+	}
+	return 0
+}
+
+func (x *AuctionInfo) GetRetired() bool {
+	if x != nil {
+		return x.Retired
+	}
+	return false
+}
+
 // DedupEntry remembers the outcome of one request for exactly-once retries.
 type DedupEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -940,7 +1099,7 @@ type DedupEntry struct {
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_api_gavel_proto_msgTypes[6]
+	mi := &file_api_gavel_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1111,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[6]
+	mi := &file_api_gavel_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1124,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{6}
+	return file_api_gavel_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DedupEntry) GetRequestId() string {
@@ -1045,7 +1204,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_api_gavel_proto_msgTypes[7]
+	mi := &file_api_gavel_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1216,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[7]
+	mi := &file_api_gavel_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1229,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{7}
+	return file_api_gavel_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClientSession) GetClient() string {
@@ -1114,7 +1273,7 @@ type DedupParams struct {
 
 func (x *DedupParams) Reset() {
 	*x = DedupParams{}
-	mi := &file_api_gavel_proto_msgTypes[8]
+	mi := &file_api_gavel_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1285,7 @@ func (x *DedupParams) String() string {
 func (*DedupParams) ProtoMessage() {}
 
 func (x *DedupParams) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[8]
+	mi := &file_api_gavel_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1298,7 @@ func (x *DedupParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupParams.ProtoReflect.Descriptor instead.
 func (*DedupParams) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{8}
+	return file_api_gavel_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DedupParams) GetRequestWindow() uint32 {
@@ -1175,7 +1334,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_api_gavel_proto_msgTypes[9]
+	mi := &file_api_gavel_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1346,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[9]
+	mi := &file_api_gavel_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1359,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{9}
+	return file_api_gavel_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Session) GetClient() string {
@@ -1222,13 +1381,14 @@ type AuctionRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Info          *AuctionInfo           `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
 	Bidders       []string               `protobuf:"bytes,2,rep,name=bidders,proto3" json:"bidders,omitempty"`
+	ClosedSeq     uint64                 `protobuf:"varint,3,opt,name=closed_seq,json=closedSeq,proto3" json:"closed_seq,omitempty"` // seq of the update that closed it; 0 while open
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuctionRecord) Reset() {
 	*x = AuctionRecord{}
-	mi := &file_api_gavel_proto_msgTypes[10]
+	mi := &file_api_gavel_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1400,7 @@ func (x *AuctionRecord) String() string {
 func (*AuctionRecord) ProtoMessage() {}
 
 func (x *AuctionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[10]
+	mi := &file_api_gavel_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1413,7 @@ func (x *AuctionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuctionRecord.ProtoReflect.Descriptor instead.
 func (*AuctionRecord) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{10}
+	return file_api_gavel_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuctionRecord) GetInfo() *AuctionInfo {
@@ -1270,6 +1430,13 @@ func (x *AuctionRecord) GetBidders() []string {
 	return nil
 }
 
+func (x *AuctionRecord) GetClosedSeq() uint64 {
+	if x != nil {
+		return x.ClosedSeq
+	}
+	return 0
+}
+
 // StateSnapshot is the whole auction state at one sequence number.
 type StateSnapshot struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1282,13 +1449,15 @@ type StateSnapshot struct {
 	Clients       []*ClientSession `protobuf:"bytes,6,rep,name=clients,proto3" json:"clients,omitempty"` // by client id
 	Dedup         *DedupParams     `protobuf:"bytes,7,opt,name=dedup,proto3" json:"dedup,omitempty"`
 	NextSweepMs   int64            `protobuf:"varint,8,opt,name=next_sweep_ms,json=nextSweepMs,proto3" json:"next_sweep_ms,omitempty"` // update time of the next expiry sweep of idle sessions
+	Limits        *Limits          `protobuf:"bytes,9,opt,name=limits,proto3" json:"limits,omitempty"`                                 // as the last Trim set them
+	Retired       uint64           `protobuf:"varint,10,opt,name=retired,proto3" json:"retired,omitempty"`                             // auctions retired so far
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateSnapshot) Reset() {
 	*x = StateSnapshot{}
-	mi := &file_api_gavel_proto_msgTypes[11]
+	mi := &file_api_gavel_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1469,7 @@ func (x *StateSnapshot) String() string {
 func (*StateSnapshot) ProtoMessage() {}
 
 func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[11]
+	mi := &file_api_gavel_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1482,7 @@ func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
 func (*StateSnapshot) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{11}
+	return file_api_gavel_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StateSnapshot) GetSeq() uint64 {
@@ -1372,6 +1541,20 @@ func (x *StateSnapshot) GetNextSweepMs() int64 {
 	return 0
 }
 
+func (x *StateSnapshot) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetRetired() uint64 {
+	if x != nil {
+		return x.Retired
+	}
+	return 0
+}
+
 type BidRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Auction string                 `protobuf:"bytes,1,opt,name=auction,proto3" json:"auction,omitempty"`
@@ -1390,7 +1573,7 @@ type BidRequest struct {
 
 func (x *BidRequest) Reset() {
 	*x = BidRequest{}
-	mi := &file_api_gavel_proto_msgTypes[12]
+	mi := &file_api_gavel_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1585,7 @@ func (x *BidRequest) String() string {
 func (*BidRequest) ProtoMessage() {}
 
 func (x *BidRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[12]
+	mi := &file_api_gavel_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1598,7 @@ func (x *BidRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BidRequest.ProtoReflect.Descriptor instead.
 func (*BidRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{12}
+	return file_api_gavel_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BidRequest) GetAuction() string {
@@ -1484,7 +1667,7 @@ type BidReply struct {
 
 func (x *BidReply) Reset() {
 	*x = BidReply{}
-	mi := &file_api_gavel_proto_msgTypes[13]
+	mi := &file_api_gavel_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1679,7 @@ func (x *BidReply) String() string {
 func (*BidReply) ProtoMessage() {}
 
 func (x *BidReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[13]
+	mi := &file_api_gavel_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1692,7 @@ func (x *BidReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BidReply.ProtoReflect.Descriptor instead.
 func (*BidReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{13}
+	return file_api_gavel_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BidReply) GetOutcome() Outcome {
@@ -1584,7 +1767,7 @@ type ResultRequest struct {
 
 func (x *ResultRequest) Reset() {
 	*x = ResultRequest{}
-	mi := &file_api_gavel_proto_msgTypes[14]
+	mi := &file_api_gavel_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1779,7 @@ func (x *ResultRequest) String() string {
 func (*ResultRequest) ProtoMessage() {}
 
 func (x *ResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[14]
+	mi := &file_api_gavel_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1792,7 @@ func (x *ResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultRequest.ProtoReflect.Descriptor instead.
 func (*ResultRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{14}
+	return file_api_gavel_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResultRequest) GetAuction() string {
@@ -1631,7 +1814,7 @@ type ResultReply struct {
 
 func (x *ResultReply) Reset() {
 	*x = ResultReply{}
-	mi := &file_api_gavel_proto_msgTypes[15]
+	mi := &file_api_gavel_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1826,7 @@ func (x *ResultReply) String() string {
 func (*ResultReply) ProtoMessage() {}
 
 func (x *ResultReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[15]
+	mi := &file_api_gavel_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1839,7 @@ func (x *ResultReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultReply.ProtoReflect.Descriptor instead.
 func (*ResultReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{15}
+	return file_api_gavel_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResultReply) GetInfo() *AuctionInfo {
@@ -1695,7 +1878,7 @@ type ListAuctionsRequest struct {
 
 func (x *ListAuctionsRequest) Reset() {
 	*x = ListAuctionsRequest{}
-	mi := &file_api_gavel_proto_msgTypes[16]
+	mi := &file_api_gavel_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1890,7 @@ func (x *ListAuctionsRequest) String() string {
 func (*ListAuctionsRequest) ProtoMessage() {}
 
 func (x *ListAuctionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[16]
+	mi := &file_api_gavel_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1903,7 @@ func (x *ListAuctionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuctionsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuctionsRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{16}
+	return file_api_gavel_proto_rawDescGZIP(), []int{18}
 }
 
 type ListAuctionsReply struct {
@@ -1735,7 +1918,7 @@ type ListAuctionsReply struct {
 
 func (x *ListAuctionsReply) Reset() {
 	*x = ListAuctionsReply{}
-	mi := &file_api_gavel_proto_msgTypes[17]
+	mi := &file_api_gavel_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1930,7 @@ func (x *ListAuctionsReply) String() string {
 func (*ListAuctionsReply) ProtoMessage() {}
 
 func (x *ListAuctionsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[17]
+	mi := &file_api_gavel_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1943,7 @@ func (x *ListAuctionsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuctionsReply.ProtoReflect.Descriptor instead.
 func (*ListAuctionsReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{17}
+	return file_api_gavel_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListAuctionsReply) GetAuctions() []*AuctionInfo {
@@ -1800,7 +1983,7 @@ type OpenAuctionRequest struct {
 
 func (x *OpenAuctionRequest) Reset() {
 	*x = OpenAuctionRequest{}
-	mi := &file_api_gavel_proto_msgTypes[18]
+	mi := &file_api_gavel_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1995,7 @@ func (x *OpenAuctionRequest) String() string {
 func (*OpenAuctionRequest) ProtoMessage() {}
 
 func (x *OpenAuctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[18]
+	mi := &file_api_gavel_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +2008,7 @@ func (x *OpenAuctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenAuctionRequest.ProtoReflect.Descriptor instead.
 func (*OpenAuctionRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{18}
+	return file_api_gavel_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OpenAuctionRequest) GetOpen() *OpenAuction {
@@ -1850,7 +2033,7 @@ type OpenAuctionReply struct {
 
 func (x *OpenAuctionReply) Reset() {
 	*x = OpenAuctionReply{}
-	mi := &file_api_gavel_proto_msgTypes[19]
+	mi := &file_api_gavel_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2045,7 @@ func (x *OpenAuctionReply) String() string {
 func (*OpenAuctionReply) ProtoMessage() {}
 
 func (x *OpenAuctionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[19]
+	mi := &file_api_gavel_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2058,7 @@ func (x *OpenAuctionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenAuctionReply.ProtoReflect.Descriptor instead.
 func (*OpenAuctionReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{19}
+	return file_api_gavel_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *OpenAuctionReply) GetOutcome() Outcome {
@@ -1945,7 +2128,7 @@ type WatchAuctionRequest struct {
 
 func (x *WatchAuctionRequest) Reset() {
 	*x = WatchAuctionRequest{}
-	mi := &file_api_gavel_proto_msgTypes[20]
+	mi := &file_api_gavel_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2140,7 @@ func (x *WatchAuctionRequest) String() string {
 func (*WatchAuctionRequest) ProtoMessage() {}
 
 func (x *WatchAuctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[20]
+	mi := &file_api_gavel_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2153,7 @@ func (x *WatchAuctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAuctionRequest.ProtoReflect.Descriptor instead.
 func (*WatchAuctionRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{20}
+	return file_api_gavel_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchAuctionRequest) GetAuction() string {
@@ -2005,7 +2188,7 @@ type AuctionEvent struct {
 
 func (x *AuctionEvent) Reset() {
 	*x = AuctionEvent{}
-	mi := &file_api_gavel_proto_msgTypes[21]
+	mi := &file_api_gavel_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2200,7 @@ func (x *AuctionEvent) String() string {
 func (*AuctionEvent) ProtoMessage() {}
 
 func (x *AuctionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[21]
+	mi := &file_api_gavel_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2213,7 @@ func (x *AuctionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuctionEvent.ProtoReflect.Descriptor instead.
 func (*AuctionEvent) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{21}
+	return file_api_gavel_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AuctionEvent) GetKind() EventKind {
@@ -2111,7 +2294,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_gavel_proto_msgTypes[22]
+	mi := &file_api_gavel_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2306,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[22]
+	mi := &file_api_gavel_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2319,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{22}
+	return file_api_gavel_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Member) GetId() string {
@@ -2173,7 +2356,7 @@ type ChainConfig struct {
 
 func (x *ChainConfig) Reset() {
 	*x = ChainConfig{}
-	mi := &file_api_gavel_proto_msgTypes[23]
+	mi := &file_api_gavel_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2368,7 @@ func (x *ChainConfig) String() string {
 func (*ChainConfig) ProtoMessage() {}
 
 func (x *ChainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[23]
+	mi := &file_api_gavel_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2381,7 @@ func (x *ChainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainConfig.ProtoReflect.Descriptor instead.
 func (*ChainConfig) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{23}
+	return file_api_gavel_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChainConfig) GetEpoch() uint64 {
@@ -2230,7 +2413,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[24]
+	mi := &file_api_gavel_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2425,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[24]
+	mi := &file_api_gavel_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2438,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{24}
+	return file_api_gavel_proto_rawDescGZIP(), []int{26}
 }
 
 type NodeStatus struct {
@@ -2286,7 +2469,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_api_gavel_proto_msgTypes[25]
+	mi := &file_api_gavel_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2481,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[25]
+	mi := &file_api_gavel_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2494,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{25}
+	return file_api_gavel_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -2449,7 +2632,7 @@ type SetConfigReply struct {
 
 func (x *SetConfigReply) Reset() {
 	*x = SetConfigReply{}
-	mi := &file_api_gavel_proto_msgTypes[26]
+	mi := &file_api_gavel_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2461,7 +2644,7 @@ func (x *SetConfigReply) String() string {
 func (*SetConfigReply) ProtoMessage() {}
 
 func (x *SetConfigReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[26]
+	mi := &file_api_gavel_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2474,7 +2657,7 @@ func (x *SetConfigReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigReply.ProtoReflect.Descriptor instead.
 func (*SetConfigReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{26}
+	return file_api_gavel_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetConfigReply) GetEpoch() uint64 {
@@ -2510,7 +2693,7 @@ type Forward struct {
 
 func (x *Forward) Reset() {
 	*x = Forward{}
-	mi := &file_api_gavel_proto_msgTypes[27]
+	mi := &file_api_gavel_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2705,7 @@ func (x *Forward) String() string {
 func (*Forward) ProtoMessage() {}
 
 func (x *Forward) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[27]
+	mi := &file_api_gavel_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2718,7 @@ func (x *Forward) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Forward.ProtoReflect.Descriptor instead.
 func (*Forward) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{27}
+	return file_api_gavel_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Forward) GetUpdates() []*Update {
@@ -2591,7 +2774,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_gavel_proto_msgTypes[28]
+	mi := &file_api_gavel_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2786,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[28]
+	mi := &file_api_gavel_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2799,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{28}
+	return file_api_gavel_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -2643,7 +2826,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_api_gavel_proto_msgTypes[29]
+	mi := &file_api_gavel_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2655,7 +2838,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[29]
+	mi := &file_api_gavel_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2668,7 +2851,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{29}
+	return file_api_gavel_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Hello) GetLastSeq() uint64 {
@@ -2710,7 +2893,7 @@ type ChainMessage struct {
 
 func (x *ChainMessage) Reset() {
 	*x = ChainMessage{}
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2722,7 +2905,7 @@ func (x *ChainMessage) String() string {
 func (*ChainMessage) ProtoMessage() {}
 
 func (x *ChainMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2735,7 +2918,7 @@ func (x *ChainMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainMessage.ProtoReflect.Descriptor instead.
 func (*ChainMessage) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{30}
+	return file_api_gavel_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ChainMessage) GetEpoch() uint64 {
@@ -2825,7 +3008,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2837,7 +3020,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2850,7 +3033,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{31}
+	return file_api_gavel_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Envelope) GetMessages() []*ChainMessage {
@@ -2868,7 +3051,7 @@ type StreamClosed struct {
 
 func (x *StreamClosed) Reset() {
 	*x = StreamClosed{}
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2880,7 +3063,7 @@ func (x *StreamClosed) String() string {
 func (*StreamClosed) ProtoMessage() {}
 
 func (x *StreamClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2893,7 +3076,7 @@ func (x *StreamClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamClosed.ProtoReflect.Descriptor instead.
 func (*StreamClosed) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{32}
+	return file_api_gavel_proto_rawDescGZIP(), []int{34}
 }
 
 // HeartbeatRequest is a node's periodic report to the master leader. A
@@ -2923,7 +3106,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2935,7 +3118,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2948,7 +3131,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{33}
+	return file_api_gavel_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -3051,7 +3234,7 @@ type HeartbeatReply struct {
 
 func (x *HeartbeatReply) Reset() {
 	*x = HeartbeatReply{}
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3063,7 +3246,7 @@ func (x *HeartbeatReply) String() string {
 func (*HeartbeatReply) ProtoMessage() {}
 
 func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3076,7 +3259,7 @@ func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
 func (*HeartbeatReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{34}
+	return file_api_gavel_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HeartbeatReply) GetConfig() *ChainConfig {
@@ -3128,7 +3311,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_gavel_proto_msgTypes[35]
+	mi := &file_api_gavel_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3323,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[35]
+	mi := &file_api_gavel_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3336,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{35}
+	return file_api_gavel_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchRequest) GetAfterEpoch() uint64 {
@@ -3178,7 +3361,7 @@ type MasterStatusRequest struct {
 
 func (x *MasterStatusRequest) Reset() {
 	*x = MasterStatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[36]
+	mi := &file_api_gavel_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3190,7 +3373,7 @@ func (x *MasterStatusRequest) String() string {
 func (*MasterStatusRequest) ProtoMessage() {}
 
 func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[36]
+	mi := &file_api_gavel_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3203,7 +3386,7 @@ func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatusRequest.ProtoReflect.Descriptor instead.
 func (*MasterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{36}
+	return file_api_gavel_proto_rawDescGZIP(), []int{38}
 }
 
 // NodeHealth is the master leader's view of one node.
@@ -3227,7 +3410,7 @@ type NodeHealth struct {
 
 func (x *NodeHealth) Reset() {
 	*x = NodeHealth{}
-	mi := &file_api_gavel_proto_msgTypes[37]
+	mi := &file_api_gavel_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3422,7 @@ func (x *NodeHealth) String() string {
 func (*NodeHealth) ProtoMessage() {}
 
 func (x *NodeHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[37]
+	mi := &file_api_gavel_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3435,7 @@ func (x *NodeHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHealth.ProtoReflect.Descriptor instead.
 func (*NodeHealth) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{37}
+	return file_api_gavel_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NodeHealth) GetId() string {
@@ -3359,7 +3542,7 @@ type MasterStatus struct {
 
 func (x *MasterStatus) Reset() {
 	*x = MasterStatus{}
-	mi := &file_api_gavel_proto_msgTypes[38]
+	mi := &file_api_gavel_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +3554,7 @@ func (x *MasterStatus) String() string {
 func (*MasterStatus) ProtoMessage() {}
 
 func (x *MasterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[38]
+	mi := &file_api_gavel_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +3567,7 @@ func (x *MasterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
 func (*MasterStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{38}
+	return file_api_gavel_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MasterStatus) GetId() string {
@@ -3499,17 +3682,25 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\vacked_below\x18\a \x01(\x04R\n" +
 	"ackedBelow\"(\n" +
 	"\fCloseAuction\x12\x18\n" +
-	"\aauction\x18\x01 \x01(\tR\aauction\"\x94\x01\n" +
+	"\aauction\x18\x01 \x01(\tR\aauction\"t\n" +
+	"\x06Limits\x12!\n" +
+	"\fretention_ms\x18\x01 \x01(\x03R\vretentionMs\x12&\n" +
+	"\x0fmax_request_ids\x18\x02 \x01(\x04R\rmaxRequestIds\x12\x1f\n" +
+	"\vmax_bidders\x18\x03 \x01(\x04R\n" +
+	"maxBidders\"0\n" +
+	"\x04Trim\x12(\n" +
+	"\x06limits\x18\x01 \x01(\v2\x10.gavel.v1.LimitsR\x06limits\"\xba\x01\n" +
 	"\aCommand\x12+\n" +
 	"\x04open\x18\x01 \x01(\v2\x15.gavel.v1.OpenAuctionH\x00R\x04open\x12&\n" +
 	"\x03bid\x18\x02 \x01(\v2\x12.gavel.v1.PlaceBidH\x00R\x03bid\x12.\n" +
-	"\x05close\x18\x03 \x01(\v2\x16.gavel.v1.CloseAuctionH\x00R\x05closeB\x04\n" +
+	"\x05close\x18\x03 \x01(\v2\x16.gavel.v1.CloseAuctionH\x00R\x05close\x12$\n" +
+	"\x04trim\x18\x04 \x01(\v2\x0e.gavel.v1.TrimH\x00R\x04trimB\x04\n" +
 	"\x02op\"v\n" +
 	"\x06Update\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12+\n" +
 	"\acommand\x18\x03 \x01(\v2\x11.gavel.v1.CommandR\acommand\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\x97\x03\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xd3\x03\n" +
 	"\vAuctionInfo\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\tR\x04item\x12,\n" +
@@ -3526,7 +3717,10 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x04bids\x18\v \x01(\x04R\x04bids\x12\x18\n" +
 	"\abidders\x18\f \x01(\x04R\abidders\x12 \n" +
 	"\fopened_at_ms\x18\r \x01(\x03R\n" +
-	"openedAtMs\"\x91\x02\n" +
+	"openedAtMs\x12 \n" +
+	"\fclosed_at_ms\x18\x0e \x01(\x03R\n" +
+	"closedAtMs\x12\x18\n" +
+	"\aretired\x18\x0f \x01(\bR\aretired\"\x91\x02\n" +
 	"\n" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
@@ -3553,10 +3747,12 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\rclient_ttl_ms\x18\x03 \x01(\x03R\vclientTtlMs\"Q\n" +
 	"\aSession\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12.\n" +
-	"\aentries\x18\x02 \x03(\v2\x14.gavel.v1.DedupEntryR\aentries\"T\n" +
+	"\aentries\x18\x02 \x03(\v2\x14.gavel.v1.DedupEntryR\aentries\"s\n" +
 	"\rAuctionRecord\x12)\n" +
 	"\x04info\x18\x01 \x01(\v2\x15.gavel.v1.AuctionInfoR\x04info\x12\x18\n" +
-	"\abidders\x18\x02 \x03(\tR\abidders\"\xc1\x02\n" +
+	"\abidders\x18\x02 \x03(\tR\abidders\x12\x1d\n" +
+	"\n" +
+	"closed_seq\x18\x03 \x01(\x04R\tclosedSeq\"\x85\x03\n" +
 	"\rStateSnapshot\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x123\n" +
@@ -3566,7 +3762,10 @@ const file_api_gavel_proto_rawDesc = "" +
 	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\x121\n" +
 	"\aclients\x18\x06 \x03(\v2\x17.gavel.v1.ClientSessionR\aclients\x12+\n" +
 	"\x05dedup\x18\a \x01(\v2\x15.gavel.v1.DedupParamsR\x05dedup\x12\"\n" +
-	"\rnext_sweep_ms\x18\b \x01(\x03R\vnextSweepMs\"\xcd\x01\n" +
+	"\rnext_sweep_ms\x18\b \x01(\x03R\vnextSweepMs\x12(\n" +
+	"\x06limits\x18\t \x01(\v2\x10.gavel.v1.LimitsR\x06limits\x12\x18\n" +
+	"\aretired\x18\n" +
+	" \x01(\x04R\aretired\"\xcd\x01\n" +
 	"\n" +
 	"BidRequest\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x16\n" +
@@ -3747,7 +3946,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aSUCCESS\x10\x01\x12\b\n" +
 	"\x04FAIL\x10\x02\x12\r\n" +
-	"\tEXCEPTION\x10\x03*\xe8\x01\n" +
+	"\tEXCEPTION\x10\x03*\xfe\x01\n" +
 	"\x06Reason\x12\x0f\n" +
 	"\vREASON_NONE\x10\x00\x12\v\n" +
 	"\aTOO_LOW\x10\x01\x12\n" +
@@ -3762,7 +3961,8 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x10REQUEST_MISMATCH\x10\t\x12\x11\n" +
 	"\rSTALE_REQUEST\x10\n" +
 	"\x12\x14\n" +
-	"\x10TOO_MANY_PENDING\x10\v*I\n" +
+	"\x10TOO_MANY_PENDING\x10\v\x12\x14\n" +
+	"\x10TOO_MANY_BIDDERS\x10\f*I\n" +
 	"\fAuctionState\x12\x1d\n" +
 	"\x19AUCTION_STATE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\x10\n" +
@@ -3812,7 +4012,7 @@ func file_api_gavel_proto_rawDescGZIP() []byte {
 }
 
 var file_api_gavel_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_api_gavel_proto_goTypes = []any{
 	(Outcome)(0),                // 0: gavel.v1.Outcome
 	(Reason)(0),                 // 1: gavel.v1.Reason
@@ -3822,112 +4022,117 @@ var file_api_gavel_proto_goTypes = []any{
 	(*OpenAuction)(nil),         // 5: gavel.v1.OpenAuction
 	(*PlaceBid)(nil),            // 6: gavel.v1.PlaceBid
 	(*CloseAuction)(nil),        // 7: gavel.v1.CloseAuction
-	(*Command)(nil),             // 8: gavel.v1.Command
-	(*Update)(nil),              // 9: gavel.v1.Update
-	(*AuctionInfo)(nil),         // 10: gavel.v1.AuctionInfo
-	(*DedupEntry)(nil),          // 11: gavel.v1.DedupEntry
-	(*ClientSession)(nil),       // 12: gavel.v1.ClientSession
-	(*DedupParams)(nil),         // 13: gavel.v1.DedupParams
-	(*Session)(nil),             // 14: gavel.v1.Session
-	(*AuctionRecord)(nil),       // 15: gavel.v1.AuctionRecord
-	(*StateSnapshot)(nil),       // 16: gavel.v1.StateSnapshot
-	(*BidRequest)(nil),          // 17: gavel.v1.BidRequest
-	(*BidReply)(nil),            // 18: gavel.v1.BidReply
-	(*ResultRequest)(nil),       // 19: gavel.v1.ResultRequest
-	(*ResultReply)(nil),         // 20: gavel.v1.ResultReply
-	(*ListAuctionsRequest)(nil), // 21: gavel.v1.ListAuctionsRequest
-	(*ListAuctionsReply)(nil),   // 22: gavel.v1.ListAuctionsReply
-	(*OpenAuctionRequest)(nil),  // 23: gavel.v1.OpenAuctionRequest
-	(*OpenAuctionReply)(nil),    // 24: gavel.v1.OpenAuctionReply
-	(*WatchAuctionRequest)(nil), // 25: gavel.v1.WatchAuctionRequest
-	(*AuctionEvent)(nil),        // 26: gavel.v1.AuctionEvent
-	(*Member)(nil),              // 27: gavel.v1.Member
-	(*ChainConfig)(nil),         // 28: gavel.v1.ChainConfig
-	(*StatusRequest)(nil),       // 29: gavel.v1.StatusRequest
-	(*NodeStatus)(nil),          // 30: gavel.v1.NodeStatus
-	(*SetConfigReply)(nil),      // 31: gavel.v1.SetConfigReply
-	(*Forward)(nil),             // 32: gavel.v1.Forward
-	(*Ack)(nil),                 // 33: gavel.v1.Ack
-	(*Hello)(nil),               // 34: gavel.v1.Hello
-	(*ChainMessage)(nil),        // 35: gavel.v1.ChainMessage
-	(*Envelope)(nil),            // 36: gavel.v1.Envelope
-	(*StreamClosed)(nil),        // 37: gavel.v1.StreamClosed
-	(*HeartbeatRequest)(nil),    // 38: gavel.v1.HeartbeatRequest
-	(*HeartbeatReply)(nil),      // 39: gavel.v1.HeartbeatReply
-	(*WatchRequest)(nil),        // 40: gavel.v1.WatchRequest
-	(*MasterStatusRequest)(nil), // 41: gavel.v1.MasterStatusRequest
-	(*NodeHealth)(nil),          // 42: gavel.v1.NodeHealth
-	(*MasterStatus)(nil),        // 43: gavel.v1.MasterStatus
+	(*Limits)(nil),              // 8: gavel.v1.Limits
+	(*Trim)(nil),                // 9: gavel.v1.Trim
+	(*Command)(nil),             // 10: gavel.v1.Command
+	(*Update)(nil),              // 11: gavel.v1.Update
+	(*AuctionInfo)(nil),         // 12: gavel.v1.AuctionInfo
+	(*DedupEntry)(nil),          // 13: gavel.v1.DedupEntry
+	(*ClientSession)(nil),       // 14: gavel.v1.ClientSession
+	(*DedupParams)(nil),         // 15: gavel.v1.DedupParams
+	(*Session)(nil),             // 16: gavel.v1.Session
+	(*AuctionRecord)(nil),       // 17: gavel.v1.AuctionRecord
+	(*StateSnapshot)(nil),       // 18: gavel.v1.StateSnapshot
+	(*BidRequest)(nil),          // 19: gavel.v1.BidRequest
+	(*BidReply)(nil),            // 20: gavel.v1.BidReply
+	(*ResultRequest)(nil),       // 21: gavel.v1.ResultRequest
+	(*ResultReply)(nil),         // 22: gavel.v1.ResultReply
+	(*ListAuctionsRequest)(nil), // 23: gavel.v1.ListAuctionsRequest
+	(*ListAuctionsReply)(nil),   // 24: gavel.v1.ListAuctionsReply
+	(*OpenAuctionRequest)(nil),  // 25: gavel.v1.OpenAuctionRequest
+	(*OpenAuctionReply)(nil),    // 26: gavel.v1.OpenAuctionReply
+	(*WatchAuctionRequest)(nil), // 27: gavel.v1.WatchAuctionRequest
+	(*AuctionEvent)(nil),        // 28: gavel.v1.AuctionEvent
+	(*Member)(nil),              // 29: gavel.v1.Member
+	(*ChainConfig)(nil),         // 30: gavel.v1.ChainConfig
+	(*StatusRequest)(nil),       // 31: gavel.v1.StatusRequest
+	(*NodeStatus)(nil),          // 32: gavel.v1.NodeStatus
+	(*SetConfigReply)(nil),      // 33: gavel.v1.SetConfigReply
+	(*Forward)(nil),             // 34: gavel.v1.Forward
+	(*Ack)(nil),                 // 35: gavel.v1.Ack
+	(*Hello)(nil),               // 36: gavel.v1.Hello
+	(*ChainMessage)(nil),        // 37: gavel.v1.ChainMessage
+	(*Envelope)(nil),            // 38: gavel.v1.Envelope
+	(*StreamClosed)(nil),        // 39: gavel.v1.StreamClosed
+	(*HeartbeatRequest)(nil),    // 40: gavel.v1.HeartbeatRequest
+	(*HeartbeatReply)(nil),      // 41: gavel.v1.HeartbeatReply
+	(*WatchRequest)(nil),        // 42: gavel.v1.WatchRequest
+	(*MasterStatusRequest)(nil), // 43: gavel.v1.MasterStatusRequest
+	(*NodeHealth)(nil),          // 44: gavel.v1.NodeHealth
+	(*MasterStatus)(nil),        // 45: gavel.v1.MasterStatus
 }
 var file_api_gavel_proto_depIdxs = []int32{
-	5,  // 0: gavel.v1.Command.open:type_name -> gavel.v1.OpenAuction
-	6,  // 1: gavel.v1.Command.bid:type_name -> gavel.v1.PlaceBid
-	7,  // 2: gavel.v1.Command.close:type_name -> gavel.v1.CloseAuction
-	8,  // 3: gavel.v1.Update.command:type_name -> gavel.v1.Command
-	2,  // 4: gavel.v1.AuctionInfo.state:type_name -> gavel.v1.AuctionState
-	0,  // 5: gavel.v1.DedupEntry.outcome:type_name -> gavel.v1.Outcome
-	1,  // 6: gavel.v1.DedupEntry.reason:type_name -> gavel.v1.Reason
-	11, // 7: gavel.v1.ClientSession.entries:type_name -> gavel.v1.DedupEntry
-	11, // 8: gavel.v1.Session.entries:type_name -> gavel.v1.DedupEntry
-	10, // 9: gavel.v1.AuctionRecord.info:type_name -> gavel.v1.AuctionInfo
-	15, // 10: gavel.v1.StateSnapshot.auctions:type_name -> gavel.v1.AuctionRecord
-	14, // 11: gavel.v1.StateSnapshot.sessions:type_name -> gavel.v1.Session
-	12, // 12: gavel.v1.StateSnapshot.clients:type_name -> gavel.v1.ClientSession
-	13, // 13: gavel.v1.StateSnapshot.dedup:type_name -> gavel.v1.DedupParams
-	0,  // 14: gavel.v1.BidReply.outcome:type_name -> gavel.v1.Outcome
-	1,  // 15: gavel.v1.BidReply.reason:type_name -> gavel.v1.Reason
-	10, // 16: gavel.v1.ResultReply.info:type_name -> gavel.v1.AuctionInfo
-	10, // 17: gavel.v1.ListAuctionsReply.auctions:type_name -> gavel.v1.AuctionInfo
-	5,  // 18: gavel.v1.OpenAuctionRequest.open:type_name -> gavel.v1.OpenAuction
-	0,  // 19: gavel.v1.OpenAuctionReply.outcome:type_name -> gavel.v1.Outcome
-	1,  // 20: gavel.v1.OpenAuctionReply.reason:type_name -> gavel.v1.Reason
-	10, // 21: gavel.v1.OpenAuctionReply.info:type_name -> gavel.v1.AuctionInfo
-	3,  // 22: gavel.v1.AuctionEvent.kind:type_name -> gavel.v1.EventKind
-	10, // 23: gavel.v1.AuctionEvent.info:type_name -> gavel.v1.AuctionInfo
-	27, // 24: gavel.v1.ChainConfig.chain:type_name -> gavel.v1.Member
-	27, // 25: gavel.v1.ChainConfig.joining:type_name -> gavel.v1.Member
-	4,  // 26: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
-	28, // 27: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
-	9,  // 28: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
-	16, // 29: gavel.v1.Forward.snapshot:type_name -> gavel.v1.StateSnapshot
-	32, // 30: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
-	33, // 31: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
-	34, // 32: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
-	35, // 33: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
-	4,  // 34: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
-	28, // 35: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
-	4,  // 36: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
-	28, // 37: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
-	42, // 38: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
-	17, // 39: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
-	17, // 40: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
-	19, // 41: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
-	21, // 42: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
-	23, // 43: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
-	25, // 44: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
-	29, // 45: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
-	28, // 46: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
-	36, // 47: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
-	38, // 48: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
-	40, // 49: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
-	41, // 50: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
-	18, // 51: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
-	18, // 52: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
-	20, // 53: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
-	22, // 54: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
-	24, // 55: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
-	26, // 56: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
-	30, // 57: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
-	31, // 58: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
-	37, // 59: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
-	39, // 60: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
-	28, // 61: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
-	43, // 62: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
-	51, // [51:63] is the sub-list for method output_type
-	39, // [39:51] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	8,  // 0: gavel.v1.Trim.limits:type_name -> gavel.v1.Limits
+	5,  // 1: gavel.v1.Command.open:type_name -> gavel.v1.OpenAuction
+	6,  // 2: gavel.v1.Command.bid:type_name -> gavel.v1.PlaceBid
+	7,  // 3: gavel.v1.Command.close:type_name -> gavel.v1.CloseAuction
+	9,  // 4: gavel.v1.Command.trim:type_name -> gavel.v1.Trim
+	10, // 5: gavel.v1.Update.command:type_name -> gavel.v1.Command
+	2,  // 6: gavel.v1.AuctionInfo.state:type_name -> gavel.v1.AuctionState
+	0,  // 7: gavel.v1.DedupEntry.outcome:type_name -> gavel.v1.Outcome
+	1,  // 8: gavel.v1.DedupEntry.reason:type_name -> gavel.v1.Reason
+	13, // 9: gavel.v1.ClientSession.entries:type_name -> gavel.v1.DedupEntry
+	13, // 10: gavel.v1.Session.entries:type_name -> gavel.v1.DedupEntry
+	12, // 11: gavel.v1.AuctionRecord.info:type_name -> gavel.v1.AuctionInfo
+	17, // 12: gavel.v1.StateSnapshot.auctions:type_name -> gavel.v1.AuctionRecord
+	16, // 13: gavel.v1.StateSnapshot.sessions:type_name -> gavel.v1.Session
+	14, // 14: gavel.v1.StateSnapshot.clients:type_name -> gavel.v1.ClientSession
+	15, // 15: gavel.v1.StateSnapshot.dedup:type_name -> gavel.v1.DedupParams
+	8,  // 16: gavel.v1.StateSnapshot.limits:type_name -> gavel.v1.Limits
+	0,  // 17: gavel.v1.BidReply.outcome:type_name -> gavel.v1.Outcome
+	1,  // 18: gavel.v1.BidReply.reason:type_name -> gavel.v1.Reason
+	12, // 19: gavel.v1.ResultReply.info:type_name -> gavel.v1.AuctionInfo
+	12, // 20: gavel.v1.ListAuctionsReply.auctions:type_name -> gavel.v1.AuctionInfo
+	5,  // 21: gavel.v1.OpenAuctionRequest.open:type_name -> gavel.v1.OpenAuction
+	0,  // 22: gavel.v1.OpenAuctionReply.outcome:type_name -> gavel.v1.Outcome
+	1,  // 23: gavel.v1.OpenAuctionReply.reason:type_name -> gavel.v1.Reason
+	12, // 24: gavel.v1.OpenAuctionReply.info:type_name -> gavel.v1.AuctionInfo
+	3,  // 25: gavel.v1.AuctionEvent.kind:type_name -> gavel.v1.EventKind
+	12, // 26: gavel.v1.AuctionEvent.info:type_name -> gavel.v1.AuctionInfo
+	29, // 27: gavel.v1.ChainConfig.chain:type_name -> gavel.v1.Member
+	29, // 28: gavel.v1.ChainConfig.joining:type_name -> gavel.v1.Member
+	4,  // 29: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
+	30, // 30: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
+	11, // 31: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
+	18, // 32: gavel.v1.Forward.snapshot:type_name -> gavel.v1.StateSnapshot
+	34, // 33: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
+	35, // 34: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
+	36, // 35: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
+	37, // 36: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
+	4,  // 37: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
+	30, // 38: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
+	4,  // 39: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
+	30, // 40: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
+	44, // 41: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
+	19, // 42: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
+	19, // 43: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
+	21, // 44: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
+	23, // 45: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
+	25, // 46: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
+	27, // 47: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
+	31, // 48: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
+	30, // 49: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
+	38, // 50: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
+	40, // 51: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
+	42, // 52: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
+	43, // 53: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
+	20, // 54: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
+	20, // 55: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
+	22, // 56: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
+	24, // 57: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
+	26, // 58: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
+	28, // 59: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
+	32, // 60: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
+	33, // 61: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
+	39, // 62: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
+	41, // 63: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
+	30, // 64: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
+	45, // 65: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
+	54, // [54:66] is the sub-list for method output_type
+	42, // [42:54] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_api_gavel_proto_init() }
@@ -3935,12 +4140,13 @@ func file_api_gavel_proto_init() {
 	if File_api_gavel_proto != nil {
 		return
 	}
-	file_api_gavel_proto_msgTypes[3].OneofWrappers = []any{
+	file_api_gavel_proto_msgTypes[5].OneofWrappers = []any{
 		(*Command_Open)(nil),
 		(*Command_Bid)(nil),
 		(*Command_Close)(nil),
+		(*Command_Trim)(nil),
 	}
-	file_api_gavel_proto_msgTypes[30].OneofWrappers = []any{
+	file_api_gavel_proto_msgTypes[32].OneofWrappers = []any{
 		(*ChainMessage_Forward)(nil),
 		(*ChainMessage_Ack)(nil),
 		(*ChainMessage_Hello)(nil),
@@ -3951,7 +4157,7 @@ func file_api_gavel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_gavel_proto_rawDesc), len(file_api_gavel_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   4,
 		},
