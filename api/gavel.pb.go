@@ -2463,6 +2463,7 @@ type NodeStatus struct {
 	DataDir       string `protobuf:"bytes,16,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`        // the node's data dir; empty: memory only
 	DataBytes     uint64 `protobuf:"varint,17,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"` // size of the data dir
 	Sync          string `protobuf:"bytes,18,opt,name=sync,proto3" json:"sync,omitempty"`                             // "always" or "none"
+	Retired       uint64 `protobuf:"varint,19,opt,name=retired,proto3" json:"retired,omitempty"`                      // auctions retired from the state (their results are archived)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2623,6 +2624,13 @@ func (x *NodeStatus) GetSync() string {
 	return ""
 }
 
+func (x *NodeStatus) GetRetired() uint64 {
+	if x != nil {
+		return x.Retired
+	}
+	return 0
+}
+
 type SetConfigReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"` // the node's epoch after the call
@@ -2668,16 +2676,15 @@ func (x *SetConfigReply) GetEpoch() uint64 {
 }
 
 // Forward carries updates from a predecessor to its successor (or from the
-// tail to a joining node). A handshake reply answers a Hello: it may carry
-// a snapshot, which comes before its updates.
+// tail to a joining node). A handshake reply answers a Hello: it may start
+// a snapshot, sent in chunks (one per Forward) before any update.
 type Forward struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Updates   []*Update              `protobuf:"bytes,1,rep,name=updates,proto3" json:"updates,omitempty"`
 	Handshake bool                   `protobuf:"varint,2,opt,name=handshake,proto3" json:"handshake,omitempty"`
 	// pred_committed: the sender's committed sequence number; everything the
 	// receiver holds up to it is committed.
-	PredCommitted uint64         `protobuf:"varint,3,opt,name=pred_committed,json=predCommitted,proto3" json:"pred_committed,omitempty"`
-	Snapshot      *StateSnapshot `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	PredCommitted uint64 `protobuf:"varint,3,opt,name=pred_committed,json=predCommitted,proto3" json:"pred_committed,omitempty"`
 	// pred_caught_up: the sender holds everything ever committed. A node
 	// that joined becomes caught up once it has applied such a sender's
 	// pred_applied (and pred_committed); only a caught-up tail serves reads,
@@ -2686,7 +2693,10 @@ type Forward struct {
 	// pred_applied: the sender's last applied sequence number when it sent
 	// this. Its pred_committed may lag behind updates that a tail of an
 	// earlier epoch committed alone; what it has applied holds them all.
-	PredApplied   uint64 `protobuf:"varint,6,opt,name=pred_applied,json=predApplied,proto3" json:"pred_applied,omitempty"`
+	PredApplied uint64 `protobuf:"varint,6,opt,name=pred_applied,json=predApplied,proto3" json:"pred_applied,omitempty"`
+	// chunk is one chunk of a snapshot; the handshake reply carries the
+	// first.
+	Chunk         *SnapshotChunk `protobuf:"bytes,7,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2742,13 +2752,6 @@ func (x *Forward) GetPredCommitted() uint64 {
 	return 0
 }
 
-func (x *Forward) GetSnapshot() *StateSnapshot {
-	if x != nil {
-		return x.Snapshot
-	}
-	return nil
-}
-
 func (x *Forward) GetPredCaughtUp() bool {
 	if x != nil {
 		return x.PredCaughtUp
@@ -2759,6 +2762,155 @@ func (x *Forward) GetPredCaughtUp() bool {
 func (x *Forward) GetPredApplied() uint64 {
 	if x != nil {
 		return x.PredApplied
+	}
+	return 0
+}
+
+func (x *Forward) GetChunk() *SnapshotChunk {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+// SnapshotChunk is one piece of a snapshot in transfer: first the
+// marshaled StateSnapshot, in slices of at most chain.snapshot_chunk
+// bytes, then the archived results of retired auctions, in id order. The
+// receiver installs the snapshot on the last chunk and acknowledges every
+// other one (SnapshotAck); the sender keeps a few chunks in flight.
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`                                 // the snapshot's sequence number
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`                             // 0, 1, 2... within the transfer
+	StateBytes    uint64                 `protobuf:"varint,3,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"` // size of the whole marshaled state
+	State         []byte                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`                              // the next slice of the marshaled state
+	Archived      []*AuctionInfo         `protobuf:"bytes,5,rep,name=archived,proto3" json:"archived,omitempty"`                        // archived results (after the state)
+	Last          bool                   `protobuf:"varint,6,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_api_gavel_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SnapshotChunk) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetStateBytes() uint64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetState() []byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetArchived() []*AuctionInfo {
+	if x != nil {
+		return x.Archived
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+// SnapshotAck acknowledges a snapshot chunk, so that the sender sends more.
+type SnapshotAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`     // the snapshot's sequence number
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // the chunk received
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotAck) Reset() {
+	*x = SnapshotAck{}
+	mi := &file_api_gavel_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotAck) ProtoMessage() {}
+
+func (x *SnapshotAck) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotAck.ProtoReflect.Descriptor instead.
+func (*SnapshotAck) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SnapshotAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SnapshotAck) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
 	}
 	return 0
 }
@@ -2774,7 +2926,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2786,7 +2938,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2799,7 +2951,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{30}
+	return file_api_gavel_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -2826,7 +2978,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2838,7 +2990,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2851,7 +3003,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{31}
+	return file_api_gavel_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Hello) GetLastSeq() uint64 {
@@ -2886,6 +3038,7 @@ type ChainMessage struct {
 	//	*ChainMessage_Forward
 	//	*ChainMessage_Ack
 	//	*ChainMessage_Hello
+	//	*ChainMessage_SnapshotAck
 	Body          isChainMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2893,7 +3046,7 @@ type ChainMessage struct {
 
 func (x *ChainMessage) Reset() {
 	*x = ChainMessage{}
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3058,7 @@ func (x *ChainMessage) String() string {
 func (*ChainMessage) ProtoMessage() {}
 
 func (x *ChainMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3071,7 @@ func (x *ChainMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainMessage.ProtoReflect.Descriptor instead.
 func (*ChainMessage) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{32}
+	return file_api_gavel_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ChainMessage) GetEpoch() uint64 {
@@ -2976,6 +3129,15 @@ func (x *ChainMessage) GetHello() *Hello {
 	return nil
 }
 
+func (x *ChainMessage) GetSnapshotAck() *SnapshotAck {
+	if x != nil {
+		if x, ok := x.Body.(*ChainMessage_SnapshotAck); ok {
+			return x.SnapshotAck
+		}
+	}
+	return nil
+}
+
 type isChainMessage_Body interface {
 	isChainMessage_Body()
 }
@@ -2992,11 +3154,17 @@ type ChainMessage_Hello struct {
 	Hello *Hello `protobuf:"bytes,6,opt,name=hello,proto3,oneof"`
 }
 
+type ChainMessage_SnapshotAck struct {
+	SnapshotAck *SnapshotAck `protobuf:"bytes,7,opt,name=snapshot_ack,json=snapshotAck,proto3,oneof"`
+}
+
 func (*ChainMessage_Forward) isChainMessage_Body() {}
 
 func (*ChainMessage_Ack) isChainMessage_Body() {}
 
 func (*ChainMessage_Hello) isChainMessage_Body() {}
+
+func (*ChainMessage_SnapshotAck) isChainMessage_Body() {}
 
 // Envelope is a batch of messages on a replication stream.
 type Envelope struct {
@@ -3008,7 +3176,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3188,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3201,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{33}
+	return file_api_gavel_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Envelope) GetMessages() []*ChainMessage {
@@ -3051,7 +3219,7 @@ type StreamClosed struct {
 
 func (x *StreamClosed) Reset() {
 	*x = StreamClosed{}
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3063,7 +3231,7 @@ func (x *StreamClosed) String() string {
 func (*StreamClosed) ProtoMessage() {}
 
 func (x *StreamClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3076,7 +3244,7 @@ func (x *StreamClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamClosed.ProtoReflect.Descriptor instead.
 func (*StreamClosed) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{34}
+	return file_api_gavel_proto_rawDescGZIP(), []int{36}
 }
 
 // HeartbeatRequest is a node's periodic report to the master leader. A
@@ -3106,7 +3274,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_gavel_proto_msgTypes[35]
+	mi := &file_api_gavel_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3118,7 +3286,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[35]
+	mi := &file_api_gavel_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3131,7 +3299,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{35}
+	return file_api_gavel_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -3234,7 +3402,7 @@ type HeartbeatReply struct {
 
 func (x *HeartbeatReply) Reset() {
 	*x = HeartbeatReply{}
-	mi := &file_api_gavel_proto_msgTypes[36]
+	mi := &file_api_gavel_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3246,7 +3414,7 @@ func (x *HeartbeatReply) String() string {
 func (*HeartbeatReply) ProtoMessage() {}
 
 func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[36]
+	mi := &file_api_gavel_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3259,7 +3427,7 @@ func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
 func (*HeartbeatReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{36}
+	return file_api_gavel_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *HeartbeatReply) GetConfig() *ChainConfig {
@@ -3311,7 +3479,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_gavel_proto_msgTypes[37]
+	mi := &file_api_gavel_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3491,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[37]
+	mi := &file_api_gavel_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3504,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{37}
+	return file_api_gavel_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchRequest) GetAfterEpoch() uint64 {
@@ -3361,7 +3529,7 @@ type MasterStatusRequest struct {
 
 func (x *MasterStatusRequest) Reset() {
 	*x = MasterStatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[38]
+	mi := &file_api_gavel_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3373,7 +3541,7 @@ func (x *MasterStatusRequest) String() string {
 func (*MasterStatusRequest) ProtoMessage() {}
 
 func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[38]
+	mi := &file_api_gavel_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3386,7 +3554,7 @@ func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatusRequest.ProtoReflect.Descriptor instead.
 func (*MasterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{38}
+	return file_api_gavel_proto_rawDescGZIP(), []int{40}
 }
 
 // NodeHealth is the master leader's view of one node.
@@ -3410,7 +3578,7 @@ type NodeHealth struct {
 
 func (x *NodeHealth) Reset() {
 	*x = NodeHealth{}
-	mi := &file_api_gavel_proto_msgTypes[39]
+	mi := &file_api_gavel_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3422,7 +3590,7 @@ func (x *NodeHealth) String() string {
 func (*NodeHealth) ProtoMessage() {}
 
 func (x *NodeHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[39]
+	mi := &file_api_gavel_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3435,7 +3603,7 @@ func (x *NodeHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHealth.ProtoReflect.Descriptor instead.
 func (*NodeHealth) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{39}
+	return file_api_gavel_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *NodeHealth) GetId() string {
@@ -3542,7 +3710,7 @@ type MasterStatus struct {
 
 func (x *MasterStatus) Reset() {
 	*x = MasterStatus{}
-	mi := &file_api_gavel_proto_msgTypes[40]
+	mi := &file_api_gavel_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3554,7 +3722,7 @@ func (x *MasterStatus) String() string {
 func (*MasterStatus) ProtoMessage() {}
 
 func (x *MasterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[40]
+	mi := &file_api_gavel_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3567,7 +3735,7 @@ func (x *MasterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
 func (*MasterStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{40}
+	return file_api_gavel_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MasterStatus) GetId() string {
@@ -3833,7 +4001,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12&\n" +
 	"\x05chain\x18\x02 \x03(\v2\x10.gavel.v1.MemberR\x05chain\x12*\n" +
 	"\ajoining\x18\x03 \x03(\v2\x10.gavel.v1.MemberR\ajoining\"\x0f\n" +
-	"\rStatusRequest\"\x89\x04\n" +
+	"\rStatusRequest\"\xa3\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3855,30 +4023,43 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\bdata_dir\x18\x10 \x01(\tR\adataDir\x12\x1d\n" +
 	"\n" +
 	"data_bytes\x18\x11 \x01(\x04R\tdataBytes\x12\x12\n" +
-	"\x04sync\x18\x12 \x01(\tR\x04sync\"&\n" +
+	"\x04sync\x18\x12 \x01(\tR\x04sync\x12\x18\n" +
+	"\aretired\x18\x13 \x01(\x04R\aretired\"&\n" +
 	"\x0eSetConfigReply\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xf8\x01\n" +
 	"\aForward\x12*\n" +
 	"\aupdates\x18\x01 \x03(\v2\x10.gavel.v1.UpdateR\aupdates\x12\x1c\n" +
 	"\thandshake\x18\x02 \x01(\bR\thandshake\x12%\n" +
-	"\x0epred_committed\x18\x03 \x01(\x04R\rpredCommitted\x123\n" +
-	"\bsnapshot\x18\x04 \x01(\v2\x17.gavel.v1.StateSnapshotR\bsnapshot\x12$\n" +
+	"\x0epred_committed\x18\x03 \x01(\x04R\rpredCommitted\x12$\n" +
 	"\x0epred_caught_up\x18\x05 \x01(\bR\fpredCaughtUp\x12!\n" +
-	"\fpred_applied\x18\x06 \x01(\x04R\vpredApplied\"\x17\n" +
+	"\fpred_applied\x18\x06 \x01(\x04R\vpredApplied\x12-\n" +
+	"\x05chunk\x18\a \x01(\v2\x17.gavel.v1.SnapshotChunkR\x05chunkJ\x04\b\x04\x10\x05\"\xb5\x01\n" +
+	"\rSnapshotChunk\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x1f\n" +
+	"\vstate_bytes\x18\x03 \x01(\x04R\n" +
+	"stateBytes\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\fR\x05state\x121\n" +
+	"\barchived\x18\x05 \x03(\v2\x15.gavel.v1.AuctionInfoR\barchived\x12\x12\n" +
+	"\x04last\x18\x06 \x01(\bR\x04last\"5\n" +
+	"\vSnapshotAck\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"_\n" +
 	"\x05Hello\x12\x19\n" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\x12\x1d\n" +
 	"\n" +
-	"last_epoch\x18\x03 \x01(\x04R\tlastEpoch\"\xcb\x01\n" +
+	"last_epoch\x18\x03 \x01(\x04R\tlastEpoch\"\x87\x02\n" +
 	"\fChainMessage\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x03 \x01(\tR\x02to\x12-\n" +
 	"\aforward\x18\x04 \x01(\v2\x11.gavel.v1.ForwardH\x00R\aforward\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.gavel.v1.AckH\x00R\x03ack\x12'\n" +
-	"\x05hello\x18\x06 \x01(\v2\x0f.gavel.v1.HelloH\x00R\x05helloB\x06\n" +
+	"\x05hello\x18\x06 \x01(\v2\x0f.gavel.v1.HelloH\x00R\x05hello\x12:\n" +
+	"\fsnapshot_ack\x18\a \x01(\v2\x15.gavel.v1.SnapshotAckH\x00R\vsnapshotAckB\x06\n" +
 	"\x04body\">\n" +
 	"\bEnvelope\x122\n" +
 	"\bmessages\x18\x01 \x03(\v2\x16.gavel.v1.ChainMessageR\bmessages\"\x0e\n" +
@@ -4012,7 +4193,7 @@ func file_api_gavel_proto_rawDescGZIP() []byte {
 }
 
 var file_api_gavel_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_api_gavel_proto_goTypes = []any{
 	(Outcome)(0),                // 0: gavel.v1.Outcome
 	(Reason)(0),                 // 1: gavel.v1.Reason
@@ -4049,17 +4230,19 @@ var file_api_gavel_proto_goTypes = []any{
 	(*NodeStatus)(nil),          // 32: gavel.v1.NodeStatus
 	(*SetConfigReply)(nil),      // 33: gavel.v1.SetConfigReply
 	(*Forward)(nil),             // 34: gavel.v1.Forward
-	(*Ack)(nil),                 // 35: gavel.v1.Ack
-	(*Hello)(nil),               // 36: gavel.v1.Hello
-	(*ChainMessage)(nil),        // 37: gavel.v1.ChainMessage
-	(*Envelope)(nil),            // 38: gavel.v1.Envelope
-	(*StreamClosed)(nil),        // 39: gavel.v1.StreamClosed
-	(*HeartbeatRequest)(nil),    // 40: gavel.v1.HeartbeatRequest
-	(*HeartbeatReply)(nil),      // 41: gavel.v1.HeartbeatReply
-	(*WatchRequest)(nil),        // 42: gavel.v1.WatchRequest
-	(*MasterStatusRequest)(nil), // 43: gavel.v1.MasterStatusRequest
-	(*NodeHealth)(nil),          // 44: gavel.v1.NodeHealth
-	(*MasterStatus)(nil),        // 45: gavel.v1.MasterStatus
+	(*SnapshotChunk)(nil),       // 35: gavel.v1.SnapshotChunk
+	(*SnapshotAck)(nil),         // 36: gavel.v1.SnapshotAck
+	(*Ack)(nil),                 // 37: gavel.v1.Ack
+	(*Hello)(nil),               // 38: gavel.v1.Hello
+	(*ChainMessage)(nil),        // 39: gavel.v1.ChainMessage
+	(*Envelope)(nil),            // 40: gavel.v1.Envelope
+	(*StreamClosed)(nil),        // 41: gavel.v1.StreamClosed
+	(*HeartbeatRequest)(nil),    // 42: gavel.v1.HeartbeatRequest
+	(*HeartbeatReply)(nil),      // 43: gavel.v1.HeartbeatReply
+	(*WatchRequest)(nil),        // 44: gavel.v1.WatchRequest
+	(*MasterStatusRequest)(nil), // 45: gavel.v1.MasterStatusRequest
+	(*NodeHealth)(nil),          // 46: gavel.v1.NodeHealth
+	(*MasterStatus)(nil),        // 47: gavel.v1.MasterStatus
 }
 var file_api_gavel_proto_depIdxs = []int32{
 	8,  // 0: gavel.v1.Trim.limits:type_name -> gavel.v1.Limits
@@ -4094,45 +4277,47 @@ var file_api_gavel_proto_depIdxs = []int32{
 	4,  // 29: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
 	30, // 30: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
 	11, // 31: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
-	18, // 32: gavel.v1.Forward.snapshot:type_name -> gavel.v1.StateSnapshot
-	34, // 33: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
-	35, // 34: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
-	36, // 35: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
-	37, // 36: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
-	4,  // 37: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
-	30, // 38: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
-	4,  // 39: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
-	30, // 40: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
-	44, // 41: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
-	19, // 42: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
-	19, // 43: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
-	21, // 44: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
-	23, // 45: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
-	25, // 46: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
-	27, // 47: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
-	31, // 48: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
-	30, // 49: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
-	38, // 50: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
-	40, // 51: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
-	42, // 52: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
-	43, // 53: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
-	20, // 54: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
-	20, // 55: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
-	22, // 56: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
-	24, // 57: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
-	26, // 58: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
-	28, // 59: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
-	32, // 60: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
-	33, // 61: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
-	39, // 62: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
-	41, // 63: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
-	30, // 64: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
-	45, // 65: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
-	54, // [54:66] is the sub-list for method output_type
-	42, // [42:54] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	35, // 32: gavel.v1.Forward.chunk:type_name -> gavel.v1.SnapshotChunk
+	12, // 33: gavel.v1.SnapshotChunk.archived:type_name -> gavel.v1.AuctionInfo
+	34, // 34: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
+	37, // 35: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
+	38, // 36: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
+	36, // 37: gavel.v1.ChainMessage.snapshot_ack:type_name -> gavel.v1.SnapshotAck
+	39, // 38: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
+	4,  // 39: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
+	30, // 40: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
+	4,  // 41: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
+	30, // 42: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
+	46, // 43: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
+	19, // 44: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
+	19, // 45: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
+	21, // 46: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
+	23, // 47: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
+	25, // 48: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
+	27, // 49: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
+	31, // 50: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
+	30, // 51: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
+	40, // 52: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
+	42, // 53: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
+	44, // 54: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
+	45, // 55: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
+	20, // 56: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
+	20, // 57: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
+	22, // 58: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
+	24, // 59: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
+	26, // 60: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
+	28, // 61: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
+	32, // 62: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
+	33, // 63: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
+	41, // 64: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
+	43, // 65: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
+	30, // 66: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
+	47, // 67: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
+	56, // [56:68] is the sub-list for method output_type
+	44, // [44:56] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_api_gavel_proto_init() }
@@ -4146,10 +4331,11 @@ func file_api_gavel_proto_init() {
 		(*Command_Close)(nil),
 		(*Command_Trim)(nil),
 	}
-	file_api_gavel_proto_msgTypes[32].OneofWrappers = []any{
+	file_api_gavel_proto_msgTypes[34].OneofWrappers = []any{
 		(*ChainMessage_Forward)(nil),
 		(*ChainMessage_Ack)(nil),
 		(*ChainMessage_Hello)(nil),
+		(*ChainMessage_SnapshotAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4157,7 +4343,7 @@ func file_api_gavel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_gavel_proto_rawDesc), len(file_api_gavel_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -814,8 +814,12 @@ func Restore(snap *api.StateSnapshot) (*State, error) {
 
 // Digest is a hash of the whole state; replicas that applied the same
 // updates have the same digest.
-func (s *State) Digest() [32]byte {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.Snapshot())
+func (s *State) Digest() [32]byte { return DigestOf(s.Snapshot()) }
+
+// DigestOf is the Digest of the state snap is a snapshot of; it may run on
+// another goroutine than the state's.
+func DigestOf(snap *api.StateSnapshot) [32]byte {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	if err != nil {
 		panic(fmt.Sprintf("auction: marshal snapshot: %v", err)) // cannot happen for well-formed messages
 	}

@@ -39,14 +39,23 @@ func (n *Node) recover() (*api.ChainConfig, error) {
 			return nil, fmt.Errorf("chain: node %s: snapshot in %s/meta.db: %w", n.opts.ID, n.opts.DataDir, err)
 		}
 	}
+	var retired []*api.AuctionInfo
 	for _, u := range rec.Updates {
 		if u.GetSeq() <= state.Seq() {
 			continue
 		}
-		if _, err := state.Apply(u); err != nil {
+		res, err := state.Apply(u)
+		if err != nil {
 			st.Close()
 			return nil, fmt.Errorf("chain: node %s: log in %s/wal: %w", n.opts.ID, n.opts.DataDir, err)
 		}
+		retired = append(retired, res.Retired...)
+	}
+	// The log's retirements may not have reached the archive before the
+	// node stopped: writing them again changes nothing.
+	if err := st.Archive(retired); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("chain: node %s: %w", n.opts.ID, err)
 	}
 	log := rec.Updates
 	if len(log) > 0 && log[len(log)-1].GetSeq() != state.Seq() {
@@ -61,6 +70,7 @@ func (n *Node) recover() (*api.ChainConfig, error) {
 		return nil, err
 	}
 	n.store = st
+	n.mem, n.replica.opts.Archive = nil, st
 	n.snapSeq = rec.Snapshot.GetSeq()
 	n.prevSnapSeq = n.snapSeq
 	if len(log) > 0 {
@@ -84,6 +94,7 @@ func (n *Node) persist(rd Ready) bool {
 		return false
 	}
 	if n.store == nil {
+		n.mem.apply(rd)
 		// Memory only: the log is bounded the same way, without files.
 		if a := n.replica.Applied(); a >= n.snapSeq+uint64(n.opts.SnapshotEvery) {
 			n.replica.Compact(n.snapSeq)
@@ -91,16 +102,8 @@ func (n *Node) persist(rd Ready) bool {
 		}
 		return true
 	}
-	var err error
-	switch {
-	case rd.StateReplaced:
-		// A snapshot from the predecessor replaced the state: it is the
-		// new durable state, and the log starts over after it.
-		snap := n.replica.State().Snapshot()
-		if err = n.store.Reset(snap); err == nil {
-			n.snapSeq, n.prevSnapSeq = snap.GetSeq(), snap.GetSeq()
-		}
-	case len(rd.Applied) > 0:
+	err := n.persistArchiveOps(rd)
+	if err == nil && !rd.StateReplaced && len(rd.Applied) > 0 {
 		ups := n.upBuf[:0]
 		for _, a := range rd.Applied {
 			ups = append(ups, a.Update)
@@ -110,6 +113,10 @@ func (n *Node) persist(rd Ready) bool {
 		n.metrics.fsync.Observe(time.Since(start).Seconds())
 		clear(ups)
 		n.upBuf = ups[:0]
+		if err == nil {
+			// After the log: a crash in between is repaired by recovery.
+			err = n.store.Archive(retiredBy(rd.Applied))
+		}
 	}
 	if err != nil {
 		n.storageFailed(err)
@@ -121,6 +128,37 @@ func (n *Node) persist(rd Ready) bool {
 		n.takeSnapshot()
 	}
 	return true
+}
+
+// persistArchiveOps makes the archive ops of a snapshot being received;
+// at the install, the snapshot becomes the durable state: the whole
+// current state is saved, with the staged results and those of the
+// Ready's updates (applied after the install) as the archive, and the log
+// starts over after it. Driver only.
+func (n *Node) persistArchiveOps(rd Ready) error {
+	last := lastInstall(rd.Archive)
+	for i, op := range rd.Archive {
+		if op.Reset {
+			if err := n.store.ResetStaged(); err != nil {
+				return err
+			}
+		}
+		if err := n.store.Stage(op.Stage); err != nil {
+			return err
+		}
+		if i != last {
+			continue
+		}
+		if err := n.store.Stage(retiredBy(rd.Applied)); err != nil {
+			return err
+		}
+		snap := n.replica.State().Snapshot()
+		if err := n.store.Reset(snap); err != nil {
+			return err
+		}
+		n.snapSeq, n.prevSnapSeq = snap.GetSeq(), snap.GetSeq()
+	}
+	return nil
 }
 
 // failReplies answers a dropped Ready's clients with ErrUnavailable.
