@@ -29,8 +29,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auction"
 )
@@ -804,9 +802,6 @@ func (r *Replica) stepAck(l *link, seq uint64) {
 
 // stepHello answers a downstream peer's Hello: the generic link handshake.
 func (r *Replica) stepHello(l *link, h *api.Hello) {
-	if l.snap != nil && l.snap.hello != nil && proto.Equal(h, l.snap.hello) {
-		return // the peer waits for the transfer under way, which answers this Hello
-	}
 	last := h.GetLastSeq()
 	epoch, known := r.epochAt(last)
 	diverged := last > r.applied || (known && epoch != h.GetLastEpoch())
@@ -835,7 +830,7 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.applied)
 	}
 	if snapshot {
-		r.startSnapshot(l, h)
+		r.startSnapshot(l)
 	}
 	r.logger().Info("link handshake", "peer", l.id, "peer_last", last,
 		"resend", r.applied-l.next+1, "snapshot", snapshot)
@@ -849,7 +844,7 @@ func (r *Replica) forwardTo(l *link, first *api.Forward) {
 	for l.snap != nil || l.next < r.sentStart() {
 		if l.snap == nil {
 			// Entries the peer needs are gone: restart it with a snapshot.
-			if r.startSnapshot(l, nil); l.snap == nil {
+			if r.startSnapshot(l); l.snap == nil {
 				return // none could be taken: the peer asks again
 			}
 			first = &api.Forward{Handshake: true}

@@ -55,9 +55,8 @@ const (
 // snapshotOut is a snapshot in transfer to one downstream peer.
 type snapshotOut struct {
 	seq   uint64
-	hello *api.Hello // the Hello it answers: the same one again changes nothing
-	state []byte     // the marshaled state, sent first
-	off   int        // bytes of state sent
+	state []byte // the marshaled state, sent first
+	off   int    // bytes of state sent
 	// pending are results retired in this Ready, not yet in the archive:
 	// sent before the archive's.
 	pending []*api.AuctionInfo
@@ -81,9 +80,9 @@ type SnapshotStats struct {
 // SnapshotStats returns the replica's snapshot transfer counts.
 func (r *Replica) SnapshotStats() SnapshotStats { return r.snapStats }
 
-// startSnapshot begins a snapshot transfer to l, answering h (nil when
-// the link needs one without a Hello): the state is frozen now.
-func (r *Replica) startSnapshot(l *link, h *api.Hello) {
+// startSnapshot begins a snapshot transfer to l (anew, if one was under
+// way): the state is frozen now.
+func (r *Replica) startSnapshot(l *link) {
 	snap := r.state.Snapshot()
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	if err != nil {
@@ -95,7 +94,7 @@ func (r *Replica) startSnapshot(l *link, h *api.Hello) {
 	pending := slices.SortedFunc(maps.Values(r.retiring), func(a, b *api.AuctionInfo) int {
 		return cmp.Compare(a.Auction, b.Auction)
 	})
-	l.snap = &snapshotOut{seq: snap.Seq, hello: h, state: data, pending: pending}
+	l.snap = &snapshotOut{seq: snap.Seq, state: data, pending: pending}
 	l.next, l.holds = snap.Seq+1, snap.Seq
 	r.logger().Info("snapshot transfer started", "peer", l.id, "seq", snap.Seq, "auctions", len(snap.Auctions),
 		"state_bytes", len(data), "retired", r.state.Retired(), "chunk_bytes", r.opts.SnapshotChunkBytes)
