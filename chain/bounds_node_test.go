@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -212,4 +213,43 @@ func listenAt(t *testing.T, addr string) net.Listener {
 	}
 	t.Fatalf("cannot listen on %s again", addr)
 	return nil
+}
+
+// TestStatusDigestCached: Status reports the digest of the state at the
+// applied seq, computed once per seq: a second Status at the same seq
+// takes it from the cache, and a new update gives a new one.
+func TestStatusDigestCached(t *testing.T) {
+	c := startGRPCCluster(t, 1)
+	n := c.nodes["n1"]
+	c.open(t, "n1", "a1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	digestNow := func() (string, uint64) {
+		var d [32]byte
+		var seq uint64
+		_ = n.do(ctx, func(r *Replica) { d, seq = r.State().Digest(), r.Applied() })
+		return hex.EncodeToString(d[:8]), seq
+	}
+	st1, err := c.admin("n1").Status(ctx, &api.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, seq := digestNow()
+	if st1.StateDigest != want || st1.Applied != seq {
+		t.Fatalf("status digest %s at %d, want %s at %d", st1.StateDigest, st1.Applied, want, seq)
+	}
+	if d, ok := n.digest.get(n.replica.StateGen(), seq); !ok || d != want {
+		t.Fatalf("digest of seq %d not cached: %q %v", seq, d, ok)
+	}
+	n.digest.mu.Lock()
+	n.digest.hex = "cached" // a second Status at this seq must not recompute
+	n.digest.mu.Unlock()
+	if st2, _ := c.admin("n1").Status(ctx, &api.StatusRequest{}); st2.StateDigest != "cached" {
+		t.Fatalf("second status at the same seq recomputed the digest: %s", st2.StateDigest)
+	}
+	bidOK(t, c, "n1", "a1", "alice", 5)
+	st3, _ := c.admin("n1").Status(ctx, &api.StatusRequest{})
+	if want, seq := digestNow(); st3.StateDigest != want || st3.Applied != seq {
+		t.Fatalf("after a bid: status digest %s at %d, want %s at %d", st3.StateDigest, st3.Applied, want, seq)
+	}
 }
