@@ -56,7 +56,7 @@ const (
 	DefaultMetricsInterval = time.Second
 	DefaultCallTimeout     = 5 * time.Second
 
-	DefaultMaxConnections          = 10_000
+	DefaultMaxConnections          = 20_000
 	DefaultMaxConnectionsPerBidder = 16
 	DefaultMaxWatches              = 1024
 )
