@@ -51,12 +51,21 @@ func put(tx *bolt.Tx, name []byte, infos []*api.AuctionInfo) error {
 }
 
 // Archive adds the results of retired auctions to the archive.
-func (s *Store) Archive(infos []*api.AuctionInfo) error {
+func (s *Store) Archive(infos []*api.AuctionInfo) error { return s.add(infos, false) }
+
+// Stage adds results of a snapshot being received to the staging bucket.
+func (s *Store) Stage(infos []*api.AuctionInfo) error { return s.add(infos, true) }
+
+// add stores infos in the archive, or in the staging bucket.
+func (s *Store) add(infos []*api.AuctionInfo, staging bool) error {
 	if len(infos) == 0 {
 		return nil
 	}
 	if err := s.meta.Update(func(tx *bolt.Tx) error {
-		cur, _ := active(tx)
+		cur, staged := active(tx)
+		if staging {
+			cur = staged
+		}
 		return put(tx, cur, infos)
 	}); err != nil {
 		return fmt.Errorf("%w: %s: archive: %v", ErrUnusable, s.path("meta.db"), err)
@@ -72,20 +81,6 @@ func (s *Store) ResetStaged() error {
 			return nil
 		}
 		return tx.DeleteBucket(staged)
-	}); err != nil {
-		return fmt.Errorf("%w: %s: archive: %v", ErrUnusable, s.path("meta.db"), err)
-	}
-	return nil
-}
-
-// Stage adds results of a snapshot being received to the staging bucket.
-func (s *Store) Stage(infos []*api.AuctionInfo) error {
-	if len(infos) == 0 {
-		return nil
-	}
-	if err := s.meta.Update(func(tx *bolt.Tx) error {
-		_, staged := active(tx)
-		return put(tx, staged, infos)
 	}); err != nil {
 		return fmt.Errorf("%w: %s: archive: %v", ErrUnusable, s.path("meta.db"), err)
 	}
