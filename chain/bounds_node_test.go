@@ -48,6 +48,7 @@ func startBoundedNode(t *testing.T, c *grpcCluster, dir, id string, l net.Listen
 	return node
 }
 
+// listen listens on a free loopback port.
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

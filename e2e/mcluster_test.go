@@ -32,6 +32,23 @@ const (
 // starts.
 func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 	t.Helper()
+	return newMasterClusterWith(t, masterClusterOptions{Nodes: n, ExtraYAML: strings.Join(extraYAML, "")})
+}
+
+// masterClusterOptions configure newMasterClusterWith.
+type masterClusterOptions struct {
+	// Nodes are started (n1..nNodes); Spare more are in config.yaml
+	// (after them) but not started, for a test to start later.
+	Nodes, Spare int
+	// Sections replaces the chain and log sections (default: a 5 ms tick,
+	// a 20 ms hello retry, debug logs); ExtraYAML is appended (whole
+	// top-level sections other than cluster, masters, nodes and master).
+	Sections, ExtraYAML string
+}
+
+// newMasterClusterWith is newMasterCluster with options.
+func newMasterClusterWith(t *testing.T, o masterClusterOptions) *cluster {
+	t.Helper()
 	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, httpAddrs: map[string]string{},
 		procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}}
 	var b strings.Builder
@@ -45,7 +62,7 @@ func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 			freePort(t), filepath.Join(c.dir, "data", id), c.httpAddrs[id])
 	}
 	b.WriteString("nodes:\n")
-	for i := 1; i <= n; i++ {
+	for i := 1; i <= o.Nodes+o.Spare; i++ {
 		id := fmt.Sprintf("n%d", i)
 		c.ids = append(c.ids, id)
 		c.addrs[id] = freePort(t)
@@ -53,10 +70,11 @@ func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n    http_addr: %s\n", id, c.addrs[id], c.httpAddrs[id])
 	}
 	fmt.Fprintf(&b, "master:\n  heartbeat: 50ms\n  failure_timeout: %v\n  lease: %v\n", failureTimeout, leaseDuration)
-	b.WriteString("chain:\n  tick: 5ms\n  hello_retry: 20ms\nlog:\n  level: debug\n")
-	for _, y := range extraYAML {
-		b.WriteString(y)
+	if o.Sections == "" {
+		o.Sections = "chain:\n  tick: 5ms\n  hello_retry: 20ms\nlog:\n  level: debug\n"
 	}
+	b.WriteString(o.Sections)
+	b.WriteString(o.ExtraYAML)
 	c.cfgPath = filepath.Join(c.dir, "config.yaml")
 	if err := os.WriteFile(c.cfgPath, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
@@ -66,7 +84,7 @@ func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 		c.start(id)
 	}
 	c.leader(15 * time.Second)
-	for i, id := range c.ids {
+	for i, id := range c.ids[:o.Nodes] {
 		c.start(id)
 		want := c.ids[:i+1]
 		c.waitConfig(fmt.Sprintf("chain %v", want), 15*time.Second, func(cfg *api.ChainConfig) bool {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -286,49 +285,14 @@ log:
 }
 
 // newSoakCluster starts 3 masters, nodes n1..n3 (n4 is in the
-// configuration, for the join at the end) and gateway g1, with chainYAML
-// as the chain, gateway and log sections.
-func newSoakCluster(t *testing.T, sectionsYAML string) *cluster {
+// configuration, for the join at the end) and gateway g1, with sections as
+// the chain, gateway and log sections.
+func newSoakCluster(t *testing.T, sections string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), addrs: map[string]string{}, httpAddrs: map[string]string{},
-		procs: map[string]*proc{}, conns: map[string]*grpc.ClientConn{}}
-	var b strings.Builder
-	b.WriteString("cluster:\n  name: soak\nmasters:\n")
-	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("m%d", i)
-		c.masterIDs = append(c.masterIDs, id)
-		c.addrs[id], c.httpAddrs[id] = freePort(t), freePort(t)
-		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n    raft_addr: %s\n    data_dir: %s\n    http_addr: %s\n", id, c.addrs[id],
-			freePort(t), filepath.Join(c.dir, "data", id), c.httpAddrs[id])
-	}
-	b.WriteString("nodes:\n")
-	for i := 1; i <= 4; i++ {
-		id := fmt.Sprintf("n%d", i)
-		c.ids = append(c.ids, id)
-		c.addrs[id], c.httpAddrs[id] = freePort(t), freePort(t)
-		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n    http_addr: %s\n", id, c.addrs[id], c.httpAddrs[id])
-	}
-	c.gatewayIDs = []string{"g1"}
-	c.addrs["g1"] = freePort(t)
-	fmt.Fprintf(&b, "gateways:\n  - id: g1\n    addr: %s\n", c.addrs["g1"])
-	fmt.Fprintf(&b, "master:\n  heartbeat: 50ms\n  failure_timeout: %v\n  lease: %v\n", failureTimeout, leaseDuration)
-	b.WriteString(sectionsYAML)
-	c.cfgPath = filepath.Join(c.dir, "config.yaml")
-	if err := os.WriteFile(c.cfgPath, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.shutdown)
-	for _, id := range c.masterIDs {
-		c.start(id)
-	}
-	c.leader(15 * time.Second)
-	for i, id := range c.ids[:3] {
-		c.start(id)
-		want := c.ids[:i+1]
-		c.waitConfig(fmt.Sprintf("chain %v", want), 15*time.Second, func(cfg *api.ChainConfig) bool {
-			return slices.Equal(chainIDs(cfg), want) && len(cfg.Joining) == 0
-		})
-	}
+	g1 := freePort(t)
+	c := newMasterClusterWith(t, masterClusterOptions{Nodes: 3, Spare: 1, Sections: sections,
+		ExtraYAML: fmt.Sprintf("gateways:\n  - id: g1\n    addr: %s\n", g1)})
+	c.gatewayIDs, c.addrs["g1"] = []string{"g1"}, g1
 	c.startGateway("g1")
 	return c
 }
