@@ -695,7 +695,10 @@ func (s *State) applyClose(seq uint64, id string) Result {
 		Closed: true, Detail: "closed"}
 }
 
-// Snapshot returns the whole state, in a deterministic order.
+// Snapshot returns the whole state, in a deterministic order. It shares
+// the state's dedup entries, which never change once made: the snapshot
+// may be encoded on another goroutine while the state goes on, but
+// callers must not modify it.
 func (s *State) Snapshot() *api.StateSnapshot {
 	snap := &api.StateSnapshot{Seq: s.seq, TimeMs: s.timeMs, LastEpoch: s.lastEpoch}
 	ids := make([]string, 0, len(s.auctions))
@@ -721,7 +724,7 @@ func (s *State) Snapshot() *api.StateSnapshot {
 		sess := s.sessions[c]
 		ps := &api.Session{Client: c}
 		for _, id := range sess.order {
-			ps.Entries = append(ps.Entries, proto.Clone(sess.byID[id]).(*api.DedupEntry))
+			ps.Entries = append(ps.Entries, sess.byID[id])
 		}
 		snap.Sessions = append(snap.Sessions, ps)
 	}
@@ -733,9 +736,7 @@ func (s *State) Snapshot() *api.StateSnapshot {
 	for _, c := range ids {
 		cs := s.clients[c]
 		pc := &api.ClientSession{Client: c, AckedBelow: cs.ackedBelow, LastMs: cs.lastMs}
-		for _, e := range cs.entries {
-			pc.Entries = append(pc.Entries, proto.Clone(e).(*api.DedupEntry))
-		}
+		pc.Entries = slices.Clone(cs.entries)
 		snap.Clients = append(snap.Clients, pc)
 	}
 	snap.Dedup = &api.DedupParams{RequestWindow: uint32(s.dedup.RequestWindow), MaxPending: uint32(s.dedup.MaxPending),
