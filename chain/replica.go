@@ -902,7 +902,7 @@ func (r *Replica) PeerDown(peer string) {
 
 // Tick advances time: it repeats unanswered Hellos and, at a head that
 // holds the lease it needs, sequences the close of auctions whose closing
-// time has passed.
+// time has passed, and a Trim when the state is past Options.Limits.
 func (r *Replica) Tick(nowMs int64) {
 	r.ticks++
 	wait := uint64(r.opts.HelloRetryTicks)
