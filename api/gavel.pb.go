@@ -110,6 +110,10 @@ const (
 	// NOT_AUTHORIZED: the caller may not bid for this bidder (a node with
 	// auth.secret: the bid carries no token, or another bidder's).
 	Reason_NOT_AUTHORIZED Reason = 12
+	// TOO_MANY_BIDDERS: the auction has registered the most distinct
+	// bidders the chain keeps for one auction (chain.max_bidders); bidders
+	// it registered before may still bid.
+	Reason_TOO_MANY_BIDDERS Reason = 13
 )
 
 // Enum value maps for Reason.
@@ -128,6 +132,7 @@ var (
 		10: "STALE_REQUEST",
 		11: "TOO_MANY_PENDING",
 		12: "NOT_AUTHORIZED",
+		13: "TOO_MANY_BIDDERS",
 	}
 	Reason_value = map[string]int32{
 		"REASON_NONE":      0,
@@ -143,6 +148,7 @@ var (
 		"STALE_REQUEST":    10,
 		"TOO_MANY_PENDING": 11,
 		"NOT_AUTHORIZED":   12,
+		"TOO_MANY_BIDDERS": 13,
 	}
 )
 
@@ -612,6 +618,125 @@ func (x *CloseAuction) GetAuction() string {
 	return ""
 }
 
+// Limits bound the replicated state. The head sets them from its
+// configuration with a Trim; they are part of the state, so that every
+// replica applies them alike. 0 is "no limit" for each.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// retention_ms: a closed auction is retired this long (in update time)
+	// after its close: it leaves the state, and its final result is read
+	// from each node's archive from then on.
+	RetentionMs int64 `protobuf:"varint,1,opt,name=retention_ms,json=retentionMs,proto3" json:"retention_ms,omitempty"`
+	// max_request_ids: request ids remembered in the bidders' request-id
+	// tables, all tables together; past it the oldest are forgotten.
+	MaxRequestIds uint64 `protobuf:"varint,2,opt,name=max_request_ids,json=maxRequestIds,proto3" json:"max_request_ids,omitempty"`
+	// max_bidders: distinct bidders one auction registers; a bid from a new
+	// bidder past it is refused (TOO_MANY_BIDDERS).
+	MaxBidders    uint64 `protobuf:"varint,3,opt,name=max_bidders,json=maxBidders,proto3" json:"max_bidders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_api_gavel_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Limits) GetRetentionMs() int64 {
+	if x != nil {
+		return x.RetentionMs
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxRequestIds() uint64 {
+	if x != nil {
+		return x.MaxRequestIds
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxBidders() uint64 {
+	if x != nil {
+		return x.MaxBidders
+	}
+	return 0
+}
+
+// Trim is sequenced by the head, with the limits of its configuration, to
+// keep the state within them: the state adopts the limits, retires the
+// closed auctions whose retention has run out at the update's time, and
+// forgets the oldest request ids over the limit (a bounded number of each
+// per update; the head sequences another Trim for the rest).
+type Trim struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limits        *Limits                `protobuf:"bytes,1,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trim) Reset() {
+	*x = Trim{}
+	mi := &file_api_gavel_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trim) ProtoMessage() {}
+
+func (x *Trim) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trim.ProtoReflect.Descriptor instead.
+func (*Trim) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Trim) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 // Command is what the head sequences.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -620,6 +745,7 @@ type Command struct {
 	//	*Command_Open
 	//	*Command_Bid
 	//	*Command_Close
+	//	*Command_Trim
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -627,7 +753,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_api_gavel_proto_msgTypes[3]
+	mi := &file_api_gavel_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +765,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[3]
+	mi := &file_api_gavel_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +778,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{3}
+	return file_api_gavel_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -689,6 +815,15 @@ func (x *Command) GetClose() *CloseAuction {
 	return nil
 }
 
+func (x *Command) GetTrim() *Trim {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Trim); ok {
+			return x.Trim
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -705,11 +840,17 @@ type Command_Close struct {
 	Close *CloseAuction `protobuf:"bytes,3,opt,name=close,proto3,oneof"`
 }
 
+type Command_Trim struct {
+	Trim *Trim `protobuf:"bytes,4,opt,name=trim,proto3,oneof"`
+}
+
 func (*Command_Open) isCommand_Op() {}
 
 func (*Command_Bid) isCommand_Op() {}
 
 func (*Command_Close) isCommand_Op() {}
+
+func (*Command_Trim) isCommand_Op() {}
 
 // Update is one sequenced command: the unit of replication.
 type Update struct {
@@ -730,7 +871,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_api_gavel_proto_msgTypes[4]
+	mi := &file_api_gavel_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +883,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[4]
+	mi := &file_api_gavel_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +896,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{4}
+	return file_api_gavel_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Update) GetSeq() uint64 {
@@ -802,13 +943,17 @@ type AuctionInfo struct {
 	Bids          uint64                 `protobuf:"varint,11,opt,name=bids,proto3" json:"bids,omitempty"`       // bids sequenced (any outcome)
 	Bidders       uint64                 `protobuf:"varint,12,opt,name=bidders,proto3" json:"bidders,omitempty"` // registered bidders
 	OpenedAtMs    int64                  `protobuf:"varint,13,opt,name=opened_at_ms,json=openedAtMs,proto3" json:"opened_at_ms,omitempty"`
+	ClosedAtMs    int64                  `protobuf:"varint,14,opt,name=closed_at_ms,json=closedAtMs,proto3" json:"closed_at_ms,omitempty"` // update time of the close; 0 while open
+	// retired: the auction has left the replicated state; this is its
+	// final result, kept in the node's archive.
+	Retired       bool `protobuf:"varint,15,opt,name=retired,proto3" json:"retired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuctionInfo) Reset() {
 	*x = AuctionInfo{}
-	mi := &file_api_gavel_proto_msgTypes[5]
+	mi := &file_api_gavel_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +965,7 @@ func (x *AuctionInfo) String() string {
 func (*AuctionInfo) ProtoMessage() {}
 
 func (x *AuctionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[5]
+	mi := &file_api_gavel_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +978,7 @@ func (x *AuctionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuctionInfo.ProtoReflect.Descriptor instead.
 func (*AuctionInfo) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{5}
+	return file_api_gavel_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AuctionInfo) GetAuction() string {
@@ -927,6 +1072,20 @@ func (x *AuctionInfo) GetOpenedAtMs() int64 {
 	return 0
 }
 
+func (x *AuctionInfo) GetClosedAtMs() int64 {
+	if x != nil {
+		return x.ClosedAtMs
+	}
+	return 0
+}
+
+func (x *AuctionInfo) GetRetired() bool {
+	if x != nil {
+		return x.Retired
+	}
+	return false
+}
+
 // DedupEntry remembers the outcome of one request for exactly-once retries.
 type DedupEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -945,7 +1104,7 @@ type DedupEntry struct {
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_api_gavel_proto_msgTypes[6]
+	mi := &file_api_gavel_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1116,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[6]
+	mi := &file_api_gavel_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1129,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{6}
+	return file_api_gavel_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DedupEntry) GetRequestId() string {
@@ -1050,7 +1209,7 @@ type ClientSession struct {
 
 func (x *ClientSession) Reset() {
 	*x = ClientSession{}
-	mi := &file_api_gavel_proto_msgTypes[7]
+	mi := &file_api_gavel_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1221,7 @@ func (x *ClientSession) String() string {
 func (*ClientSession) ProtoMessage() {}
 
 func (x *ClientSession) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[7]
+	mi := &file_api_gavel_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1234,7 @@ func (x *ClientSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientSession.ProtoReflect.Descriptor instead.
 func (*ClientSession) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{7}
+	return file_api_gavel_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClientSession) GetClient() string {
@@ -1119,7 +1278,7 @@ type DedupParams struct {
 
 func (x *DedupParams) Reset() {
 	*x = DedupParams{}
-	mi := &file_api_gavel_proto_msgTypes[8]
+	mi := &file_api_gavel_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1290,7 @@ func (x *DedupParams) String() string {
 func (*DedupParams) ProtoMessage() {}
 
 func (x *DedupParams) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[8]
+	mi := &file_api_gavel_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1303,7 @@ func (x *DedupParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupParams.ProtoReflect.Descriptor instead.
 func (*DedupParams) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{8}
+	return file_api_gavel_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DedupParams) GetRequestWindow() uint32 {
@@ -1180,7 +1339,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_api_gavel_proto_msgTypes[9]
+	mi := &file_api_gavel_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1351,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[9]
+	mi := &file_api_gavel_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1364,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{9}
+	return file_api_gavel_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Session) GetClient() string {
@@ -1227,13 +1386,14 @@ type AuctionRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Info          *AuctionInfo           `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
 	Bidders       []string               `protobuf:"bytes,2,rep,name=bidders,proto3" json:"bidders,omitempty"`
+	ClosedSeq     uint64                 `protobuf:"varint,3,opt,name=closed_seq,json=closedSeq,proto3" json:"closed_seq,omitempty"` // seq of the update that closed it; 0 while open
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuctionRecord) Reset() {
 	*x = AuctionRecord{}
-	mi := &file_api_gavel_proto_msgTypes[10]
+	mi := &file_api_gavel_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1405,7 @@ func (x *AuctionRecord) String() string {
 func (*AuctionRecord) ProtoMessage() {}
 
 func (x *AuctionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[10]
+	mi := &file_api_gavel_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1418,7 @@ func (x *AuctionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuctionRecord.ProtoReflect.Descriptor instead.
 func (*AuctionRecord) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{10}
+	return file_api_gavel_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuctionRecord) GetInfo() *AuctionInfo {
@@ -1275,6 +1435,13 @@ func (x *AuctionRecord) GetBidders() []string {
 	return nil
 }
 
+func (x *AuctionRecord) GetClosedSeq() uint64 {
+	if x != nil {
+		return x.ClosedSeq
+	}
+	return 0
+}
+
 // StateSnapshot is the whole auction state at one sequence number.
 type StateSnapshot struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1287,13 +1454,15 @@ type StateSnapshot struct {
 	Clients       []*ClientSession `protobuf:"bytes,6,rep,name=clients,proto3" json:"clients,omitempty"` // by client id
 	Dedup         *DedupParams     `protobuf:"bytes,7,opt,name=dedup,proto3" json:"dedup,omitempty"`
 	NextSweepMs   int64            `protobuf:"varint,8,opt,name=next_sweep_ms,json=nextSweepMs,proto3" json:"next_sweep_ms,omitempty"` // update time of the next expiry sweep of idle sessions
+	Limits        *Limits          `protobuf:"bytes,9,opt,name=limits,proto3" json:"limits,omitempty"`                                 // as the last Trim set them
+	Retired       uint64           `protobuf:"varint,10,opt,name=retired,proto3" json:"retired,omitempty"`                             // auctions retired so far
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateSnapshot) Reset() {
 	*x = StateSnapshot{}
-	mi := &file_api_gavel_proto_msgTypes[11]
+	mi := &file_api_gavel_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1474,7 @@ func (x *StateSnapshot) String() string {
 func (*StateSnapshot) ProtoMessage() {}
 
 func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[11]
+	mi := &file_api_gavel_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1487,7 @@ func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
 func (*StateSnapshot) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{11}
+	return file_api_gavel_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StateSnapshot) GetSeq() uint64 {
@@ -1377,6 +1546,20 @@ func (x *StateSnapshot) GetNextSweepMs() int64 {
 	return 0
 }
 
+func (x *StateSnapshot) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetRetired() uint64 {
+	if x != nil {
+		return x.Retired
+	}
+	return 0
+}
+
 type BidRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Auction string                 `protobuf:"bytes,1,opt,name=auction,proto3" json:"auction,omitempty"`
@@ -1402,7 +1585,7 @@ type BidRequest struct {
 
 func (x *BidRequest) Reset() {
 	*x = BidRequest{}
-	mi := &file_api_gavel_proto_msgTypes[12]
+	mi := &file_api_gavel_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1597,7 @@ func (x *BidRequest) String() string {
 func (*BidRequest) ProtoMessage() {}
 
 func (x *BidRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[12]
+	mi := &file_api_gavel_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1610,7 @@ func (x *BidRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BidRequest.ProtoReflect.Descriptor instead.
 func (*BidRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{12}
+	return file_api_gavel_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BidRequest) GetAuction() string {
@@ -1503,7 +1686,7 @@ type BidReply struct {
 
 func (x *BidReply) Reset() {
 	*x = BidReply{}
-	mi := &file_api_gavel_proto_msgTypes[13]
+	mi := &file_api_gavel_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1698,7 @@ func (x *BidReply) String() string {
 func (*BidReply) ProtoMessage() {}
 
 func (x *BidReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[13]
+	mi := &file_api_gavel_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1711,7 @@ func (x *BidReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BidReply.ProtoReflect.Descriptor instead.
 func (*BidReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{13}
+	return file_api_gavel_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BidReply) GetOutcome() Outcome {
@@ -1603,7 +1786,7 @@ type ResultRequest struct {
 
 func (x *ResultRequest) Reset() {
 	*x = ResultRequest{}
-	mi := &file_api_gavel_proto_msgTypes[14]
+	mi := &file_api_gavel_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1798,7 @@ func (x *ResultRequest) String() string {
 func (*ResultRequest) ProtoMessage() {}
 
 func (x *ResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[14]
+	mi := &file_api_gavel_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1811,7 @@ func (x *ResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultRequest.ProtoReflect.Descriptor instead.
 func (*ResultRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{14}
+	return file_api_gavel_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResultRequest) GetAuction() string {
@@ -1650,7 +1833,7 @@ type ResultReply struct {
 
 func (x *ResultReply) Reset() {
 	*x = ResultReply{}
-	mi := &file_api_gavel_proto_msgTypes[15]
+	mi := &file_api_gavel_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1845,7 @@ func (x *ResultReply) String() string {
 func (*ResultReply) ProtoMessage() {}
 
 func (x *ResultReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[15]
+	mi := &file_api_gavel_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1858,7 @@ func (x *ResultReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultReply.ProtoReflect.Descriptor instead.
 func (*ResultReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{15}
+	return file_api_gavel_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResultReply) GetInfo() *AuctionInfo {
@@ -1714,7 +1897,7 @@ type ListAuctionsRequest struct {
 
 func (x *ListAuctionsRequest) Reset() {
 	*x = ListAuctionsRequest{}
-	mi := &file_api_gavel_proto_msgTypes[16]
+	mi := &file_api_gavel_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1909,7 @@ func (x *ListAuctionsRequest) String() string {
 func (*ListAuctionsRequest) ProtoMessage() {}
 
 func (x *ListAuctionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[16]
+	mi := &file_api_gavel_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1922,7 @@ func (x *ListAuctionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuctionsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuctionsRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{16}
+	return file_api_gavel_proto_rawDescGZIP(), []int{18}
 }
 
 type ListAuctionsReply struct {
@@ -1754,7 +1937,7 @@ type ListAuctionsReply struct {
 
 func (x *ListAuctionsReply) Reset() {
 	*x = ListAuctionsReply{}
-	mi := &file_api_gavel_proto_msgTypes[17]
+	mi := &file_api_gavel_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1949,7 @@ func (x *ListAuctionsReply) String() string {
 func (*ListAuctionsReply) ProtoMessage() {}
 
 func (x *ListAuctionsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[17]
+	mi := &file_api_gavel_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1962,7 @@ func (x *ListAuctionsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuctionsReply.ProtoReflect.Descriptor instead.
 func (*ListAuctionsReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{17}
+	return file_api_gavel_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListAuctionsReply) GetAuctions() []*AuctionInfo {
@@ -1819,7 +2002,7 @@ type OpenAuctionRequest struct {
 
 func (x *OpenAuctionRequest) Reset() {
 	*x = OpenAuctionRequest{}
-	mi := &file_api_gavel_proto_msgTypes[18]
+	mi := &file_api_gavel_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2014,7 @@ func (x *OpenAuctionRequest) String() string {
 func (*OpenAuctionRequest) ProtoMessage() {}
 
 func (x *OpenAuctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[18]
+	mi := &file_api_gavel_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2027,7 @@ func (x *OpenAuctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenAuctionRequest.ProtoReflect.Descriptor instead.
 func (*OpenAuctionRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{18}
+	return file_api_gavel_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OpenAuctionRequest) GetOpen() *OpenAuction {
@@ -1869,7 +2052,7 @@ type OpenAuctionReply struct {
 
 func (x *OpenAuctionReply) Reset() {
 	*x = OpenAuctionReply{}
-	mi := &file_api_gavel_proto_msgTypes[19]
+	mi := &file_api_gavel_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +2064,7 @@ func (x *OpenAuctionReply) String() string {
 func (*OpenAuctionReply) ProtoMessage() {}
 
 func (x *OpenAuctionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[19]
+	mi := &file_api_gavel_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +2077,7 @@ func (x *OpenAuctionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenAuctionReply.ProtoReflect.Descriptor instead.
 func (*OpenAuctionReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{19}
+	return file_api_gavel_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *OpenAuctionReply) GetOutcome() Outcome {
@@ -1964,7 +2147,7 @@ type WatchAuctionRequest struct {
 
 func (x *WatchAuctionRequest) Reset() {
 	*x = WatchAuctionRequest{}
-	mi := &file_api_gavel_proto_msgTypes[20]
+	mi := &file_api_gavel_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2159,7 @@ func (x *WatchAuctionRequest) String() string {
 func (*WatchAuctionRequest) ProtoMessage() {}
 
 func (x *WatchAuctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[20]
+	mi := &file_api_gavel_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2172,7 @@ func (x *WatchAuctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAuctionRequest.ProtoReflect.Descriptor instead.
 func (*WatchAuctionRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{20}
+	return file_api_gavel_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchAuctionRequest) GetAuction() string {
@@ -2024,7 +2207,7 @@ type AuctionEvent struct {
 
 func (x *AuctionEvent) Reset() {
 	*x = AuctionEvent{}
-	mi := &file_api_gavel_proto_msgTypes[21]
+	mi := &file_api_gavel_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2219,7 @@ func (x *AuctionEvent) String() string {
 func (*AuctionEvent) ProtoMessage() {}
 
 func (x *AuctionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[21]
+	mi := &file_api_gavel_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2232,7 @@ func (x *AuctionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuctionEvent.ProtoReflect.Descriptor instead.
 func (*AuctionEvent) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{21}
+	return file_api_gavel_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AuctionEvent) GetKind() EventKind {
@@ -2130,7 +2313,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_api_gavel_proto_msgTypes[22]
+	mi := &file_api_gavel_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2325,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[22]
+	mi := &file_api_gavel_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2338,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{22}
+	return file_api_gavel_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Member) GetId() string {
@@ -2192,7 +2375,7 @@ type ChainConfig struct {
 
 func (x *ChainConfig) Reset() {
 	*x = ChainConfig{}
-	mi := &file_api_gavel_proto_msgTypes[23]
+	mi := &file_api_gavel_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2387,7 @@ func (x *ChainConfig) String() string {
 func (*ChainConfig) ProtoMessage() {}
 
 func (x *ChainConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[23]
+	mi := &file_api_gavel_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2400,7 @@ func (x *ChainConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainConfig.ProtoReflect.Descriptor instead.
 func (*ChainConfig) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{23}
+	return file_api_gavel_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChainConfig) GetEpoch() uint64 {
@@ -2249,7 +2432,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[24]
+	mi := &file_api_gavel_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2444,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[24]
+	mi := &file_api_gavel_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2457,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{24}
+	return file_api_gavel_proto_rawDescGZIP(), []int{26}
 }
 
 type NodeStatus struct {
@@ -2299,13 +2482,14 @@ type NodeStatus struct {
 	DataDir       string `protobuf:"bytes,16,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`        // the node's data dir; empty: memory only
 	DataBytes     uint64 `protobuf:"varint,17,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"` // size of the data dir
 	Sync          string `protobuf:"bytes,18,opt,name=sync,proto3" json:"sync,omitempty"`                             // "always" or "none"
+	Retired       uint64 `protobuf:"varint,19,opt,name=retired,proto3" json:"retired,omitempty"`                      // auctions retired from the state (their results are archived)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_api_gavel_proto_msgTypes[25]
+	mi := &file_api_gavel_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2501,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[25]
+	mi := &file_api_gavel_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2514,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{25}
+	return file_api_gavel_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -2459,6 +2643,13 @@ func (x *NodeStatus) GetSync() string {
 	return ""
 }
 
+func (x *NodeStatus) GetRetired() uint64 {
+	if x != nil {
+		return x.Retired
+	}
+	return 0
+}
+
 type SetConfigReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"` // the node's epoch after the call
@@ -2468,7 +2659,7 @@ type SetConfigReply struct {
 
 func (x *SetConfigReply) Reset() {
 	*x = SetConfigReply{}
-	mi := &file_api_gavel_proto_msgTypes[26]
+	mi := &file_api_gavel_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2480,7 +2671,7 @@ func (x *SetConfigReply) String() string {
 func (*SetConfigReply) ProtoMessage() {}
 
 func (x *SetConfigReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[26]
+	mi := &file_api_gavel_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2493,7 +2684,7 @@ func (x *SetConfigReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigReply.ProtoReflect.Descriptor instead.
 func (*SetConfigReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{26}
+	return file_api_gavel_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetConfigReply) GetEpoch() uint64 {
@@ -2504,16 +2695,15 @@ func (x *SetConfigReply) GetEpoch() uint64 {
 }
 
 // Forward carries updates from a predecessor to its successor (or from the
-// tail to a joining node). A handshake reply answers a Hello: it may carry
-// a snapshot, which comes before its updates.
+// tail to a joining node). A handshake reply answers a Hello: it may start
+// a snapshot, sent in chunks (one per Forward) before any update.
 type Forward struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Updates   []*Update              `protobuf:"bytes,1,rep,name=updates,proto3" json:"updates,omitempty"`
 	Handshake bool                   `protobuf:"varint,2,opt,name=handshake,proto3" json:"handshake,omitempty"`
 	// pred_committed: the sender's committed sequence number; everything the
 	// receiver holds up to it is committed.
-	PredCommitted uint64         `protobuf:"varint,3,opt,name=pred_committed,json=predCommitted,proto3" json:"pred_committed,omitempty"`
-	Snapshot      *StateSnapshot `protobuf:"bytes,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	PredCommitted uint64 `protobuf:"varint,3,opt,name=pred_committed,json=predCommitted,proto3" json:"pred_committed,omitempty"`
 	// pred_caught_up: the sender holds everything ever committed. A node
 	// that joined becomes caught up once it has applied such a sender's
 	// pred_applied (and pred_committed); only a caught-up tail serves reads,
@@ -2522,14 +2712,17 @@ type Forward struct {
 	// pred_applied: the sender's last applied sequence number when it sent
 	// this. Its pred_committed may lag behind updates that a tail of an
 	// earlier epoch committed alone; what it has applied holds them all.
-	PredApplied   uint64 `protobuf:"varint,6,opt,name=pred_applied,json=predApplied,proto3" json:"pred_applied,omitempty"`
+	PredApplied uint64 `protobuf:"varint,6,opt,name=pred_applied,json=predApplied,proto3" json:"pred_applied,omitempty"`
+	// chunk is one chunk of a snapshot; the handshake reply carries the
+	// first.
+	Chunk         *SnapshotChunk `protobuf:"bytes,7,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Forward) Reset() {
 	*x = Forward{}
-	mi := &file_api_gavel_proto_msgTypes[27]
+	mi := &file_api_gavel_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2541,7 +2734,7 @@ func (x *Forward) String() string {
 func (*Forward) ProtoMessage() {}
 
 func (x *Forward) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[27]
+	mi := &file_api_gavel_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2554,7 +2747,7 @@ func (x *Forward) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Forward.ProtoReflect.Descriptor instead.
 func (*Forward) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{27}
+	return file_api_gavel_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Forward) GetUpdates() []*Update {
@@ -2578,13 +2771,6 @@ func (x *Forward) GetPredCommitted() uint64 {
 	return 0
 }
 
-func (x *Forward) GetSnapshot() *StateSnapshot {
-	if x != nil {
-		return x.Snapshot
-	}
-	return nil
-}
-
 func (x *Forward) GetPredCaughtUp() bool {
 	if x != nil {
 		return x.PredCaughtUp
@@ -2595,6 +2781,155 @@ func (x *Forward) GetPredCaughtUp() bool {
 func (x *Forward) GetPredApplied() uint64 {
 	if x != nil {
 		return x.PredApplied
+	}
+	return 0
+}
+
+func (x *Forward) GetChunk() *SnapshotChunk {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+// SnapshotChunk is one piece of a snapshot in transfer: first the
+// marshaled StateSnapshot, in slices of at most chain.snapshot_chunk
+// bytes, then the archived results of retired auctions, in id order. The
+// receiver installs the snapshot on the last chunk and acknowledges every
+// other one (SnapshotAck); the sender keeps a few chunks in flight.
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`                                 // the snapshot's sequence number
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`                             // 0, 1, 2... within the transfer
+	StateBytes    uint64                 `protobuf:"varint,3,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"` // size of the whole marshaled state
+	State         []byte                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`                              // the next slice of the marshaled state
+	Archived      []*AuctionInfo         `protobuf:"bytes,5,rep,name=archived,proto3" json:"archived,omitempty"`                        // archived results (after the state)
+	Last          bool                   `protobuf:"varint,6,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_api_gavel_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SnapshotChunk) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetStateBytes() uint64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetState() []byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetArchived() []*AuctionInfo {
+	if x != nil {
+		return x.Archived
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+// SnapshotAck acknowledges a snapshot chunk, so that the sender sends more.
+type SnapshotAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`     // the snapshot's sequence number
+	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // the chunk received
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotAck) Reset() {
+	*x = SnapshotAck{}
+	mi := &file_api_gavel_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotAck) ProtoMessage() {}
+
+func (x *SnapshotAck) ProtoReflect() protoreflect.Message {
+	mi := &file_api_gavel_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotAck.ProtoReflect.Descriptor instead.
+func (*SnapshotAck) Descriptor() ([]byte, []int) {
+	return file_api_gavel_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SnapshotAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SnapshotAck) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
 	}
 	return 0
 }
@@ -2610,7 +2945,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_api_gavel_proto_msgTypes[28]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2957,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[28]
+	mi := &file_api_gavel_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2970,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{28}
+	return file_api_gavel_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -2662,7 +2997,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_api_gavel_proto_msgTypes[29]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +3009,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[29]
+	mi := &file_api_gavel_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +3022,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{29}
+	return file_api_gavel_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Hello) GetLastSeq() uint64 {
@@ -2722,6 +3057,7 @@ type ChainMessage struct {
 	//	*ChainMessage_Forward
 	//	*ChainMessage_Ack
 	//	*ChainMessage_Hello
+	//	*ChainMessage_SnapshotAck
 	Body          isChainMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2729,7 +3065,7 @@ type ChainMessage struct {
 
 func (x *ChainMessage) Reset() {
 	*x = ChainMessage{}
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +3077,7 @@ func (x *ChainMessage) String() string {
 func (*ChainMessage) ProtoMessage() {}
 
 func (x *ChainMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[30]
+	mi := &file_api_gavel_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +3090,7 @@ func (x *ChainMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChainMessage.ProtoReflect.Descriptor instead.
 func (*ChainMessage) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{30}
+	return file_api_gavel_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ChainMessage) GetEpoch() uint64 {
@@ -2812,6 +3148,15 @@ func (x *ChainMessage) GetHello() *Hello {
 	return nil
 }
 
+func (x *ChainMessage) GetSnapshotAck() *SnapshotAck {
+	if x != nil {
+		if x, ok := x.Body.(*ChainMessage_SnapshotAck); ok {
+			return x.SnapshotAck
+		}
+	}
+	return nil
+}
+
 type isChainMessage_Body interface {
 	isChainMessage_Body()
 }
@@ -2828,11 +3173,17 @@ type ChainMessage_Hello struct {
 	Hello *Hello `protobuf:"bytes,6,opt,name=hello,proto3,oneof"`
 }
 
+type ChainMessage_SnapshotAck struct {
+	SnapshotAck *SnapshotAck `protobuf:"bytes,7,opt,name=snapshot_ack,json=snapshotAck,proto3,oneof"`
+}
+
 func (*ChainMessage_Forward) isChainMessage_Body() {}
 
 func (*ChainMessage_Ack) isChainMessage_Body() {}
 
 func (*ChainMessage_Hello) isChainMessage_Body() {}
+
+func (*ChainMessage_SnapshotAck) isChainMessage_Body() {}
 
 // Envelope is a batch of messages on a replication stream.
 type Envelope struct {
@@ -2844,7 +3195,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +3207,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[31]
+	mi := &file_api_gavel_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +3220,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{31}
+	return file_api_gavel_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Envelope) GetMessages() []*ChainMessage {
@@ -2887,7 +3238,7 @@ type StreamClosed struct {
 
 func (x *StreamClosed) Reset() {
 	*x = StreamClosed{}
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3250,7 @@ func (x *StreamClosed) String() string {
 func (*StreamClosed) ProtoMessage() {}
 
 func (x *StreamClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[32]
+	mi := &file_api_gavel_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3263,7 @@ func (x *StreamClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamClosed.ProtoReflect.Descriptor instead.
 func (*StreamClosed) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{32}
+	return file_api_gavel_proto_rawDescGZIP(), []int{36}
 }
 
 // HeartbeatRequest is a node's periodic report to the master leader. A
@@ -2942,7 +3293,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3305,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[33]
+	mi := &file_api_gavel_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3318,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{33}
+	return file_api_gavel_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -3070,7 +3421,7 @@ type HeartbeatReply struct {
 
 func (x *HeartbeatReply) Reset() {
 	*x = HeartbeatReply{}
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3433,7 @@ func (x *HeartbeatReply) String() string {
 func (*HeartbeatReply) ProtoMessage() {}
 
 func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[34]
+	mi := &file_api_gavel_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3446,7 @@ func (x *HeartbeatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatReply.ProtoReflect.Descriptor instead.
 func (*HeartbeatReply) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{34}
+	return file_api_gavel_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *HeartbeatReply) GetConfig() *ChainConfig {
@@ -3147,7 +3498,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_api_gavel_proto_msgTypes[35]
+	mi := &file_api_gavel_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3510,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[35]
+	mi := &file_api_gavel_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3523,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{35}
+	return file_api_gavel_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchRequest) GetAfterEpoch() uint64 {
@@ -3197,7 +3548,7 @@ type MasterStatusRequest struct {
 
 func (x *MasterStatusRequest) Reset() {
 	*x = MasterStatusRequest{}
-	mi := &file_api_gavel_proto_msgTypes[36]
+	mi := &file_api_gavel_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3560,7 @@ func (x *MasterStatusRequest) String() string {
 func (*MasterStatusRequest) ProtoMessage() {}
 
 func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[36]
+	mi := &file_api_gavel_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3573,7 @@ func (x *MasterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatusRequest.ProtoReflect.Descriptor instead.
 func (*MasterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{36}
+	return file_api_gavel_proto_rawDescGZIP(), []int{40}
 }
 
 // NodeHealth is the master leader's view of one node.
@@ -3246,7 +3597,7 @@ type NodeHealth struct {
 
 func (x *NodeHealth) Reset() {
 	*x = NodeHealth{}
-	mi := &file_api_gavel_proto_msgTypes[37]
+	mi := &file_api_gavel_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3258,7 +3609,7 @@ func (x *NodeHealth) String() string {
 func (*NodeHealth) ProtoMessage() {}
 
 func (x *NodeHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[37]
+	mi := &file_api_gavel_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3271,7 +3622,7 @@ func (x *NodeHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHealth.ProtoReflect.Descriptor instead.
 func (*NodeHealth) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{37}
+	return file_api_gavel_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *NodeHealth) GetId() string {
@@ -3378,7 +3729,7 @@ type MasterStatus struct {
 
 func (x *MasterStatus) Reset() {
 	*x = MasterStatus{}
-	mi := &file_api_gavel_proto_msgTypes[38]
+	mi := &file_api_gavel_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3741,7 @@ func (x *MasterStatus) String() string {
 func (*MasterStatus) ProtoMessage() {}
 
 func (x *MasterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_gavel_proto_msgTypes[38]
+	mi := &file_api_gavel_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3754,7 @@ func (x *MasterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MasterStatus.ProtoReflect.Descriptor instead.
 func (*MasterStatus) Descriptor() ([]byte, []int) {
-	return file_api_gavel_proto_rawDescGZIP(), []int{38}
+	return file_api_gavel_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MasterStatus) GetId() string {
@@ -3518,17 +3869,25 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\vacked_below\x18\a \x01(\x04R\n" +
 	"ackedBelow\"(\n" +
 	"\fCloseAuction\x12\x18\n" +
-	"\aauction\x18\x01 \x01(\tR\aauction\"\x94\x01\n" +
+	"\aauction\x18\x01 \x01(\tR\aauction\"t\n" +
+	"\x06Limits\x12!\n" +
+	"\fretention_ms\x18\x01 \x01(\x03R\vretentionMs\x12&\n" +
+	"\x0fmax_request_ids\x18\x02 \x01(\x04R\rmaxRequestIds\x12\x1f\n" +
+	"\vmax_bidders\x18\x03 \x01(\x04R\n" +
+	"maxBidders\"0\n" +
+	"\x04Trim\x12(\n" +
+	"\x06limits\x18\x01 \x01(\v2\x10.gavel.v1.LimitsR\x06limits\"\xba\x01\n" +
 	"\aCommand\x12+\n" +
 	"\x04open\x18\x01 \x01(\v2\x15.gavel.v1.OpenAuctionH\x00R\x04open\x12&\n" +
 	"\x03bid\x18\x02 \x01(\v2\x12.gavel.v1.PlaceBidH\x00R\x03bid\x12.\n" +
-	"\x05close\x18\x03 \x01(\v2\x16.gavel.v1.CloseAuctionH\x00R\x05closeB\x04\n" +
+	"\x05close\x18\x03 \x01(\v2\x16.gavel.v1.CloseAuctionH\x00R\x05close\x12$\n" +
+	"\x04trim\x18\x04 \x01(\v2\x0e.gavel.v1.TrimH\x00R\x04trimB\x04\n" +
 	"\x02op\"v\n" +
 	"\x06Update\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12+\n" +
 	"\acommand\x18\x03 \x01(\v2\x11.gavel.v1.CommandR\acommand\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\x97\x03\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xd3\x03\n" +
 	"\vAuctionInfo\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\tR\x04item\x12,\n" +
@@ -3545,7 +3904,10 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x04bids\x18\v \x01(\x04R\x04bids\x12\x18\n" +
 	"\abidders\x18\f \x01(\x04R\abidders\x12 \n" +
 	"\fopened_at_ms\x18\r \x01(\x03R\n" +
-	"openedAtMs\"\x91\x02\n" +
+	"openedAtMs\x12 \n" +
+	"\fclosed_at_ms\x18\x0e \x01(\x03R\n" +
+	"closedAtMs\x12\x18\n" +
+	"\aretired\x18\x0f \x01(\bR\aretired\"\x91\x02\n" +
 	"\n" +
 	"DedupEntry\x12\x1d\n" +
 	"\n" +
@@ -3572,10 +3934,12 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\rclient_ttl_ms\x18\x03 \x01(\x03R\vclientTtlMs\"Q\n" +
 	"\aSession\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12.\n" +
-	"\aentries\x18\x02 \x03(\v2\x14.gavel.v1.DedupEntryR\aentries\"T\n" +
+	"\aentries\x18\x02 \x03(\v2\x14.gavel.v1.DedupEntryR\aentries\"s\n" +
 	"\rAuctionRecord\x12)\n" +
 	"\x04info\x18\x01 \x01(\v2\x15.gavel.v1.AuctionInfoR\x04info\x12\x18\n" +
-	"\abidders\x18\x02 \x03(\tR\abidders\"\xc1\x02\n" +
+	"\abidders\x18\x02 \x03(\tR\abidders\x12\x1d\n" +
+	"\n" +
+	"closed_seq\x18\x03 \x01(\x04R\tclosedSeq\"\x85\x03\n" +
 	"\rStateSnapshot\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x123\n" +
@@ -3585,7 +3949,10 @@ const file_api_gavel_proto_rawDesc = "" +
 	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\x121\n" +
 	"\aclients\x18\x06 \x03(\v2\x17.gavel.v1.ClientSessionR\aclients\x12+\n" +
 	"\x05dedup\x18\a \x01(\v2\x15.gavel.v1.DedupParamsR\x05dedup\x12\"\n" +
-	"\rnext_sweep_ms\x18\b \x01(\x03R\vnextSweepMs\"\xe3\x01\n" +
+	"\rnext_sweep_ms\x18\b \x01(\x03R\vnextSweepMs\x12(\n" +
+	"\x06limits\x18\t \x01(\v2\x10.gavel.v1.LimitsR\x06limits\x12\x18\n" +
+	"\aretired\x18\n" +
+	" \x01(\x04R\aretired\"\xe3\x01\n" +
 	"\n" +
 	"BidRequest\x12\x18\n" +
 	"\aauction\x18\x01 \x01(\tR\aauction\x12\x16\n" +
@@ -3654,7 +4021,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12&\n" +
 	"\x05chain\x18\x02 \x03(\v2\x10.gavel.v1.MemberR\x05chain\x12*\n" +
 	"\ajoining\x18\x03 \x03(\v2\x10.gavel.v1.MemberR\ajoining\"\x0f\n" +
-	"\rStatusRequest\"\x89\x04\n" +
+	"\rStatusRequest\"\xa3\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3676,30 +4043,43 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\bdata_dir\x18\x10 \x01(\tR\adataDir\x12\x1d\n" +
 	"\n" +
 	"data_bytes\x18\x11 \x01(\x04R\tdataBytes\x12\x12\n" +
-	"\x04sync\x18\x12 \x01(\tR\x04sync\"&\n" +
+	"\x04sync\x18\x12 \x01(\tR\x04sync\x12\x18\n" +
+	"\aretired\x18\x13 \x01(\x04R\aretired\"&\n" +
 	"\x0eSetConfigReply\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xf8\x01\n" +
 	"\aForward\x12*\n" +
 	"\aupdates\x18\x01 \x03(\v2\x10.gavel.v1.UpdateR\aupdates\x12\x1c\n" +
 	"\thandshake\x18\x02 \x01(\bR\thandshake\x12%\n" +
-	"\x0epred_committed\x18\x03 \x01(\x04R\rpredCommitted\x123\n" +
-	"\bsnapshot\x18\x04 \x01(\v2\x17.gavel.v1.StateSnapshotR\bsnapshot\x12$\n" +
+	"\x0epred_committed\x18\x03 \x01(\x04R\rpredCommitted\x12$\n" +
 	"\x0epred_caught_up\x18\x05 \x01(\bR\fpredCaughtUp\x12!\n" +
-	"\fpred_applied\x18\x06 \x01(\x04R\vpredApplied\"\x17\n" +
+	"\fpred_applied\x18\x06 \x01(\x04R\vpredApplied\x12-\n" +
+	"\x05chunk\x18\a \x01(\v2\x17.gavel.v1.SnapshotChunkR\x05chunkJ\x04\b\x04\x10\x05\"\xb5\x01\n" +
+	"\rSnapshotChunk\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x1f\n" +
+	"\vstate_bytes\x18\x03 \x01(\x04R\n" +
+	"stateBytes\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\fR\x05state\x121\n" +
+	"\barchived\x18\x05 \x03(\v2\x15.gavel.v1.AuctionInfoR\barchived\x12\x12\n" +
+	"\x04last\x18\x06 \x01(\bR\x04last\"5\n" +
+	"\vSnapshotAck\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"_\n" +
 	"\x05Hello\x12\x19\n" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\x12\x1d\n" +
 	"\n" +
-	"last_epoch\x18\x03 \x01(\x04R\tlastEpoch\"\xcb\x01\n" +
+	"last_epoch\x18\x03 \x01(\x04R\tlastEpoch\"\x87\x02\n" +
 	"\fChainMessage\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x03 \x01(\tR\x02to\x12-\n" +
 	"\aforward\x18\x04 \x01(\v2\x11.gavel.v1.ForwardH\x00R\aforward\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.gavel.v1.AckH\x00R\x03ack\x12'\n" +
-	"\x05hello\x18\x06 \x01(\v2\x0f.gavel.v1.HelloH\x00R\x05helloB\x06\n" +
+	"\x05hello\x18\x06 \x01(\v2\x0f.gavel.v1.HelloH\x00R\x05hello\x12:\n" +
+	"\fsnapshot_ack\x18\a \x01(\v2\x15.gavel.v1.SnapshotAckH\x00R\vsnapshotAckB\x06\n" +
 	"\x04body\">\n" +
 	"\bEnvelope\x122\n" +
 	"\bmessages\x18\x01 \x03(\v2\x16.gavel.v1.ChainMessageR\bmessages\"\x0e\n" +
@@ -3767,7 +4147,7 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aSUCCESS\x10\x01\x12\b\n" +
 	"\x04FAIL\x10\x02\x12\r\n" +
-	"\tEXCEPTION\x10\x03*\xfc\x01\n" +
+	"\tEXCEPTION\x10\x03*\x92\x02\n" +
 	"\x06Reason\x12\x0f\n" +
 	"\vREASON_NONE\x10\x00\x12\v\n" +
 	"\aTOO_LOW\x10\x01\x12\n" +
@@ -3783,7 +4163,8 @@ const file_api_gavel_proto_rawDesc = "" +
 	"\rSTALE_REQUEST\x10\n" +
 	"\x12\x14\n" +
 	"\x10TOO_MANY_PENDING\x10\v\x12\x12\n" +
-	"\x0eNOT_AUTHORIZED\x10\f*I\n" +
+	"\x0eNOT_AUTHORIZED\x10\f\x12\x14\n" +
+	"\x10TOO_MANY_BIDDERS\x10\r*I\n" +
 	"\fAuctionState\x12\x1d\n" +
 	"\x19AUCTION_STATE_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\x10\n" +
@@ -3833,7 +4214,7 @@ func file_api_gavel_proto_rawDescGZIP() []byte {
 }
 
 var file_api_gavel_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_api_gavel_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_api_gavel_proto_goTypes = []any{
 	(Outcome)(0),                // 0: gavel.v1.Outcome
 	(Reason)(0),                 // 1: gavel.v1.Reason
@@ -3843,112 +4224,121 @@ var file_api_gavel_proto_goTypes = []any{
 	(*OpenAuction)(nil),         // 5: gavel.v1.OpenAuction
 	(*PlaceBid)(nil),            // 6: gavel.v1.PlaceBid
 	(*CloseAuction)(nil),        // 7: gavel.v1.CloseAuction
-	(*Command)(nil),             // 8: gavel.v1.Command
-	(*Update)(nil),              // 9: gavel.v1.Update
-	(*AuctionInfo)(nil),         // 10: gavel.v1.AuctionInfo
-	(*DedupEntry)(nil),          // 11: gavel.v1.DedupEntry
-	(*ClientSession)(nil),       // 12: gavel.v1.ClientSession
-	(*DedupParams)(nil),         // 13: gavel.v1.DedupParams
-	(*Session)(nil),             // 14: gavel.v1.Session
-	(*AuctionRecord)(nil),       // 15: gavel.v1.AuctionRecord
-	(*StateSnapshot)(nil),       // 16: gavel.v1.StateSnapshot
-	(*BidRequest)(nil),          // 17: gavel.v1.BidRequest
-	(*BidReply)(nil),            // 18: gavel.v1.BidReply
-	(*ResultRequest)(nil),       // 19: gavel.v1.ResultRequest
-	(*ResultReply)(nil),         // 20: gavel.v1.ResultReply
-	(*ListAuctionsRequest)(nil), // 21: gavel.v1.ListAuctionsRequest
-	(*ListAuctionsReply)(nil),   // 22: gavel.v1.ListAuctionsReply
-	(*OpenAuctionRequest)(nil),  // 23: gavel.v1.OpenAuctionRequest
-	(*OpenAuctionReply)(nil),    // 24: gavel.v1.OpenAuctionReply
-	(*WatchAuctionRequest)(nil), // 25: gavel.v1.WatchAuctionRequest
-	(*AuctionEvent)(nil),        // 26: gavel.v1.AuctionEvent
-	(*Member)(nil),              // 27: gavel.v1.Member
-	(*ChainConfig)(nil),         // 28: gavel.v1.ChainConfig
-	(*StatusRequest)(nil),       // 29: gavel.v1.StatusRequest
-	(*NodeStatus)(nil),          // 30: gavel.v1.NodeStatus
-	(*SetConfigReply)(nil),      // 31: gavel.v1.SetConfigReply
-	(*Forward)(nil),             // 32: gavel.v1.Forward
-	(*Ack)(nil),                 // 33: gavel.v1.Ack
-	(*Hello)(nil),               // 34: gavel.v1.Hello
-	(*ChainMessage)(nil),        // 35: gavel.v1.ChainMessage
-	(*Envelope)(nil),            // 36: gavel.v1.Envelope
-	(*StreamClosed)(nil),        // 37: gavel.v1.StreamClosed
-	(*HeartbeatRequest)(nil),    // 38: gavel.v1.HeartbeatRequest
-	(*HeartbeatReply)(nil),      // 39: gavel.v1.HeartbeatReply
-	(*WatchRequest)(nil),        // 40: gavel.v1.WatchRequest
-	(*MasterStatusRequest)(nil), // 41: gavel.v1.MasterStatusRequest
-	(*NodeHealth)(nil),          // 42: gavel.v1.NodeHealth
-	(*MasterStatus)(nil),        // 43: gavel.v1.MasterStatus
+	(*Limits)(nil),              // 8: gavel.v1.Limits
+	(*Trim)(nil),                // 9: gavel.v1.Trim
+	(*Command)(nil),             // 10: gavel.v1.Command
+	(*Update)(nil),              // 11: gavel.v1.Update
+	(*AuctionInfo)(nil),         // 12: gavel.v1.AuctionInfo
+	(*DedupEntry)(nil),          // 13: gavel.v1.DedupEntry
+	(*ClientSession)(nil),       // 14: gavel.v1.ClientSession
+	(*DedupParams)(nil),         // 15: gavel.v1.DedupParams
+	(*Session)(nil),             // 16: gavel.v1.Session
+	(*AuctionRecord)(nil),       // 17: gavel.v1.AuctionRecord
+	(*StateSnapshot)(nil),       // 18: gavel.v1.StateSnapshot
+	(*BidRequest)(nil),          // 19: gavel.v1.BidRequest
+	(*BidReply)(nil),            // 20: gavel.v1.BidReply
+	(*ResultRequest)(nil),       // 21: gavel.v1.ResultRequest
+	(*ResultReply)(nil),         // 22: gavel.v1.ResultReply
+	(*ListAuctionsRequest)(nil), // 23: gavel.v1.ListAuctionsRequest
+	(*ListAuctionsReply)(nil),   // 24: gavel.v1.ListAuctionsReply
+	(*OpenAuctionRequest)(nil),  // 25: gavel.v1.OpenAuctionRequest
+	(*OpenAuctionReply)(nil),    // 26: gavel.v1.OpenAuctionReply
+	(*WatchAuctionRequest)(nil), // 27: gavel.v1.WatchAuctionRequest
+	(*AuctionEvent)(nil),        // 28: gavel.v1.AuctionEvent
+	(*Member)(nil),              // 29: gavel.v1.Member
+	(*ChainConfig)(nil),         // 30: gavel.v1.ChainConfig
+	(*StatusRequest)(nil),       // 31: gavel.v1.StatusRequest
+	(*NodeStatus)(nil),          // 32: gavel.v1.NodeStatus
+	(*SetConfigReply)(nil),      // 33: gavel.v1.SetConfigReply
+	(*Forward)(nil),             // 34: gavel.v1.Forward
+	(*SnapshotChunk)(nil),       // 35: gavel.v1.SnapshotChunk
+	(*SnapshotAck)(nil),         // 36: gavel.v1.SnapshotAck
+	(*Ack)(nil),                 // 37: gavel.v1.Ack
+	(*Hello)(nil),               // 38: gavel.v1.Hello
+	(*ChainMessage)(nil),        // 39: gavel.v1.ChainMessage
+	(*Envelope)(nil),            // 40: gavel.v1.Envelope
+	(*StreamClosed)(nil),        // 41: gavel.v1.StreamClosed
+	(*HeartbeatRequest)(nil),    // 42: gavel.v1.HeartbeatRequest
+	(*HeartbeatReply)(nil),      // 43: gavel.v1.HeartbeatReply
+	(*WatchRequest)(nil),        // 44: gavel.v1.WatchRequest
+	(*MasterStatusRequest)(nil), // 45: gavel.v1.MasterStatusRequest
+	(*NodeHealth)(nil),          // 46: gavel.v1.NodeHealth
+	(*MasterStatus)(nil),        // 47: gavel.v1.MasterStatus
 }
 var file_api_gavel_proto_depIdxs = []int32{
-	5,  // 0: gavel.v1.Command.open:type_name -> gavel.v1.OpenAuction
-	6,  // 1: gavel.v1.Command.bid:type_name -> gavel.v1.PlaceBid
-	7,  // 2: gavel.v1.Command.close:type_name -> gavel.v1.CloseAuction
-	8,  // 3: gavel.v1.Update.command:type_name -> gavel.v1.Command
-	2,  // 4: gavel.v1.AuctionInfo.state:type_name -> gavel.v1.AuctionState
-	0,  // 5: gavel.v1.DedupEntry.outcome:type_name -> gavel.v1.Outcome
-	1,  // 6: gavel.v1.DedupEntry.reason:type_name -> gavel.v1.Reason
-	11, // 7: gavel.v1.ClientSession.entries:type_name -> gavel.v1.DedupEntry
-	11, // 8: gavel.v1.Session.entries:type_name -> gavel.v1.DedupEntry
-	10, // 9: gavel.v1.AuctionRecord.info:type_name -> gavel.v1.AuctionInfo
-	15, // 10: gavel.v1.StateSnapshot.auctions:type_name -> gavel.v1.AuctionRecord
-	14, // 11: gavel.v1.StateSnapshot.sessions:type_name -> gavel.v1.Session
-	12, // 12: gavel.v1.StateSnapshot.clients:type_name -> gavel.v1.ClientSession
-	13, // 13: gavel.v1.StateSnapshot.dedup:type_name -> gavel.v1.DedupParams
-	0,  // 14: gavel.v1.BidReply.outcome:type_name -> gavel.v1.Outcome
-	1,  // 15: gavel.v1.BidReply.reason:type_name -> gavel.v1.Reason
-	10, // 16: gavel.v1.ResultReply.info:type_name -> gavel.v1.AuctionInfo
-	10, // 17: gavel.v1.ListAuctionsReply.auctions:type_name -> gavel.v1.AuctionInfo
-	5,  // 18: gavel.v1.OpenAuctionRequest.open:type_name -> gavel.v1.OpenAuction
-	0,  // 19: gavel.v1.OpenAuctionReply.outcome:type_name -> gavel.v1.Outcome
-	1,  // 20: gavel.v1.OpenAuctionReply.reason:type_name -> gavel.v1.Reason
-	10, // 21: gavel.v1.OpenAuctionReply.info:type_name -> gavel.v1.AuctionInfo
-	3,  // 22: gavel.v1.AuctionEvent.kind:type_name -> gavel.v1.EventKind
-	10, // 23: gavel.v1.AuctionEvent.info:type_name -> gavel.v1.AuctionInfo
-	27, // 24: gavel.v1.ChainConfig.chain:type_name -> gavel.v1.Member
-	27, // 25: gavel.v1.ChainConfig.joining:type_name -> gavel.v1.Member
-	4,  // 26: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
-	28, // 27: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
-	9,  // 28: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
-	16, // 29: gavel.v1.Forward.snapshot:type_name -> gavel.v1.StateSnapshot
-	32, // 30: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
-	33, // 31: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
-	34, // 32: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
-	35, // 33: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
-	4,  // 34: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
-	28, // 35: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
-	4,  // 36: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
-	28, // 37: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
-	42, // 38: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
-	17, // 39: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
-	17, // 40: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
-	19, // 41: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
-	21, // 42: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
-	23, // 43: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
-	25, // 44: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
-	29, // 45: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
-	28, // 46: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
-	36, // 47: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
-	38, // 48: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
-	40, // 49: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
-	41, // 50: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
-	18, // 51: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
-	18, // 52: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
-	20, // 53: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
-	22, // 54: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
-	24, // 55: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
-	26, // 56: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
-	30, // 57: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
-	31, // 58: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
-	37, // 59: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
-	39, // 60: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
-	28, // 61: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
-	43, // 62: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
-	51, // [51:63] is the sub-list for method output_type
-	39, // [39:51] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	8,  // 0: gavel.v1.Trim.limits:type_name -> gavel.v1.Limits
+	5,  // 1: gavel.v1.Command.open:type_name -> gavel.v1.OpenAuction
+	6,  // 2: gavel.v1.Command.bid:type_name -> gavel.v1.PlaceBid
+	7,  // 3: gavel.v1.Command.close:type_name -> gavel.v1.CloseAuction
+	9,  // 4: gavel.v1.Command.trim:type_name -> gavel.v1.Trim
+	10, // 5: gavel.v1.Update.command:type_name -> gavel.v1.Command
+	2,  // 6: gavel.v1.AuctionInfo.state:type_name -> gavel.v1.AuctionState
+	0,  // 7: gavel.v1.DedupEntry.outcome:type_name -> gavel.v1.Outcome
+	1,  // 8: gavel.v1.DedupEntry.reason:type_name -> gavel.v1.Reason
+	13, // 9: gavel.v1.ClientSession.entries:type_name -> gavel.v1.DedupEntry
+	13, // 10: gavel.v1.Session.entries:type_name -> gavel.v1.DedupEntry
+	12, // 11: gavel.v1.AuctionRecord.info:type_name -> gavel.v1.AuctionInfo
+	17, // 12: gavel.v1.StateSnapshot.auctions:type_name -> gavel.v1.AuctionRecord
+	16, // 13: gavel.v1.StateSnapshot.sessions:type_name -> gavel.v1.Session
+	14, // 14: gavel.v1.StateSnapshot.clients:type_name -> gavel.v1.ClientSession
+	15, // 15: gavel.v1.StateSnapshot.dedup:type_name -> gavel.v1.DedupParams
+	8,  // 16: gavel.v1.StateSnapshot.limits:type_name -> gavel.v1.Limits
+	0,  // 17: gavel.v1.BidReply.outcome:type_name -> gavel.v1.Outcome
+	1,  // 18: gavel.v1.BidReply.reason:type_name -> gavel.v1.Reason
+	12, // 19: gavel.v1.ResultReply.info:type_name -> gavel.v1.AuctionInfo
+	12, // 20: gavel.v1.ListAuctionsReply.auctions:type_name -> gavel.v1.AuctionInfo
+	5,  // 21: gavel.v1.OpenAuctionRequest.open:type_name -> gavel.v1.OpenAuction
+	0,  // 22: gavel.v1.OpenAuctionReply.outcome:type_name -> gavel.v1.Outcome
+	1,  // 23: gavel.v1.OpenAuctionReply.reason:type_name -> gavel.v1.Reason
+	12, // 24: gavel.v1.OpenAuctionReply.info:type_name -> gavel.v1.AuctionInfo
+	3,  // 25: gavel.v1.AuctionEvent.kind:type_name -> gavel.v1.EventKind
+	12, // 26: gavel.v1.AuctionEvent.info:type_name -> gavel.v1.AuctionInfo
+	29, // 27: gavel.v1.ChainConfig.chain:type_name -> gavel.v1.Member
+	29, // 28: gavel.v1.ChainConfig.joining:type_name -> gavel.v1.Member
+	4,  // 29: gavel.v1.NodeStatus.role:type_name -> gavel.v1.Role
+	30, // 30: gavel.v1.NodeStatus.config:type_name -> gavel.v1.ChainConfig
+	11, // 31: gavel.v1.Forward.updates:type_name -> gavel.v1.Update
+	35, // 32: gavel.v1.Forward.chunk:type_name -> gavel.v1.SnapshotChunk
+	12, // 33: gavel.v1.SnapshotChunk.archived:type_name -> gavel.v1.AuctionInfo
+	34, // 34: gavel.v1.ChainMessage.forward:type_name -> gavel.v1.Forward
+	37, // 35: gavel.v1.ChainMessage.ack:type_name -> gavel.v1.Ack
+	38, // 36: gavel.v1.ChainMessage.hello:type_name -> gavel.v1.Hello
+	36, // 37: gavel.v1.ChainMessage.snapshot_ack:type_name -> gavel.v1.SnapshotAck
+	39, // 38: gavel.v1.Envelope.messages:type_name -> gavel.v1.ChainMessage
+	4,  // 39: gavel.v1.HeartbeatRequest.role:type_name -> gavel.v1.Role
+	30, // 40: gavel.v1.HeartbeatReply.config:type_name -> gavel.v1.ChainConfig
+	4,  // 41: gavel.v1.NodeHealth.role:type_name -> gavel.v1.Role
+	30, // 42: gavel.v1.MasterStatus.config:type_name -> gavel.v1.ChainConfig
+	46, // 43: gavel.v1.MasterStatus.nodes:type_name -> gavel.v1.NodeHealth
+	19, // 44: gavel.v1.Auctions.Bid:input_type -> gavel.v1.BidRequest
+	19, // 45: gavel.v1.Auctions.BidStream:input_type -> gavel.v1.BidRequest
+	21, // 46: gavel.v1.Auctions.Result:input_type -> gavel.v1.ResultRequest
+	23, // 47: gavel.v1.Auctions.ListAuctions:input_type -> gavel.v1.ListAuctionsRequest
+	25, // 48: gavel.v1.Auctions.OpenAuction:input_type -> gavel.v1.OpenAuctionRequest
+	27, // 49: gavel.v1.Auctions.Watch:input_type -> gavel.v1.WatchAuctionRequest
+	31, // 50: gavel.v1.Admin.Status:input_type -> gavel.v1.StatusRequest
+	30, // 51: gavel.v1.Admin.SetConfig:input_type -> gavel.v1.ChainConfig
+	40, // 52: gavel.v1.Chain.Stream:input_type -> gavel.v1.Envelope
+	42, // 53: gavel.v1.Master.Heartbeat:input_type -> gavel.v1.HeartbeatRequest
+	44, // 54: gavel.v1.Master.Watch:input_type -> gavel.v1.WatchRequest
+	45, // 55: gavel.v1.Master.Status:input_type -> gavel.v1.MasterStatusRequest
+	20, // 56: gavel.v1.Auctions.Bid:output_type -> gavel.v1.BidReply
+	20, // 57: gavel.v1.Auctions.BidStream:output_type -> gavel.v1.BidReply
+	22, // 58: gavel.v1.Auctions.Result:output_type -> gavel.v1.ResultReply
+	24, // 59: gavel.v1.Auctions.ListAuctions:output_type -> gavel.v1.ListAuctionsReply
+	26, // 60: gavel.v1.Auctions.OpenAuction:output_type -> gavel.v1.OpenAuctionReply
+	28, // 61: gavel.v1.Auctions.Watch:output_type -> gavel.v1.AuctionEvent
+	32, // 62: gavel.v1.Admin.Status:output_type -> gavel.v1.NodeStatus
+	33, // 63: gavel.v1.Admin.SetConfig:output_type -> gavel.v1.SetConfigReply
+	41, // 64: gavel.v1.Chain.Stream:output_type -> gavel.v1.StreamClosed
+	43, // 65: gavel.v1.Master.Heartbeat:output_type -> gavel.v1.HeartbeatReply
+	30, // 66: gavel.v1.Master.Watch:output_type -> gavel.v1.ChainConfig
+	47, // 67: gavel.v1.Master.Status:output_type -> gavel.v1.MasterStatus
+	56, // [56:68] is the sub-list for method output_type
+	44, // [44:56] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_api_gavel_proto_init() }
@@ -3956,15 +4346,17 @@ func file_api_gavel_proto_init() {
 	if File_api_gavel_proto != nil {
 		return
 	}
-	file_api_gavel_proto_msgTypes[3].OneofWrappers = []any{
+	file_api_gavel_proto_msgTypes[5].OneofWrappers = []any{
 		(*Command_Open)(nil),
 		(*Command_Bid)(nil),
 		(*Command_Close)(nil),
+		(*Command_Trim)(nil),
 	}
-	file_api_gavel_proto_msgTypes[30].OneofWrappers = []any{
+	file_api_gavel_proto_msgTypes[34].OneofWrappers = []any{
 		(*ChainMessage_Forward)(nil),
 		(*ChainMessage_Ack)(nil),
 		(*ChainMessage_Hello)(nil),
+		(*ChainMessage_SnapshotAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3972,7 +4364,7 @@ func file_api_gavel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_gavel_proto_rawDesc), len(file_api_gavel_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   39,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -104,6 +104,11 @@ type Result struct {
 	Extended bool
 	// Closed is set when the update closed the auction.
 	Closed bool
+	// Retired are the final results of the auctions a Trim retired, which
+	// the edge keeps in its archive; Forgotten counts the request ids it
+	// forgot.
+	Retired   []*api.AuctionInfo
+	Forgotten int
 }
 
 // Auction is one auction's replicated state.
@@ -120,7 +125,9 @@ type Auction struct {
 	SoftCloseMs   int64
 	Version       uint64 // seq of the last update applied to this auction
 	Bids          uint64 // bids sequenced, any outcome
+	ClosedAtMs    int64  // update time of the close (0 while open)
 	bidders       map[string]struct{}
+	closedSeq     uint64 // seq of the close (0 while open)
 }
 
 // Info returns the public view of the auction.
@@ -133,7 +140,7 @@ func (a *Auction) Info() *api.AuctionInfo {
 		Auction: a.ID, Item: a.Item, State: st, Highest: a.Highest, Bidder: a.Bidder,
 		ClosesAtMs: a.ClosesAtMs, MinIncrement: a.MinIncrement, StartingPrice: a.StartingPrice,
 		SoftCloseMs: a.SoftCloseMs, Version: a.Version, Bids: a.Bids,
-		Bidders: uint64(len(a.bidders)), OpenedAtMs: a.OpenedAtMs,
+		Bidders: uint64(len(a.bidders)), OpenedAtMs: a.OpenedAtMs, ClosedAtMs: a.ClosedAtMs,
 	}
 }
 
@@ -194,6 +201,18 @@ type State struct {
 	// nextSweepMs is the update time at which idle client sessions are
 	// next looked for and forgotten.
 	nextSweepMs int64
+	// limits are the bounds the last Trim set (bounds.go).
+	limits Limits
+	// closed are the closed auctions still in the state, in the order
+	// they closed: the next to retire first.
+	closed fifo[*Auction]
+	// reqs orders the remembered request ids of every table, oldest
+	// first (with refs to ids a table's own window dropped since);
+	// requestIDs counts the ids remembered.
+	reqs       fifo[reqRef]
+	requestIDs int
+	// retired counts the auctions retired so far.
+	retired uint64
 }
 
 // New returns an empty state with the DefaultDedup parameters.
@@ -475,9 +494,11 @@ func (s *State) remember(q request, r Result) {
 	if len(sess.order) >= s.dedup.RequestWindow {
 		delete(sess.byID, sess.order[0])
 		sess.order = sess.order[1:]
+		s.requestIDs--
 	}
 	sess.byID[q.requestID] = e
 	sess.order = append(sess.order, q.requestID)
+	s.noteRequest(q.table(), r.Seq)
 }
 
 func validName(s string) bool {
@@ -571,6 +592,8 @@ func (s *State) Apply(u *api.Update) (Result, error) {
 		return s.applyOpen(u.Seq, op.Open), nil
 	case *api.Command_Close:
 		return s.applyClose(u.Seq, op.Close.GetAuction()), nil
+	case *api.Command_Trim:
+		return s.applyTrim(u.Seq, op.Trim), nil
 	default:
 		// An empty command still consumes its sequence number.
 		return Result{Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_INVALID_REQUEST,
@@ -600,9 +623,18 @@ func (s *State) decideBid(seq uint64, b *api.PlaceBid) Result {
 	}
 	a.Version = seq
 	a.Bids++
-	a.bidders[b.Bidder] = struct{}{} // the first bid registers the bidder
+	_, known := a.bidders[b.Bidder]
+	full := !known && s.limits.MaxBidders > 0 && len(a.bidders) >= s.limits.MaxBidders
+	if !known && !full {
+		a.bidders[b.Bidder] = struct{}{} // the first bid registers the bidder
+	}
 	if a.Closed {
 		return exception(seq, b, api.Reason_CLOSED, fmt.Sprintf("auction %q is closed", b.Auction))
+	}
+	if full {
+		return exception(seq, b, api.Reason_TOO_MANY_BIDDERS, fmt.Sprintf(
+			"auction %q has registered %d bidders, the most one auction takes; %q is not one of them",
+			b.Auction, len(a.bidders), b.Bidder))
 	}
 	if need := a.minNext(); b.Amount < need {
 		return Result{Outcome: api.Outcome_FAIL, Reason: api.Reason_TOO_LOW, Seq: seq,
@@ -656,12 +688,17 @@ func (s *State) applyClose(seq uint64, id string) Result {
 	}
 	a.Closed = true
 	a.Version = seq
+	a.ClosedAtMs, a.closedSeq = s.timeMs, seq
 	delete(s.open, id)
+	s.closed.push(a)
 	return Result{Outcome: api.Outcome_SUCCESS, Seq: seq, Auction: id, Amount: a.Highest,
 		Closed: true, Detail: "closed"}
 }
 
-// Snapshot returns the whole state, in a deterministic order.
+// Snapshot returns the whole state, in a deterministic order. It shares
+// the state's dedup entries, which never change once made: the snapshot
+// may be encoded on another goroutine while the state goes on, but
+// callers must not modify it.
 func (s *State) Snapshot() *api.StateSnapshot {
 	snap := &api.StateSnapshot{Seq: s.seq, TimeMs: s.timeMs, LastEpoch: s.lastEpoch}
 	ids := make([]string, 0, len(s.auctions))
@@ -671,7 +708,7 @@ func (s *State) Snapshot() *api.StateSnapshot {
 	sort.Strings(ids)
 	for _, id := range ids {
 		a := s.auctions[id]
-		rec := &api.AuctionRecord{Info: a.Info(), Bidders: make([]string, 0, len(a.bidders))}
+		rec := &api.AuctionRecord{Info: a.Info(), Bidders: make([]string, 0, len(a.bidders)), ClosedSeq: a.closedSeq}
 		for b := range a.bidders {
 			rec.Bidders = append(rec.Bidders, b)
 		}
@@ -687,7 +724,7 @@ func (s *State) Snapshot() *api.StateSnapshot {
 		sess := s.sessions[c]
 		ps := &api.Session{Client: c}
 		for _, id := range sess.order {
-			ps.Entries = append(ps.Entries, proto.Clone(sess.byID[id]).(*api.DedupEntry))
+			ps.Entries = append(ps.Entries, sess.byID[id])
 		}
 		snap.Sessions = append(snap.Sessions, ps)
 	}
@@ -699,14 +736,13 @@ func (s *State) Snapshot() *api.StateSnapshot {
 	for _, c := range ids {
 		cs := s.clients[c]
 		pc := &api.ClientSession{Client: c, AckedBelow: cs.ackedBelow, LastMs: cs.lastMs}
-		for _, e := range cs.entries {
-			pc.Entries = append(pc.Entries, proto.Clone(e).(*api.DedupEntry))
-		}
+		pc.Entries = slices.Clone(cs.entries)
 		snap.Clients = append(snap.Clients, pc)
 	}
 	snap.Dedup = &api.DedupParams{RequestWindow: uint32(s.dedup.RequestWindow), MaxPending: uint32(s.dedup.MaxPending),
 		ClientTtlMs: s.dedup.ClientTTLMs}
 	snap.NextSweepMs = s.nextSweepMs
+	snap.Limits, snap.Retired = s.limits.proto(), s.retired
 	return snap
 }
 
@@ -723,6 +759,7 @@ func Restore(snap *api.StateSnapshot) (*State, error) {
 	s := NewWithDedup(p)
 	s.seq, s.timeMs, s.lastEpoch = snap.GetSeq(), snap.GetTimeMs(), snap.GetLastEpoch()
 	s.nextSweepMs = snap.GetNextSweepMs()
+	s.limits, s.retired = limitsOf(snap.GetLimits()), snap.GetRetired()
 	for _, rec := range snap.GetAuctions() {
 		in := rec.GetInfo()
 		if in == nil || !validName(in.Auction) || s.auctions[in.Auction] != nil {
@@ -731,7 +768,8 @@ func Restore(snap *api.StateSnapshot) (*State, error) {
 		a := &Auction{ID: in.Auction, Item: in.Item, Closed: in.State == api.AuctionState_CLOSED_STATE,
 			Highest: in.Highest, Bidder: in.Bidder, OpenedAtMs: in.OpenedAtMs, ClosesAtMs: in.ClosesAtMs,
 			MinIncrement: in.MinIncrement, StartingPrice: in.StartingPrice, SoftCloseMs: in.SoftCloseMs,
-			Version: in.Version, Bids: in.Bids, bidders: make(map[string]struct{}, len(rec.Bidders))}
+			Version: in.Version, Bids: in.Bids, ClosedAtMs: in.ClosedAtMs, closedSeq: rec.ClosedSeq,
+			bidders: make(map[string]struct{}, len(rec.Bidders))}
 		for _, b := range rec.Bidders {
 			a.bidders[b] = struct{}{}
 		}
@@ -770,13 +808,19 @@ func Restore(snap *api.StateSnapshot) (*State, error) {
 		}
 		s.clients[pc.Client] = cs
 	}
+	s.rebuildClosedOrder()
+	s.rebuildRequestOrder()
 	return s, nil
 }
 
 // Digest is a hash of the whole state; replicas that applied the same
 // updates have the same digest.
-func (s *State) Digest() [32]byte {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.Snapshot())
+func (s *State) Digest() [32]byte { return DigestOf(s.Snapshot()) }
+
+// DigestOf is the Digest of the state snap is a snapshot of; it may run on
+// another goroutine than the state's.
+func DigestOf(snap *api.StateSnapshot) [32]byte {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(snap)
 	if err != nil {
 		panic(fmt.Sprintf("auction: marshal snapshot: %v", err)) // cannot happen for well-formed messages
 	}

@@ -44,14 +44,23 @@ func (n *Node) recover() (*api.ChainConfig, error) {
 			return nil, fmt.Errorf("chain: node %s: snapshot in %s/meta.db: %w", n.opts.ID, n.opts.DataDir, err)
 		}
 	}
+	var retired []*api.AuctionInfo
 	for _, u := range rec.Updates {
 		if u.GetSeq() <= state.Seq() {
 			continue
 		}
-		if _, err := state.Apply(u); err != nil {
+		res, err := state.Apply(u)
+		if err != nil {
 			st.Close()
 			return nil, fmt.Errorf("chain: node %s: log in %s/wal: %w", n.opts.ID, n.opts.DataDir, err)
 		}
+		retired = append(retired, res.Retired...)
+	}
+	// The log's retirements may not have reached the archive before the
+	// node stopped: writing them again changes nothing.
+	if err := st.Archive(retired); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("chain: node %s: %w", n.opts.ID, err)
 	}
 	log := rec.Updates
 	if len(log) > 0 && log[len(log)-1].GetSeq() != state.Seq() {
@@ -66,6 +75,7 @@ func (n *Node) recover() (*api.ChainConfig, error) {
 		return nil, err
 	}
 	n.store = st
+	n.mem, n.replica.opts.Archive = nil, st
 	n.snapSeq = rec.Snapshot.GetSeq()
 	n.prevSnapSeq = n.snapSeq
 	if len(log) > 0 {
@@ -90,6 +100,7 @@ func (n *Node) persist(rd Ready) bool {
 		return false
 	}
 	if n.store == nil {
+		n.mem.apply(rd)
 		// Memory only: the log is bounded the same way, without files.
 		if a := n.replica.Applied(); a >= n.snapSeq+uint64(n.opts.SnapshotEvery) {
 			n.replica.Compact(n.snapSeq)
@@ -115,21 +126,51 @@ func (n *Node) persist(rd Ready) bool {
 }
 
 // submitDurable hands a Ready's durable work to the syncer; driver only.
+// What it writes is taken now, on the driver: the updates, the results
+// they retire, the snapshot an install replaces the state with.
 func (n *Node) submitDurable(rd Ready) {
 	gen := n.replica.StateGen()
-	switch {
-	case rd.StateReplaced:
-		// A snapshot from the predecessor replaced the state: it is the
-		// new durable state, and the log starts over after it.
-		snap := n.replica.State().Snapshot()
-		n.snapSeq, n.prevSnapSeq = snap.GetSeq(), snap.GetSeq()
-		n.syncer.submit(syncJob{gen: gen, snap: snap})
-	case len(rd.Applied) > 0:
+	last := lastInstall(rd.Archive)
+	if len(rd.Archive) > 0 || rd.StateReplaced {
+		// A snapshot in transfer, set aside, or installed: it is the new
+		// durable state (with the results it carries and those its
+		// Ready's updates retire), and the log starts over after it.
+		ops := rd.Archive
+		var snap *api.StateSnapshot
+		var retired []*api.AuctionInfo
+		if last >= 0 || rd.StateReplaced {
+			snap, retired = n.replica.State().Snapshot(), retiredBy(rd.Applied)
+			n.snapSeq, n.prevSnapSeq = snap.GetSeq(), snap.GetSeq()
+		}
+		st := n.store
+		n.syncer.submit(syncJob{gen: gen, seq: snap.GetSeq(), other: func() error {
+			for i, op := range ops {
+				if op.Reset {
+					if err := st.ResetStaged(); err != nil {
+						return err
+					}
+				}
+				if err := st.Stage(op.Stage); err != nil {
+					return err
+				}
+				if i == last {
+					if err := st.Stage(retired); err != nil {
+						return err
+					}
+				}
+			}
+			if snap == nil {
+				return nil
+			}
+			return st.Reset(snap)
+		}})
+	}
+	if !rd.StateReplaced && len(rd.Applied) > 0 {
 		ups := make([]*api.Update, len(rd.Applied))
 		for i, a := range rd.Applied {
 			ups[i] = a.Update
 		}
-		n.syncer.submit(syncJob{gen: gen, ups: ups})
+		n.syncer.submit(syncJob{gen: gen, seq: ups[len(ups)-1].GetSeq(), ups: ups, retired: retiredBy(rd.Applied)})
 	}
 }
 
@@ -162,6 +203,37 @@ func (n *Node) persisted(r *Replica, gen, seq uint64, err error) {
 		}
 	}
 	n.heldChanges = n.heldChanges[i:]
+}
+
+// persistArchiveOps makes the archive ops of a snapshot being received;
+// at the install, the snapshot becomes the durable state: the whole
+// current state is saved, with the staged results and those of the
+// Ready's updates (applied after the install) as the archive, and the log
+// starts over after it. Driver only.
+func (n *Node) persistArchiveOps(rd Ready) error {
+	last := lastInstall(rd.Archive)
+	for i, op := range rd.Archive {
+		if op.Reset {
+			if err := n.store.ResetStaged(); err != nil {
+				return err
+			}
+		}
+		if err := n.store.Stage(op.Stage); err != nil {
+			return err
+		}
+		if i != last {
+			continue
+		}
+		if err := n.store.Stage(retiredBy(rd.Applied)); err != nil {
+			return err
+		}
+		snap := n.replica.State().Snapshot()
+		if err := n.store.Reset(snap); err != nil {
+			return err
+		}
+		n.snapSeq, n.prevSnapSeq = snap.GetSeq(), snap.GetSeq()
+	}
+	return nil
 }
 
 // failReplies answers a dropped Ready's clients with ErrUnavailable.

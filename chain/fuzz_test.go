@@ -166,11 +166,9 @@ func FuzzReplicaStep(f *testing.F) {
 		// An update of a later epoch than its message.
 		{Epoch: 3, From: "n2", To: "n3", Body: &api.ChainMessage_Forward{Forward: &api.Forward{PredApplied: 9,
 			Updates: []*api.Update{{Seq: 8, Epoch: 4, Command: forged.Command}}}}},
-		// A snapshot outside a handshake, and one beyond what the sender holds.
-		{Epoch: 3, From: "n1", To: "n2", Body: &api.ChainMessage_Forward{Forward: &api.Forward{PredApplied: 8,
-			Snapshot: &api.StateSnapshot{Seq: 8}}}},
+		// A snapshot chunk beyond what the sender holds.
 		{Epoch: 3, From: "n1", To: "n2", Body: &api.ChainMessage_Forward{Forward: &api.Forward{Handshake: true, PredApplied: 8,
-			Snapshot: &api.StateSnapshot{Seq: 99}}}},
+			Chunk: &api.SnapshotChunk{Seq: 99, Last: true}}}},
 		// A hello that knows more committed than it holds.
 		{Epoch: 3, From: "n3", To: "n2", Body: &api.ChainMessage_Hello{Hello: &api.Hello{LastSeq: 2, Committed: 7}}},
 		// To someone else; from nobody; no body; nil bodies.

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -99,6 +100,13 @@ type simOptions struct {
 	// (Options.AsyncDurable), as the edge with a data dir is: what a Ready
 	// applied is reported Persisted this long after it, in order.
 	FsyncDelay [2]int64
+	// Limits go to the replicas' Options (a head trims the state to them);
+	// Archive gives every node an archive of retired auctions that
+	// survives its restarts; ChunkBytes is the replicas' snapshot chunk
+	// size (0: the default).
+	Limits     auction.Limits
+	Archive    bool
+	ChunkBytes int
 	// Log writes replica and harness logs to stderr (-simlog); Trace adds
 	// every chain message (-simtrace).
 	Log, Trace bool
@@ -174,6 +182,7 @@ type simNode struct {
 	caughtUpAt int64
 	rec        nodeRecord
 	snapAt     uint64 // applied at the last simulated snapshot (CompactEvery)
+	archive    *memArchive
 }
 
 // nodeRecord is the sequence of updates a node applied, from Ready().Applied.
@@ -354,8 +363,8 @@ func describeMessage(m *api.ChainMessage) string {
 		if f.Handshake {
 			s = fmt.Sprintf("handshake(pred_committed %d)", f.PredCommitted)
 		}
-		if f.Snapshot != nil {
-			s += fmt.Sprintf(" snapshot@%d", f.Snapshot.Seq)
+		if c := f.Chunk; c != nil {
+			s += fmt.Sprintf(" snapshot@%d chunk %d", c.Seq, c.Index)
 		}
 		if n := len(f.Updates); n > 0 {
 			s += fmt.Sprintf(" [%d..%d]", f.Updates[0].Seq, f.Updates[n-1].Seq)
@@ -365,6 +374,8 @@ func describeMessage(m *api.ChainMessage) string {
 		return fmt.Sprintf("ack %d", b.Ack.Seq)
 	case *api.ChainMessage_Hello:
 		return fmt.Sprintf("hello(last %d, committed %d)", b.Hello.LastSeq, b.Hello.Committed)
+	case *api.ChainMessage_SnapshotAck:
+		return fmt.Sprintf("snapshot ack %d@%d", b.SnapshotAck.Index, b.SnapshotAck.Seq)
 	}
 	return "?"
 }
@@ -459,6 +470,10 @@ func (c *simCluster) addNode() string {
 		n.rate = 1 - d + 2*d*c.rng.Float64()
 	}
 	n.r = c.newReplica(id)
+	if c.opts.Archive {
+		n.archive = newMemArchive()
+		n.r.opts.Archive = n.archive
+	}
 	c.nodes[id] = n
 	c.order = append(c.order, n)
 	c.startRun(n)
@@ -480,7 +495,8 @@ func (c *simCluster) addNode() string {
 
 func (c *simCluster) newReplica(id string) *Replica {
 	r := NewReplica(Options{ID: id, MaxBatch: c.opts.MaxBatch, HelloRetryTicks: c.opts.HelloRetryTicks,
-		Leased: c.opts.Policy, AsyncDurable: c.opts.FsyncDelay[1] > 0, Logger: c.log})
+		Leased: c.opts.Policy, AsyncDurable: c.opts.FsyncDelay[1] > 0, Logger: c.log, Limits: c.opts.Limits,
+		SnapshotChunkBytes: c.opts.ChunkBytes})
 	r.readLeaseOverrunMs = c.opts.LeaseOverrunMs
 	return r
 }
@@ -544,6 +560,9 @@ func (c *simCluster) node(id string) *simNode {
 func (c *simCluster) drain(n *simNode) {
 	has := n.r.HasReady()
 	rd := n.r.Ready()
+	if n.archive != nil {
+		n.archive.apply(rd)
+	}
 	if !has && (len(rd.Messages) > 0 || len(rd.Replies) > 0 || len(rd.Applied) > 0) {
 		c.violation("%s: HasReady() was false but Ready() returned %d messages, %d replies, %d applied",
 			n.id, len(rd.Messages), len(rd.Replies), len(rd.Applied))
@@ -1461,6 +1480,10 @@ func CheckInvariants(t testing.TB, c *simCluster) {
 			if got := n.r.State().Digest(); got != want {
 				c.violation("(d) %s state digest %x differs from head %s's %x", n.id, got[:8], chain[0].id, want[:8])
 			}
+			if n.archive != nil && !maps.EqualFunc(n.archive.results, chain[0].archive.results, func(a, b *api.AuctionInfo) bool { return proto.Equal(a, b) }) {
+				c.violation("(d) %s archive (%d results) differs from head %s's (%d)", n.id, n.archive.Len(),
+					chain[0].id, chain[0].archive.Len())
+			}
 		}
 	}
 
@@ -1512,6 +1535,9 @@ func (c *simCluster) checkAck(n *simNode, ack ackRecord) {
 		rid = op.Open.RequestId
 	}
 	got, ok := n.r.State().Lookup(client, rid)
+	if !ok && n.r.State().Limits().MaxRequestIDs > 0 {
+		return // forgotten under the limit on request ids
+	}
 	if !ok || got.Seq != seq || got.Outcome != ack.res.Outcome || got.Reason != ack.res.Reason {
 		c.violation("(b) %s (snapshot at %d) does not remember acknowledged seq %d %v: %+v, %v", n.id,
 			n.rec.base, seq, ack.cmd, got, ok)

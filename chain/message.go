@@ -38,14 +38,13 @@ func CheckMessage(m *api.ChainMessage) error {
 			return bad("forward: pred_committed %d above pred_applied %d", f.GetPredCommitted(), f.GetPredApplied())
 		}
 		next := uint64(0)
-		if snap := f.GetSnapshot(); snap != nil {
-			if !f.GetHandshake() {
-				return bad("forward: a snapshot outside a handshake")
+		if c := f.GetChunk(); c != nil {
+			if c.GetSeq() > f.GetPredApplied() {
+				return bad("forward: snapshot chunk at %d above pred_applied %d", c.GetSeq(), f.GetPredApplied())
 			}
-			if snap.GetSeq() > f.GetPredApplied() {
-				return bad("forward: snapshot at %d above pred_applied %d", snap.GetSeq(), f.GetPredApplied())
+			if c.GetLast() {
+				next = c.GetSeq() + 1
 			}
-			next = snap.GetSeq() + 1
 		}
 		for i, u := range f.GetUpdates() {
 			switch {
@@ -73,6 +72,10 @@ func CheckMessage(m *api.ChainMessage) error {
 		}
 		if h.GetCommitted() > h.GetLastSeq() {
 			return bad("hello: committed %d above last_seq %d", h.GetCommitted(), h.GetLastSeq())
+		}
+	case *api.ChainMessage_SnapshotAck:
+		if body.SnapshotAck == nil {
+			return bad("empty snapshot ack")
 		}
 	default:
 		return bad("no body")

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auction"
 )
 
 // BidDurationBuckets are the classic buckets of gavel_bid_duration_seconds
@@ -38,6 +39,8 @@ type nodeMetrics struct {
 	// durable is the last seq on stable storage; fsync times each append.
 	durable prometheus.Gauge
 	fsync   prometheus.Observer
+	// tooManyBidders counts bids refused with TOO_MANY_BIDDERS.
+	tooManyBidders prometheus.Counter
 }
 
 func newNodeMetrics(n *Node) *nodeMetrics {
@@ -78,9 +81,20 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 		Buckets: BidDurationBuckets,
 	})
 	m.fsync = fsync
-	m.reg.MustRegister(dur, bids, m.reconfigs, m.durable, dataBytes, fsync, &stateCollector{n: n},
+	m.tooManyBidders = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "gavel", Name: "bids_too_many_bidders_total",
+		Help: "Bids answered by this node with TOO_MANY_BIDDERS: a new bidder on an auction that has chain.max_bidders.",
+	})
+	m.reg.MustRegister(dur, bids, m.reconfigs, m.durable, dataBytes, fsync, m.tooManyBidders, &stateCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// observeReply records the reason of a bid answered to a client.
+func (m *nodeMetrics) observeReply(rep *api.BidReply) {
+	if rep.GetReason() == api.Reason_TOO_MANY_BIDDERS {
+		m.tooManyBidders.Inc()
+	}
 }
 
 // observeBid records one bid answered to a client; err means no outcome.
@@ -113,7 +127,26 @@ var (
 	descCaughtUp = prometheus.NewDesc("gavel_node_caught_up", "1 when this node holds every committed update.", nil, nil)
 	descLease    = prometheus.NewDesc("gavel_node_lease_seconds", "Lease time left from the master (-1 without a master).", nil, nil)
 	descWatchers = prometheus.NewDesc("gavel_node_watch_streams", "Auctions.Watch streams this node serves.", nil, nil)
-	descAuctions = prometheus.NewDesc("gavel_auctions", "Auctions in this node's state.", nil, nil)
+	descAuctions = prometheus.NewDesc("gavel_auctions", "Auctions in this node's state (open, and closed but not yet retired).", nil, nil)
+
+	// The bounds (docs/operations.md, "Bounds").
+	descClosed  = prometheus.NewDesc("gavel_auctions_closed", "Closed auctions in this node's state, waiting to be retired.", nil, nil)
+	descRetired = prometheus.NewDesc("gavel_auctions_retired_total",
+		"Auctions retired from the state (chain.retention after their close); their results are in the archive.", nil, nil)
+	descRequestIDs = prometheus.NewDesc("gavel_request_ids",
+		"Request ids remembered in the bidders' request-id tables (chain.max_request_ids bounds them).", nil, nil)
+	descTables  = prometheus.NewDesc("gavel_bidder_tables", "Bidders with a request-id table in the state.", nil, nil)
+	descClients = prometheus.NewDesc("gavel_client_sessions", "Client sessions in the state (forgotten after an hour idle).", nil, nil)
+	descLimit   = prometheus.NewDesc("gavel_state_limit",
+		"The limits the replicated state applies, as the head's last Trim set them (0: none).", []string{"limit"}, nil)
+	descHistories = prometheus.NewDesc("gavel_node_watch_histories",
+		"Open auctions whose recent changes this node keeps for resumed watches (chain.watch_history each).", nil, nil)
+	descWatchRefused = prometheus.NewDesc("gavel_node_watch_streams_refused_total",
+		"Watch streams refused because the node served chain.max_watch_streams.", nil, nil)
+	descChunksSent     = prometheus.NewDesc("gavel_snapshot_chunks_sent_total", "Snapshot chunks this node sent to peers.", nil, nil)
+	descChunksReceived = prometheus.NewDesc("gavel_snapshot_chunks_received_total", "Snapshot chunks this node received.", nil, nil)
+	descSnapsInstalled = prometheus.NewDesc("gavel_snapshots_installed_total",
+		"Snapshots this node installed from its predecessor (joins, and peers that lacked retained updates).", nil, nil)
 )
 
 // roleLabels names each role for gavel_node_role.
@@ -123,7 +156,9 @@ var roleLabels = map[api.Role]string{api.Role_ROLE_UNSPECIFIED: "none", api.Role
 // Describe sends the descriptors of the state metrics.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEpoch, descRole, descLength, descJoining, descApplied, descCommitted,
-		descLag, descCaughtUp, descLease, descWatchers, descAuctions} {
+		descLag, descCaughtUp, descLease, descWatchers, descAuctions, descClosed, descRetired, descRequestIDs,
+		descTables, descClients, descLimit, descHistories, descWatchRefused, descChunksSent, descChunksReceived,
+		descSnapsInstalled} {
 		ch <- d
 	}
 }
@@ -137,6 +172,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		length, joining, watchers, auct int
 		caughtUp                        bool
 		lease                           int64
+		stats                           auction.Stats
+		limits                          auction.Limits
+		snaps                           SnapshotStats
+		histories                       int
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -145,6 +184,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		length, joining = len(r.Config().GetChain()), len(r.Config().GetJoining())
 		watchers, auct = c.n.watches.count(), r.State().Len()
 		lease = r.LeaseLeft(c.n.nowMs())
+		stats, limits, snaps = r.State().Stats(), r.State().Limits(), r.SnapshotStats()
+		histories = len(c.n.watches.histories)
 	}); err != nil {
 		return // a stopping node reports only its counters
 	}
@@ -172,6 +213,22 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLease, leaseSec)
 	gauge(descWatchers, float64(watchers))
 	gauge(descAuctions, float64(auct))
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(descClosed, float64(stats.Closed))
+	counter(descRetired, stats.Retired)
+	gauge(descRequestIDs, float64(stats.RequestIDs))
+	gauge(descTables, float64(stats.BidderTables))
+	gauge(descClients, float64(stats.Clients))
+	gauge(descLimit, float64(limits.RetentionMs)/1000, "retention_seconds")
+	gauge(descLimit, float64(limits.MaxRequestIDs), "max_request_ids")
+	gauge(descLimit, float64(limits.MaxBidders), "max_bidders")
+	gauge(descHistories, float64(histories))
+	counter(descWatchRefused, c.n.watches.refused.Load())
+	counter(descChunksSent, snaps.ChunksSent)
+	counter(descChunksReceived, snaps.ChunksReceived)
+	counter(descSnapsInstalled, snaps.Installed)
 }
 
 func b2f(b bool) float64 {

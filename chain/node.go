@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auction"
 	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/internal/conns"
@@ -80,6 +81,18 @@ type NodeOptions struct {
 	// SegmentSize is the size of the write-ahead log's segment files
 	// (storage.DefaultSegmentSize if 0).
 	SegmentSize int
+	// Limits bound the replicated state (retention of closed auctions,
+	// request ids, bidders per auction): as head, the node sequences the
+	// Trims that apply them. The zero Limits bound nothing.
+	Limits auction.Limits
+	// SnapshotChunkBytes caps one chunk of a snapshot sent to a peer
+	// (DefaultSnapshotChunkBytes if 0).
+	SnapshotChunkBytes int
+	// MaxWatchStreams bounds the Auctions.Watch streams the node serves
+	// at once (DefaultMaxWatchStreams if 0); WatchHistory the changes it
+	// keeps per open auction for resumed watches (DefaultWatchHistory if
+	// 0).
+	MaxWatchStreams, WatchHistory int
 }
 
 // DefaultSnapshotEvery is NodeOptions.SnapshotEvery's default.
@@ -206,6 +219,11 @@ type Node struct {
 	dataBytes atomic.Int64
 	// recovered: the node started from a data dir that held updates.
 	recovered bool
+	// mem is the archive of a node without a data dir (nil with one: the
+	// store is the archive); driver only.
+	mem *memArchive
+	// digest caches the state digest that status reports (see status).
+	digest digestCache
 
 	metrics *nodeMetrics // safe for concurrent use
 }
@@ -236,7 +254,8 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		kick:       make(chan struct{}, 1),
 		helperGone: true,
 		pending:    map[Handle]proposal{},
-		watches:    newWatchHub(),
+		watches:    newWatchHub(opts.WatchHistory, opts.MaxWatchStreams),
+		mem:        newMemArchive(),
 	}
 	n.metrics = newNodeMetrics(n)
 	n.guard = auth.NewGuard(auth.GuardOptions{TLS: opts.TLS != nil, Secret: []byte(opts.Secret),
@@ -271,7 +290,8 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	}
 	n.replica = NewReplica(Options{ID: opts.ID, MaxBatch: opts.MaxBatch, Leased: n.membership != nil,
 		AsyncDurable:    n.asyncDurable(),
-		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger})
+		HelloRetryTicks: max(1, int(opts.HelloRetry/opts.Tick)), Logger: opts.Logger, Limits: opts.Limits,
+		Archive: n.mem, SnapshotChunkBytes: opts.SnapshotChunkBytes})
 	if n.opts.SnapshotEvery <= 0 {
 		n.opts.SnapshotEvery = DefaultSnapshotEvery
 	}
@@ -641,15 +661,27 @@ func (n *Node) setConfig(ctx context.Context, cfg *api.ChainConfig) (uint64, err
 
 // status returns the replica's status and the current configuration.
 func (n *Node) status(ctx context.Context) (*api.NodeStatus, error) {
-	var st *api.NodeStatus
+	var (
+		st       *api.NodeStatus
+		snap     *api.StateSnapshot // the state, when its digest is not cached
+		gen, seq uint64
+	)
 	if err := n.do(ctx, func(r *Replica) {
 		st = r.Status()
 		st.Incarnation, st.LeaseMs = n.incarnation, n.replica.LeaseLeft(n.nowMs())
 		st.Durable = n.durable(r)
-		d := r.State().Digest()
-		st.StateDigest = hex.EncodeToString(d[:8])
+		gen, seq = r.StateGen(), r.Applied()
+		if d, ok := n.digest.get(gen, seq); ok {
+			st.StateDigest = d
+		} else {
+			snap = r.State().Snapshot()
+		}
 	}); err != nil {
 		return nil, err
+	}
+	if snap != nil {
+		// Encoded and hashed here, off the driver, once per seq.
+		st.StateDigest = n.digest.put(gen, seq, snap)
 	}
 	st.Addr = n.opts.Addr
 	st.DataDir, st.Sync = n.opts.DataDir, "none"
@@ -661,6 +693,34 @@ func (n *Node) status(ctx context.Context) (*api.NodeStatus, error) {
 	}
 	st.UptimeMs = time.Since(n.start).Milliseconds()
 	return st, nil
+}
+
+// digestCache is the state digest of one seq (of one state generation),
+// which status reports: computed once per seq, off the driver.
+type digestCache struct {
+	mu       sync.Mutex // guards every field
+	gen, seq uint64
+	hex      string
+}
+
+// get returns the digest of (gen, seq) if it is the one cached.
+func (c *digestCache) get(gen, seq uint64) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hex, c.hex != "" && c.gen == gen && c.seq == seq
+}
+
+// put hashes snap, the state at (gen, seq), caches and returns its digest
+// (the first 8 bytes of auction.State.Digest, in hex).
+func (c *digestCache) put(gen, seq uint64, snap *api.StateSnapshot) string {
+	d := auction.DigestOf(snap)
+	h := hex.EncodeToString(d[:8])
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen > c.gen || (gen == c.gen && seq >= c.seq) {
+		c.gen, c.seq, c.hex = gen, seq, h
+	}
+	return h
 }
 
 // memberAddr finds the address of the head (wantHead) or tail in cfg.

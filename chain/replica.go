@@ -29,8 +29,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/gavel-auction/gavel/api"
 	"github.com/gavel-auction/gavel/auction"
 )
@@ -69,11 +67,14 @@ type Applied struct {
 // updates on this node's stable storage. When StateReplaced is set the
 // state was replaced wholesale (a snapshot installed) since the last
 // Ready: the edge then persists the whole current state instead of
-// Applied.
+// Applied. The results of auctions that Applied retire go to the edge's
+// Archive, with those of Archive's ops (see ArchiveOp), before anything is
+// sent.
 type Ready struct {
 	Messages      []*api.ChainMessage
 	Replies       []Reply
 	Applied       []Applied
+	Archive       []ArchiveOp
 	StateReplaced bool
 }
 
@@ -96,7 +97,17 @@ type Options struct {
 	// applies counts as durable at once (the edge persists each Ready
 	// before it sends it).
 	AsyncDurable bool
-	Logger       *slog.Logger
+	// Limits bound the replicated state: as head, the replica sequences
+	// a Trim whenever the state is past them (or applies other limits).
+	// The zero Limits bound nothing.
+	Limits auction.Limits
+	// Archive holds the results of auctions retired before the last
+	// Ready (nil: none are kept; see Archive).
+	Archive Archive
+	// SnapshotChunkBytes caps the bytes of state or archive in one
+	// snapshot chunk (DefaultSnapshotChunkBytes if 0).
+	SnapshotChunkBytes int
+	Logger             *slog.Logger
 }
 
 // Recovered is the durable history a replica restarts from: a state
@@ -125,6 +136,9 @@ type link struct {
 	// holds is the highest sequence number the peer is known to hold
 	// (from its Hello and acks, or from its place in the old chain).
 	holds uint64
+	// snap is the snapshot in transfer to the peer (snapshot.go); no
+	// update goes to it before the last chunk.
+	snap *snapshotOut
 }
 
 // waiter is a client request at the head waiting for its update to commit.
@@ -201,11 +215,19 @@ type Replica struct {
 	// stateBase is the seq the current state started from (a snapshot's).
 	stateBase uint64
 
+	// retiring are the results of auctions retired since the last Ready,
+	// not yet in the archive, by auction id.
+	retiring map[string]*api.AuctionInfo
+	// snapIn is the snapshot being received from the predecessor.
+	snapIn    *snapshotIn
+	snapStats SnapshotStats
+
 	// Outputs, drained by Ready.
-	msgs     []*api.ChainMessage
-	replies  []Reply
-	out      []Applied
-	replaced bool
+	msgs       []*api.ChainMessage
+	replies    []Reply
+	out        []Applied
+	archiveOps []ArchiveOp
+	replaced   bool
 }
 
 // NewReplica returns a replica with empty state and no configuration.
@@ -219,12 +241,16 @@ func NewReplica(opts Options) *Replica {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.SnapshotChunkBytes <= 0 {
+		opts.SnapshotChunkBytes = DefaultSnapshotChunkBytes
+	}
 	return &Replica{
 		id:        opts.ID,
 		opts:      opts,
 		log:       opts.Logger,
 		state:     auction.New(),
 		baseKnown: true,
+		retiring:  map[string]*api.AuctionInfo{},
 	}
 }
 
@@ -333,7 +359,7 @@ func (r *Replica) CaughtUp() bool { return r.caughtUp }
 func (r *Replica) Status() *api.NodeStatus {
 	return &api.NodeStatus{Id: r.id, Role: r.role, Config: r.cfg, Applied: r.Applied(),
 		Committed: r.committed, Sent: uint64(len(r.sent)), Readable: r.Readable(),
-		Auctions: uint64(r.state.Len()), CaughtUp: r.caughtUp}
+		Auctions: uint64(r.state.Len()), CaughtUp: r.caughtUp, Retired: r.state.Retired()}
 }
 
 // GrantLease extends the replica's lease to untilMs, in the clock of
@@ -444,10 +470,14 @@ func (r *Replica) Propose(h Handle, cmd *api.Command, nowMs int64) {
 		}
 		return
 	}
+	if r.proposeRetired(h, cmd) {
+		return
+	}
 	if bid := cmd.GetBid(); bid != nil {
 		if _, ok := r.state.Get(bid.Auction); !ok {
-			// The head's state holds every open ever sequenced, so the
-			// auction exists nowhere: answer now, sequence nothing.
+			// The head's state and archive hold every open ever
+			// sequenced, so the auction exists nowhere: answer now,
+			// sequence nothing.
 			r.replies = append(r.replies, Reply{Handle: h, Result: auction.Result{
 				Outcome: api.Outcome_EXCEPTION, Reason: api.Reason_UNKNOWN_AUCTION, Auction: bid.Auction,
 				Amount: bid.Amount, Detail: fmt.Sprintf("no auction %q", bid.Auction)}})
@@ -544,7 +574,14 @@ func (r *Replica) Read(id string, nowMs int64) (*api.AuctionInfo, error) {
 	}
 	a, ok := r.state.Get(id)
 	if !ok {
-		return nil, auction.ErrUnknownAuction
+		info, ok, err := r.archived(id)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("%w: reading the archive: %v", ErrUnavailable, err)
+		case !ok:
+			return nil, auction.ErrUnknownAuction
+		}
+		return info, nil
 	}
 	return a.Info(), nil
 }
@@ -589,6 +626,9 @@ func (r *Replica) apply(u *api.Update) auction.Result {
 	r.sent = append(r.sent, u)
 	if !r.opts.AsyncDurable {
 		r.durable = u.Seq
+	}
+	for _, info := range res.Retired {
+		r.retiring[info.Auction] = info
 	}
 	ap := Applied{Update: u, Result: res, Committed: r.isTail()}
 	if res.Closed || (res.Outcome == api.Outcome_SUCCESS && u.Command.GetBid() != nil && !res.Duplicate) {
@@ -694,6 +734,10 @@ func (r *Replica) Step(m *api.ChainMessage) {
 		if l := r.findDown(m.From); l != nil {
 			r.stepHello(l, body.Hello)
 		}
+	case *api.ChainMessage_SnapshotAck:
+		if l := r.findDown(m.From); l != nil {
+			r.stepSnapshotAck(l, body.SnapshotAck)
+		}
 	}
 }
 
@@ -761,11 +805,12 @@ func (r *Replica) stepForwardJoiner(f *api.Forward) {
 // updates in sequence. It reports false when it stopped short: a snapshot
 // refused, or a gap in the sequence (then it says Hello again).
 func (r *Replica) applyForward(f *api.Forward) bool {
-	if f.GetHandshake() {
-		if snap := f.GetSnapshot(); snap != nil {
-			if !r.installSnapshot(snap) {
-				return false
-			}
+	if f.GetHandshake() || f.GetChunk() != nil {
+		if c := f.GetChunk(); c != nil && !r.stepChunk(c, f.GetHandshake()) {
+			return false // more chunks to come (or a transfer dropped)
+		}
+		if f.GetChunk() == nil {
+			r.snapIn = nil // answered without a snapshot
 		}
 		r.upEstablished = true
 	}
@@ -838,6 +883,11 @@ func (r *Replica) installSnapshot(snap *api.StateSnapshot) bool {
 	// Updates applied before the snapshot, in this Ready, belong to the
 	// history it replaces.
 	r.out, r.replaced = nil, true
+	clear(r.retiring)
+	for _, l := range r.down {
+		// A transfer of the state replaced starts over with this one.
+		l.snap = nil
+	}
 	r.logger().Info("snapshot installed", "seq", r.Applied(), "auctions", st.Len(), "from", r.upstream)
 	return true
 }
@@ -893,6 +943,7 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 	l.holds = last
 	l.ready = true
 	l.next = last + 1
+	l.snap = nil
 	fwd := &api.Forward{Handshake: true}
 	// A joining node whose last update is not the one this node holds at
 	// that seq (a removed head's unforwarded bids, say) starts over from
@@ -906,15 +957,10 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 			"peer", l.id, "peer_last", last, "peer_last_epoch", h.GetLastEpoch(), "applied", r.Applied())
 	}
 	if snapshot {
-		fwd.Snapshot = r.state.Snapshot()
-		l.next, l.holds = r.Applied()+1, r.Applied()
+		r.startSnapshot(l)
 	}
 	r.logger().Info("link handshake", "peer", l.id, "peer_last", last,
 		"resend", r.Applied()-l.next+1, "snapshot", snapshot)
-	if snapshot {
-		r.logger().Info("snapshot sent", "peer", l.id, "seq", r.Applied(),
-			"auctions", len(fwd.Snapshot.Auctions), "bytes", proto.Size(fwd.Snapshot))
-	}
 	r.forwardTo(l, fwd)
 	r.trimSent()
 }
@@ -922,27 +968,41 @@ func (r *Replica) stepHello(l *link, h *api.Hello) {
 // forwardTo sends the updates the peer has not been sent yet, in batches,
 // the first of which is first (a handshake reply, or nil for a new one).
 func (r *Replica) forwardTo(l *link, first *api.Forward) {
-	start := r.sentStart()
-	if l.next < start {
-		// Entries the peer needs are gone: restart it with a snapshot.
-		first = &api.Forward{Handshake: true, Snapshot: r.state.Snapshot()}
-		l.next, l.holds = r.Applied()+1, r.Applied()
+	for l.snap != nil || l.next < r.sentStart() {
+		if l.snap == nil {
+			// Entries the peer needs are gone: restart it with a snapshot.
+			if r.startSnapshot(l); l.snap == nil {
+				return // none could be taken: the peer asks again
+			}
+			first = &api.Forward{Handshake: true}
+		}
+		r.sendChunks(l, first)
+		if l.snap != nil {
+			return // updates follow the last chunk
+		}
+		first = nil
 	}
+	start := r.sentStart()
 	for first != nil || l.next <= r.Applied() {
 		f := first
 		if f == nil {
 			f = &api.Forward{}
 		}
 		first = nil
-		f.PredCommitted, f.PredCaughtUp, f.PredApplied = r.committed, r.caughtUp, r.Applied()
 		if l.next <= r.Applied() {
 			from := int(l.next - start)
 			to := min(from+r.opts.MaxBatch, len(r.sent))
 			f.Updates = r.sent[from:to:to]
 			l.next = r.sent[to-1].Seq + 1
 		}
-		r.send(l.id, &api.ChainMessage{Body: &api.ChainMessage_Forward{Forward: f}})
+		r.sendForward(l, f)
 	}
+}
+
+// sendForward sends f to l with this replica's progress.
+func (r *Replica) sendForward(l *link, f *api.Forward) {
+	f.PredCommitted, f.PredCaughtUp, f.PredApplied = r.committed, r.caughtUp, r.Applied()
+	r.send(l.id, &api.ChainMessage{Body: &api.ChainMessage_Forward{Forward: f}})
 }
 
 func (r *Replica) sendHello() {
@@ -957,33 +1017,46 @@ func (r *Replica) sendHello() {
 func (r *Replica) PeerDown(peer string) {
 	if peer == r.upstream && r.upstream != "" && !r.isRemoved() {
 		r.upEstablished = false
+		r.snapIn = nil // chunks may be lost: the transfer starts over
 		r.sendHello()
+	}
+	if l := r.findDown(peer); l != nil && l.snap != nil {
+		// Chunks may be lost, and no update may follow a snapshot the
+		// peer lacks: nothing more goes to it until its next Hello.
+		l.snap, l.ready = nil, false
 	}
 }
 
 // Tick advances time: it repeats unanswered Hellos and, at a head that
 // holds the lease it needs, sequences the close of auctions whose closing
-// time has passed.
+// time has passed, and a Trim when the state is past Options.Limits.
 func (r *Replica) Tick(nowMs int64) {
 	r.ticks++
-	if r.upstream != "" && !r.upEstablished && !r.isRemoved() &&
-		r.ticks-r.lastHelloTick >= uint64(r.opts.HelloRetryTicks) {
+	wait := uint64(r.opts.HelloRetryTicks)
+	if r.snapIn != nil {
+		wait *= snapshotPatience
+	}
+	if r.upstream != "" && !r.upEstablished && !r.isRemoved() && r.ticks-r.lastHelloTick >= wait {
 		r.sendHello()
 	}
 	if r.isHead() && r.caughtUp && r.leaseErr(nowMs) == nil {
 		for _, id := range r.state.Due(nowMs) {
 			r.sequence(&api.Command{Op: &api.Command_Close{Close: &api.CloseAuction{Auction: id}}}, nowMs)
 		}
+		if r.state.TrimDue(r.opts.Limits, nowMs) {
+			r.sequence(auction.TrimCommand(r.opts.Limits), nowMs)
+		}
 	}
 }
 
 // HasReady reports whether Ready would return anything.
 func (r *Replica) HasReady() bool {
-	if len(r.msgs) > 0 || len(r.replies) > 0 || len(r.out) > 0 || (r.ackDirty && r.upstream != "") {
+	if len(r.msgs) > 0 || len(r.replies) > 0 || len(r.out) > 0 || len(r.archiveOps) > 0 ||
+		(r.ackDirty && r.upstream != "") {
 		return true
 	}
 	for _, l := range r.down {
-		if l.ready && l.next <= r.Applied() {
+		if r.sendable(l) {
 			return true
 		}
 	}
@@ -995,7 +1068,7 @@ func (r *Replica) HasReady() bool {
 // upstream, client replies and applied updates.
 func (r *Replica) Ready() Ready {
 	for _, l := range r.down {
-		if l.ready && l.next <= r.Applied() {
+		if r.sendable(l) {
 			r.forwardTo(l, nil)
 		}
 	}
@@ -1006,8 +1079,9 @@ func (r *Replica) Ready() Ready {
 	for i := range r.replies {
 		r.replies[i].Epoch = r.Epoch()
 	}
-	rd := Ready{Messages: r.msgs, Replies: r.replies, Applied: r.out, StateReplaced: r.replaced}
-	r.msgs, r.replies, r.out, r.replaced = nil, nil, nil, false
+	rd := Ready{Messages: r.msgs, Replies: r.replies, Applied: r.out, Archive: r.archiveOps, StateReplaced: r.replaced}
+	r.msgs, r.replies, r.out, r.archiveOps, r.replaced = nil, nil, nil, nil, false
+	clear(r.retiring)
 	return rd
 }
 

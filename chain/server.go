@@ -113,7 +113,10 @@ func (s *auctionsServer) Bid(ctx context.Context, req *api.BidRequest) (out *api
 		// Measured at the node that answers the client, not again at the
 		// head a call was forwarded to.
 		start := time.Now()
-		defer func() { s.n.metrics.observeBid(start, out.GetOutcome(), err) }()
+		defer func() {
+			s.n.metrics.observeBid(start, out.GetOutcome(), err)
+			s.n.metrics.observeReply(out)
+		}()
 	}
 	bidders, err := s.n.guard.Bidders(ctx)
 	if err != nil {
@@ -298,6 +301,7 @@ func (b *bidStream) sendLoop() error {
 				return err
 			}
 			b.s.n.metrics.observeBid(r.start, out.Outcome, nil)
+			b.s.n.metrics.observeReply(out)
 			answered++
 			<-b.slots
 		}

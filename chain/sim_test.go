@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/gavel-auction/gavel/auction"
 	"github.com/gavel-auction/gavel/checker"
 )
 
@@ -93,6 +94,10 @@ type simKind struct {
 	// leaseOverrunMs breaks the lease on purpose: tails serve reads that
 	// long past it (simOptions.LeaseOverrunMs).
 	leaseOverrunMs int64
+	// bounds runs the chain with limits: closed auctions retire into the
+	// nodes' archives, request ids are forgotten past a small limit, logs
+	// are compacted often, and snapshots go in many small chunks.
+	bounds bool
 }
 
 // runSimWith runs one random schedule of the given kind and returns the
@@ -121,6 +126,11 @@ func runSimWith(t testing.TB, seed uint64, kind simKind) [32]byte {
 	}
 	opts.ClockSkew = [2]int64{-30, 30}
 	opts.WaitCloses = true
+	if kind.bounds {
+		opts.Limits = auction.Limits{RetentionMs: 50 + plan.Int64N(300), MaxRequestIDs: 5 + plan.IntN(40)}
+		opts.Archive, opts.CompactEvery = true, 2+plan.IntN(8)
+		opts.ChunkBytes = []int{16, 64, 300, 0}[plan.IntN(4)]
+	}
 	c := newCluster(t, opts)
 
 	// What the bidders think the highest bid is, to bid mostly upwards.
@@ -135,8 +145,13 @@ func runSimWith(t testing.TB, seed uint64, kind simKind) [32]byte {
 		}
 	}
 
-	// Bidders: a budget of operations each, started once every auction is open.
+	// Bidders: a budget of operations each, started once every auction is
+	// open, gap apart at most.
 	nBidders := 3 + plan.IntN(3)
+	gap := 8 * ms
+	if kind.bounds {
+		gap = 60 * ms // the load outlasts closes, retirements and faults
+	}
 	type bidder struct {
 		cl      *simClient
 		left    int
@@ -161,7 +176,7 @@ func runSimWith(t testing.TB, seed uint64, kind simKind) [32]byte {
 					return
 				}
 				b.left--
-				c.after(plan.Int64N(8*ms), func() {
+				c.after(plan.Int64N(gap), func() {
 					id := c.auctions[plan.IntN(len(c.auctions))]
 					switch r := plan.Float64(); {
 					case r < 0.15:
@@ -182,6 +197,9 @@ func runSimWith(t testing.TB, seed uint64, kind simKind) [32]byte {
 	// Opens first, one after the other; auctions close 200-800ms after
 	// (long enough to outlive a crash, detection and reconfiguration).
 	nAuctions := 2 + plan.IntN(2)
+	if kind.bounds {
+		nAuctions += plan.IntN(4) // some to retire early
+	}
 	admin := c.newClient("admin")
 	var openNext func(i int)
 	openNext = func(i int) {
@@ -199,13 +217,23 @@ func runSimWith(t testing.TB, seed uint64, kind simKind) [32]byte {
 			// the leases they cost, so that bids have an open auction.
 			dur = 1500 + plan.Int64N(1500)
 		}
+		switch {
+		case kind.bounds && i == 0:
+			dur += 3000 // outlives the faults: bids succeed even after a long outage
+		case kind.bounds && plan.IntN(2) == 0:
+			dur = 30 + plan.Int64N(300) // closed and retired while faults go on
+		}
 		admin.open(id, dur, 1+plan.Int64N(5), start, soft, func(*clientOp) { openNext(i + 1) })
 	}
 	c.after(ms, func() { openNext(0) })
 
 	// Faults at random moments of the first 500ms.
+	faultWindow := 500 * ms
+	if kind.bounds {
+		faultWindow = 1500 * ms // snapshots that carry retired auctions too
+	}
 	fault := func(fn func()) {
-		c.at(20*ms+plan.Int64N(500*ms), false, func() {
+		c.at(20*ms+plan.Int64N(faultWindow), false, func() {
 			if c.faults {
 				fn()
 			}

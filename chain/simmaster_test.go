@@ -200,6 +200,9 @@ func (c *simCluster) restart(id string) {
 	}
 	old := n.r
 	n.r = c.newReplica(id)
+	if n.archive != nil {
+		n.r.opts.Archive = n.archive // on disk with the state
+	}
 	if err := n.r.Restore(Recovered{State: old.State(), Log: old.Log(), Complete: true}); err != nil {
 		c.violation("%s: restore: %v", id, err)
 		return

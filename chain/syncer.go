@@ -32,12 +32,15 @@ type syncer struct {
 	wake             chan struct{} // capacity 1
 }
 
-// syncJob is one Ready's durable work: updates to append, or a snapshot
-// that replaced the state (the log starts over after it).
+// syncJob is one Ready's durable work: updates to append (and the results
+// of the auctions they retire, archived after the log), or other work on
+// the data dir (a snapshot in transfer set aside, or installed) that runs
+// alone, in its turn. seq is the last update it makes durable (0: none).
 type syncJob struct {
-	gen  uint64
-	ups  []*api.Update
-	snap *api.StateSnapshot
+	gen, seq uint64
+	ups      []*api.Update
+	retired  []*api.AuctionInfo
+	other    func() error
 }
 
 func newSyncer(n *Node) *syncer {
@@ -103,32 +106,38 @@ func (s *syncer) round() {
 		err      error
 		gen, seq uint64
 		batch    []*api.Update
+		retired  []*api.AuctionInfo
 	)
 	appendBatch := func() {
 		if len(batch) == 0 || err != nil {
+			batch, retired = nil, nil
 			return
 		}
 		start := time.Now()
 		err = st.Append(batch)
 		s.n.metrics.fsync.Observe(time.Since(start).Seconds())
-		batch = nil
+		if err == nil && len(retired) > 0 {
+			// After the log: a crash in between is repaired by recovery.
+			err = st.Archive(retired)
+		}
+		batch, retired = nil, nil
 	}
 	for _, j := range jobs {
 		if j.gen != gen {
 			appendBatch() // a batch holds one state's updates
 		}
 		gen = j.gen
-		if j.snap != nil {
+		if j.other != nil {
 			appendBatch()
 			if err == nil {
-				err = st.Reset(j.snap)
+				err = j.other()
 			}
-			seq = j.snap.GetSeq()
-			continue
+		} else {
+			batch = append(batch, j.ups...)
+			retired = append(retired, j.retired...)
 		}
-		batch = append(batch, j.ups...)
-		if len(j.ups) > 0 {
-			seq = j.ups[len(j.ups)-1].GetSeq()
+		if j.seq > 0 {
+			seq = j.seq
 		}
 	}
 	appendBatch()

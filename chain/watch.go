@@ -1,7 +1,9 @@
 package chain
 
 import (
+	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,11 +19,19 @@ import (
 // cut off (it resumes from its last sequence number).
 const watchBuffer = 1024
 
-// historyLen is how many recent changes (successful bids, the close) a
-// node keeps per auction, so that a watch resumed after a sequence number
-// gets every change it missed — when the tail changes, or a watcher was
-// cut off — instead of only the state. Beyond it, the state stands in.
+// historyLen is how many recent changes (successful bids) a node keeps
+// per open auction by default, so that a watch resumed after a sequence
+// number gets every change it missed — when the tail changes, or a
+// watcher was cut off — instead of only the state. Beyond it, the state
+// stands in; and once the auction closes its history goes, and the state
+// (the winner) is all a resumed watch needs.
 const historyLen = 128
+
+// DefaultWatchHistory is NodeOptions.WatchHistory's default.
+const DefaultWatchHistory = historyLen
+
+// DefaultMaxWatchStreams is NodeOptions.MaxWatchStreams' default.
+const DefaultMaxWatchStreams = 10_000
 
 // change is one visible change of an auction, as kept in its history.
 type change struct {
@@ -35,10 +45,10 @@ type change struct {
 	closesAtMs int64
 }
 
-// history is an auction's recent changes: a ring of at most historyLen,
-// oldest first from start.
+// history is an auction's recent changes: a ring of at most a watchHub's
+// histLen, oldest first from start.
 type history struct {
-	ring  []change // grows to historyLen, then wraps
+	ring  []change // grows to histLen, then wraps
 	start int      // index of the oldest change once the ring is full
 	// evicted is the seq of the newest change overwritten (0: none): a
 	// resume after it can be served from the ring.
@@ -53,15 +63,15 @@ func (h *history) last() change {
 	return h.ring[(h.start+len(h.ring)-1)%len(h.ring)]
 }
 
-// add appends c, overwriting the oldest change when the ring is full.
-func (h *history) add(c change) {
-	if len(h.ring) < historyLen {
+// add appends c, overwriting the oldest change when the ring holds n.
+func (h *history) add(c change, n int) {
+	if len(h.ring) < n {
 		h.ring = append(h.ring, c)
 		return
 	}
 	h.evicted = h.ring[h.start].seq
 	h.ring[h.start] = c
-	h.start = (h.start + 1) % historyLen
+	h.start = (h.start + 1) % len(h.ring)
 }
 
 // each calls f on every change, oldest first.
@@ -86,18 +96,34 @@ type auctionWatcher struct {
 // code running on the replica (inputs, dispatch, ticks) touches it.
 type watchHub struct {
 	byAuction map[string]map[*auctionWatcher]struct{}
-	// histories are every auction's recent changes, kept at every node
-	// (a middle node may become the tail); they describe the state of
-	// generation gen (see Replica.StateGen) and are dropped with it.
+	// streams counts the watchers; at maxStreams a new watch is refused.
+	streams, maxStreams int
+	// refused counts the watches refused at maxStreams (read by metrics:
+	// atomic).
+	refused atomic.Uint64
+	// histories are every open auction's recent changes, at most histLen
+	// each, kept at every node (a middle node may become the tail); they
+	// describe the state of generation gen (see Replica.StateGen) and are
+	// dropped with it.
 	histories map[string]*history
+	histLen   int
 	gen       uint64
 	// base is the seq the state of generation gen started from (a
 	// snapshot's; 0 from the start): changes at or before it are unknown.
 	base uint64
 }
 
-func newWatchHub() *watchHub {
-	return &watchHub{byAuction: map[string]map[*auctionWatcher]struct{}{}, histories: map[string]*history{}}
+// newWatchHub returns a hub that keeps histLen changes per open auction
+// and serves at most maxStreams watchers (the defaults for 0).
+func newWatchHub(histLen, maxStreams int) *watchHub {
+	if histLen <= 0 {
+		histLen = DefaultWatchHistory
+	}
+	if maxStreams <= 0 {
+		maxStreams = DefaultMaxWatchStreams
+	}
+	return &watchHub{byAuction: map[string]map[*auctionWatcher]struct{}{}, histories: map[string]*history{},
+		histLen: histLen, maxStreams: maxStreams}
 }
 
 // recorded is one visible change, as record kept it, with the auction
@@ -120,17 +146,21 @@ func (h *watchHub) record(applied []Applied, gen, base uint64) []recorded {
 			continue
 		}
 		id := ap.Result.Auction
-		hist := h.histories[id]
-		if hist == nil {
-			hist = &history{}
-			h.histories[id] = hist
-		}
 		c := change{seq: ap.Update.Seq, closed: ap.Result.Closed, amount: ap.Info.Highest, bidder: ap.Info.Bidder,
 			closesAtMs: ap.Info.ClosesAtMs}
-		if !c.closed {
+		hist := h.histories[id]
+		if c.closed {
+			// A closed auction changes no more: a resumed watch gets its
+			// state, the winner.
+			delete(h.histories, id)
+		} else {
+			if hist == nil {
+				hist = &history{}
+				h.histories[id] = hist
+			}
 			c.previous, c.extended, c.prevAmount = ap.Result.Previous, ap.Result.Extended, hist.last().amount
+			hist.add(c, h.histLen)
 		}
-		hist.add(c)
 		rec := recorded{auction: id, change: c}
 		if ap.Committed {
 			rec.info = ap.Info
@@ -164,8 +194,8 @@ func (h *watchHub) sync(gen, base uint64) {
 // came from a snapshot after it); driver only. info is the auction now.
 func (h *watchHub) replay(a *api.AuctionInfo, after uint64, node string, epoch uint64, nowMs int64) ([]*api.AuctionEvent, bool) {
 	hist := h.histories[a.Auction]
-	if after < h.base || (hist != nil && after < hist.evicted) {
-		return nil, false
+	if after < h.base || (hist != nil && after < hist.evicted) || a.State != api.AuctionState_OPEN {
+		return nil, false // a closed auction's history is gone: the state stands in
 	}
 	if hist == nil {
 		return nil, true // no change since the state began, so none after seq
@@ -193,11 +223,15 @@ func (h *watchHub) add(w *auctionWatcher) {
 		h.byAuction[w.auction] = set
 	}
 	set[w] = struct{}{}
+	h.streams++
 }
 
 func (h *watchHub) remove(w *auctionWatcher) {
 	if set := h.byAuction[w.auction]; set != nil {
-		delete(set, w)
+		if _, ok := set[w]; ok {
+			delete(set, w)
+			h.streams--
+		}
 		if len(set) == 0 {
 			delete(h.byAuction, w.auction)
 		}
@@ -205,13 +239,7 @@ func (h *watchHub) remove(w *auctionWatcher) {
 }
 
 // count is the number of watchers.
-func (h *watchHub) count() int {
-	n := 0
-	for _, set := range h.byAuction {
-		n += len(set)
-	}
-	return n
-}
+func (h *watchHub) count() int { return h.streams }
 
 // end closes w with err and forgets it.
 func (h *watchHub) end(w *auctionWatcher, err error) {
@@ -241,6 +269,9 @@ func (h *watchHub) publish(changes []recorded, node string, epoch uint64, nowMs 
 		for w := range set {
 			select {
 			case w.events <- ev:
+				if r.change.closed {
+					h.end(w, nil) // nothing follows a close: the stream ends with it
+				}
 			default:
 				h.end(w, status.Errorf(codes.ResourceExhausted,
 					"watcher of %s fell %d events behind: resume after seq %d", w.auction, watchBuffer, r.change.seq-1))
@@ -292,21 +323,36 @@ func (s *auctionsServer) Watch(req *api.WatchAuctionRequest, stream grpc.ServerS
 	}
 	w := &auctionWatcher{auction: req.Auction, events: make(chan *api.AuctionEvent, watchBuffer), done: make(chan struct{})}
 	var (
-		first []*api.AuctionEvent
-		err   error
+		first  []*api.AuctionEvent
+		err    error
+		closed bool // nothing will follow the first events
 	)
 	if derr := n.do(ctx, func(r *Replica) {
 		if err = n.watchable(r); err != nil {
 			return
 		}
 		n.flushForRead(r) // the state it starts from is on disk
-		a, ok := r.State().Get(req.Auction)
-		if !ok {
-			err = status.Error(codes.NotFound, fmt.Sprintf("%v: %q", auction.ErrUnknownAuction, req.Auction))
+		var info *api.AuctionInfo
+		if a, ok := r.State().Get(req.Auction); ok {
+			info = a.Info()
+		} else if info, err = n.read(r, req.Auction); err != nil {
+			if errors.Is(err, auction.ErrUnknownAuction) {
+				err = status.Error(codes.NotFound, fmt.Sprintf("%v: %q", auction.ErrUnknownAuction, req.Auction))
+			} else {
+				err = toStatus(err) // the archive failed
+			}
 			return
 		}
-		info := a.Info()
-		n.watches.add(w)
+		closed = info.State != api.AuctionState_OPEN
+		if !closed {
+			if n.watches.streams >= n.watches.maxStreams {
+				n.watches.refused.Add(1)
+				err = status.Errorf(codes.ResourceExhausted, "%s serves %d watch streams, the most it takes "+
+					"(chain.max_watch_streams): try again later", n.opts.ID, n.watches.maxStreams)
+				return
+			}
+			n.watches.add(w)
+		}
 		if info.Version > req.AfterSeq {
 			// Every change the watcher missed, if the history reaches
 			// back to after_seq; else the state as it is.
@@ -326,6 +372,14 @@ func (s *auctionsServer) Watch(req *api.WatchAuctionRequest, stream grpc.ServerS
 	}
 	if err != nil {
 		return err
+	}
+	if closed {
+		for _, ev := range first {
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+		return nil // a closed auction changes no more
 	}
 	defer n.enqueue(input{f: func(*Replica) {
 		select {

@@ -162,6 +162,10 @@ type MasterSection struct {
 	// raft.leader_lease_timeout, so that every lease has run out before a
 	// node is removed, even across a change of master leader.
 	Lease time.Duration `mapstructure:"lease"`
+	// ForgetAfter is how long the leader keeps what it heard from a node
+	// that is not in the chain (removed, replaced, or never admitted) and
+	// has stopped heartbeating (default 1m; more than failure_timeout).
+	ForgetAfter time.Duration `mapstructure:"forget_after"`
 	// Raft tunes the master group's Raft (hashicorp/raft).
 	Raft RaftConfig `mapstructure:"raft"`
 }
@@ -210,6 +214,34 @@ type ChainConfig struct {
 	// Smaller segments free disk space sooner after a compaction; each
 	// new segment costs a file creation and a directory fsync.
 	SegmentSize int `mapstructure:"segment_size"`
+	// SnapshotChunk is the most bytes of state or archived results in one
+	// chunk of a snapshot sent to a joining node (default 2 MiB).
+	SnapshotChunk int `mapstructure:"snapshot_chunk"`
+
+	// The bounds on each node's memory (docs/operations.md, "Bounds").
+
+	// Retention is how long a closed auction stays in the nodes' memory
+	// after its close (default 10m). Then the head retires it: its final
+	// result moves to each node's archive (in its data dir) and is read
+	// from there; a bid on it is refused as closed.
+	Retention time.Duration `mapstructure:"retention"`
+	// MaxRequestIDs bounds the request ids the chain remembers, over all
+	// bidders, for exactly-once retries by request id (default 250000,
+	// about 250 bytes each); past it the oldest are forgotten. Retries
+	// within a client session are deduplicated by the session.
+	MaxRequestIDs int `mapstructure:"max_request_ids"`
+	// MaxBidders bounds the distinct bidders one auction registers
+	// (default 10000); a new bidder's bid past it is refused with
+	// TOO_MANY_BIDDERS.
+	MaxBidders int `mapstructure:"max_bidders"`
+	// WatchHistory is how many recent changes of each open auction a node
+	// keeps, so that a watch resumed after a sequence number gets each
+	// one it missed (default 128); beyond it, the auction's state.
+	WatchHistory int `mapstructure:"watch_history"`
+	// MaxWatchStreams bounds the watch streams one node serves at once,
+	// one per auction and gateway (default 10000); a watch past it is
+	// refused with RESOURCE_EXHAUSTED.
+	MaxWatchStreams int `mapstructure:"max_watch_streams"`
 }
 
 // SyncAlways reports whether chain.sync is "always".
@@ -278,6 +310,16 @@ type GatewaySection struct {
 	SendBuffer int `mapstructure:"send_buffer"`
 	// MetricsInterval is the period of the metrics push (default 1s).
 	MetricsInterval time.Duration `mapstructure:"metrics_interval"`
+	// MaxConnections bounds the WebSocket connections one gateway holds
+	// (default 20000, about 11 KiB each when idle; each needs a file
+	// descriptor); past it a connection is refused with 503.
+	MaxConnections int `mapstructure:"max_connections"`
+	// MaxConnectionsPerBidder bounds one bidder's connections to one
+	// gateway (default 16); past it a connection (or a login) is refused.
+	MaxConnectionsPerBidder int `mapstructure:"max_connections_per_bidder"`
+	// MaxWatches bounds the auctions one connection watches at once
+	// (default 1024); past it a watch is refused with an error.
+	MaxWatches int `mapstructure:"max_watches"`
 	// Pprof serves Go's profiles (net/http/pprof) on /debug/pprof/ at the
 	// gateway's address (default false). They show the process's command
 	// line and memory: enable it only where that address is not public.
@@ -329,6 +371,7 @@ func Default() *Config {
 			Heartbeat:      50 * time.Millisecond,
 			FailureTimeout: 500 * time.Millisecond,
 			Lease:          200 * time.Millisecond,
+			ForgetAfter:    time.Minute,
 			Raft: RaftConfig{
 				HeartbeatTimeout:   500 * time.Millisecond,
 				ElectionTimeout:    500 * time.Millisecond,
@@ -345,6 +388,13 @@ func Default() *Config {
 			Sync:          "always",
 			SnapshotEvery: 50_000,
 			SegmentSize:   16 << 20,
+			SnapshotChunk: 2 << 20,
+
+			Retention:       10 * time.Minute,
+			MaxRequestIDs:   250_000,
+			MaxBidders:      10_000,
+			WatchHistory:    128,
+			MaxWatchStreams: 10_000,
 		},
 		Client:   ClientConfig{Timeout: 5 * time.Second},
 		Gateways: []GatewayConfig{{ID: "g1", Addr: "127.0.0.1:7401"}},
@@ -356,6 +406,10 @@ func Default() *Config {
 			ReadLimit:       64 << 10,
 			SendBuffer:      64 << 10,
 			MetricsInterval: time.Second,
+
+			MaxConnections:          20_000,
+			MaxConnectionsPerBidder: 16,
+			MaxWatches:              1024,
 		},
 		Auth: AuthConfig{TokenTTL: 24 * time.Hour},
 		TLS:  TLSConfig{Cert: "certs/{id}.crt", Key: "certs/{id}.key"},

@@ -241,6 +241,18 @@ func TestBadValue(t *testing.T) {
 		{nodesYAML + "gateway: {pprof: yes please}\n", "gateway.pprof", `invalid boolean "yes please"`},
 		{nodesYAML + "auth: {secret: short}\n", "auth.secret", "too short (5 characters)"},
 		{nodesYAML + "auth: {token_ttl: 0s}\n", "auth.token_ttl", "must be a positive duration"},
+		// The bounds.
+		{nodesYAML + "chain: {retention: 0s}\n", "chain.retention", "must be a positive duration"},
+		{nodesYAML + "chain: {max_request_ids: 0}\n", "chain.max_request_ids", "must be a positive number"},
+		{nodesYAML + "chain: {max_bidders: -1}\n", "chain.max_bidders", "must be a positive number"},
+		{nodesYAML + "chain: {watch_history: 0}\n", "chain.watch_history", "must be a positive number"},
+		{nodesYAML + "chain: {max_watch_streams: 0}\n", "chain.max_watch_streams", "must be a positive number"},
+		{nodesYAML + "chain: {snapshot_chunk: 100}\n", "chain.snapshot_chunk", "between 4096 (4 KiB) and 16777216"},
+		{nodesYAML + "gateway: {max_connections: 0}\n", "gateway.max_connections", "must be a positive number"},
+		{nodesYAML + "gateway: {max_connections: 10, max_connections_per_bidder: 11}\n",
+			"gateway.max_connections_per_bidder", "must not exceed gateway.max_connections (10)"},
+		{nodesYAML + "gateway: {max_watches: 0}\n", "gateway.max_watches", "must be a positive number"},
+		{nodesYAML + "master: {forget_after: 400ms}\n", "master.forget_after", "must be longer than master.failure_timeout"},
 	} {
 		path, err := loadErr(t, tc.content)
 		wantProblem(t, err, path, tc.key, tc.msg)

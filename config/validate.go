@@ -245,6 +245,12 @@ func (s GatewaySection) validate(p *problems) {
 		p.add("gateway.send_buffer", nil, "must be 0 (the kernel's default) or between 4096 and 67108864 bytes, got %d", s.SendBuffer)
 	}
 	positiveDuration(p, "gateway.metrics_interval", s.MetricsInterval)
+	positiveInt(p, "gateway.max_connections", s.MaxConnections)
+	positiveInt(p, "gateway.max_connections_per_bidder", s.MaxConnectionsPerBidder)
+	positiveInt(p, "gateway.max_watches", s.MaxWatches)
+	if s.MaxConnections > 0 && s.MaxConnectionsPerBidder > s.MaxConnections {
+		p.add("gateway.max_connections_per_bidder", nil, "must not exceed gateway.max_connections (%d)", s.MaxConnections)
+	}
 }
 
 // MinSecretLen is the shortest auth.secret accepted.
@@ -265,6 +271,10 @@ func (s MasterSection) validate(p *problems) {
 	positiveDuration(p, "master.heartbeat", s.Heartbeat)
 	positiveDuration(p, "master.failure_timeout", s.FailureTimeout)
 	positiveDuration(p, "master.lease", s.Lease)
+	if s.ForgetAfter <= s.FailureTimeout {
+		p.add("master.forget_after", nil, "must be longer than master.failure_timeout (%v): the leader needs a silent node's "+
+			"report until it has removed it, got %v", s.FailureTimeout, s.ForgetAfter)
+	}
 	positiveDuration(p, "master.raft.heartbeat_timeout", s.Raft.HeartbeatTimeout)
 	positiveDuration(p, "master.raft.election_timeout", s.Raft.ElectionTimeout)
 	positiveDuration(p, "master.raft.leader_lease_timeout", s.Raft.LeaderLeaseTimeout)
@@ -337,6 +347,14 @@ func (s ChainConfig) validate(p *problems) {
 	positiveDuration(p, "chain.hello_retry", s.HelloRetry)
 	positiveInt(p, "chain.max_batch", s.MaxBatch)
 	positiveInt(p, "chain.snapshot_every", s.SnapshotEvery)
+	if s.SnapshotChunk < 4<<10 || s.SnapshotChunk > 16<<20 {
+		p.add("chain.snapshot_chunk", nil, "must be between 4096 (4 KiB) and 16777216 (16 MiB) bytes, got %d", s.SnapshotChunk)
+	}
+	positiveDuration(p, "chain.retention", s.Retention)
+	positiveInt(p, "chain.max_request_ids", s.MaxRequestIDs)
+	positiveInt(p, "chain.max_bidders", s.MaxBidders)
+	positiveInt(p, "chain.watch_history", s.WatchHistory)
+	positiveInt(p, "chain.max_watch_streams", s.MaxWatchStreams)
 	if s.SegmentSize < 64<<10 || s.SegmentSize > 1<<30 {
 		p.add("chain.segment_size", nil, "must be between 65536 (64 KiB) and 1073741824 (1 GiB) bytes, got %d", s.SegmentSize)
 	}

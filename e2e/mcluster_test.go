@@ -32,13 +32,28 @@ const (
 // starts.
 func newMasterCluster(t *testing.T, n int, extraYAML ...string) *cluster {
 	t.Helper()
+	return newMasterClusterWith(t, masterClusterOptions{Nodes: n, ExtraYAML: strings.Join(extraYAML, "")})
+}
+
+// masterClusterOptions configure newMasterClusterWith.
+type masterClusterOptions struct {
+	// Nodes are started (n1..nNodes); Spare more are in config.yaml
+	// (after them) but not started, for a test to start later.
+	Nodes, Spare int
+	// Sections replaces the chain and log sections (default: a 5 ms tick,
+	// a 20 ms hello retry, debug logs); ExtraYAML is appended (whole
+	// top-level sections other than cluster, masters, nodes and master).
+	Sections, ExtraYAML string
+}
+
+// newMasterClusterWith is newMasterCluster with options.
+func newMasterClusterWith(t *testing.T, o masterClusterOptions) *cluster {
+	t.Helper()
 	c := newEmptyCluster(t)
 	var b strings.Builder
 	b.WriteString("insecure: true\n")
-	b.WriteString(c.masterClusterYAML(n))
-	for _, y := range extraYAML {
-		b.WriteString(y)
-	}
+	b.WriteString(c.masterClusterYAMLWith(o))
+	b.WriteString(o.ExtraYAML)
 	c.cfgPath = filepath.Join(c.dir, "config.yaml")
 	if err := os.WriteFile(c.cfgPath, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
@@ -60,6 +75,12 @@ func newEmptyCluster(t *testing.T) *cluster {
 // ports (cluster, masters, nodes, master, chain, log), and records their
 // ids and addresses in c.
 func (c *cluster) masterClusterYAML(n int) string {
+	return c.masterClusterYAMLWith(masterClusterOptions{Nodes: n})
+}
+
+// masterClusterYAMLWith is masterClusterYAML with options (Spare nodes are
+// recorded in c.spare, not started by startMasterCluster).
+func (c *cluster) masterClusterYAMLWith(o masterClusterOptions) string {
 	var b strings.Builder
 	b.WriteString("cluster:\n  name: e2e\nmasters:\n")
 	t := c.t
@@ -72,29 +93,37 @@ func (c *cluster) masterClusterYAML(n int) string {
 			freePort(t), filepath.Join(c.dir, "data", id), c.httpAddrs[id])
 	}
 	b.WriteString("nodes:\n")
-	for i := 1; i <= n; i++ {
+	for i := 1; i <= o.Nodes+o.Spare; i++ {
 		id := fmt.Sprintf("n%d", i)
 		c.ids = append(c.ids, id)
+		if i > o.Nodes {
+			c.spare = append(c.spare, id)
+		}
 		c.addrs[id] = freePort(t)
 		c.httpAddrs[id] = freePort(t)
 		fmt.Fprintf(&b, "  - id: %s\n    addr: %s\n    http_addr: %s\n", id, c.addrs[id], c.httpAddrs[id])
 	}
 	fmt.Fprintf(&b, "master:\n  heartbeat: 50ms\n  failure_timeout: %v\n  lease: %v\n", failureTimeout, leaseDuration)
-	b.WriteString("chain:\n  tick: 5ms\n  hello_retry: 20ms\nlog:\n  level: debug\n")
+	if o.Sections == "" {
+		o.Sections = "chain:\n  tick: 5ms\n  hello_retry: 20ms\nlog:\n  level: debug\n"
+	}
+	b.WriteString(o.Sections)
 	return b.String()
 }
 
 // startMasterCluster starts c's masters, waits for a leader, then starts
-// its nodes one at a time, each until it is a chain member.
+// its nodes (but the spare ones) one at a time, each until it is a chain
+// member.
 func (c *cluster) startMasterCluster() {
 	c.t.Helper()
 	for _, id := range c.masterIDs {
 		c.start(id)
 	}
 	c.leader(15 * time.Second)
-	for i, id := range c.ids {
+	nodes := c.ids[:len(c.ids)-len(c.spare)]
+	for i, id := range nodes {
 		c.start(id)
-		want := c.ids[:i+1]
+		want := nodes[:i+1]
 		c.waitConfig(fmt.Sprintf("chain %v", want), 15*time.Second, func(cfg *api.ChainConfig) bool {
 			return slices.Equal(chainIDs(cfg), want) && len(cfg.Joining) == 0
 		})

@@ -63,6 +63,9 @@ type cluster struct {
 	httpAddrs map[string]string
 	// masterIDs are the masters of a cluster made by newMasterCluster.
 	masterIDs []string
+	// spare are nodes of config.yaml that newMasterClusterWith does not
+	// start (masterClusterOptions.Spare).
+	spare []string
 	// gatewayIDs are the gateways of a cluster made by newGatewayCluster.
 	gatewayIDs []string
 	// inProcess: masters and nodes run in the test process (procs is empty).

@@ -79,7 +79,7 @@ func newConn(g *Gateway, ws *websocket.Conn, nc *corkConn, id identity, remote s
 	c := &conn{g: g, ws: ws, nc: nc, remote: remote, ctx: ctx, cancel: cancel, ended: make(chan struct{}),
 		bidder: id.bidder, role: id.role, token: id.token, tokenText: id.tokenText, expires: id.expires,
 		subs: map[string]*subscription{}}
-	c.q = newOutQueue(g.opts.QueueSize, g.opts.QueueSize+maxWatches, g.opts.ConflateAfter, func() { go c.writeLoop() })
+	c.q = newOutQueue(g.opts.QueueSize, g.opts.QueueSize+g.opts.MaxWatches, g.opts.ConflateAfter, func() { go c.writeLoop() })
 	return c
 }
 
@@ -317,6 +317,10 @@ func (c *conn) handle(line string) {
 func (c *conn) login(cmd command) {
 	if c.token {
 		c.replyErr(cmd, "login is not available: this gateway takes bidders from tokens (you are %s)", c.bidder)
+		return
+	}
+	if msg := c.g.rebid(c.bidder, cmd.bidder); msg != "" {
+		c.replyErr(cmd, "%v: %s", errTooManyConnections, msg)
 		return
 	}
 	c.g.hub.setBidder(c, c.bidder, cmd.bidder)

@@ -17,8 +17,12 @@ var (
 	// connection is closing.
 	ErrQueueClosed = errors.New("connection closing")
 
-	// errTooManyWatches answers a watch past maxWatches on one connection.
+	// errTooManyWatches answers a watch past Options.MaxWatches on one
+	// connection.
 	errTooManyWatches = errors.New("too many watches on this connection")
+	// errTooManyConnections answers a login as a bidder that has
+	// Options.MaxConnectionsPerBidder connections.
+	errTooManyConnections = errors.New("too many connections for this bidder")
 	// errDropped ends an upstream stream whose upstream the hub no longer
 	// holds (nobody needs it any more).
 	errDropped = errors.New("upstream dropped")

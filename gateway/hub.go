@@ -38,9 +38,6 @@ const (
 	maxUpstreamBackoff = time.Second
 )
 
-// maxWatches bounds the auctions one connection may watch at once.
-const maxWatches = 1024
-
 // hub holds the upstreams, the watches and the bidders' leads.
 type hub struct {
 	g *Gateway
@@ -59,6 +56,9 @@ func newHub(g *Gateway) *hub {
 }
 
 // upstream is the one Watch stream of an auction and what it has shown.
+// Once the auction is closed nothing changes any more: the stream ends,
+// the bidders' interest goes, and the upstream stays only while
+// connections watch it (to show them the result).
 type upstream struct {
 	auction    string
 	highestKey string          // the conflation key of its highest pushes
@@ -119,9 +119,10 @@ func (h *hub) watch(c *conn, cmd command) {
 		c.q.putReserved(encode(watchingReply{Type: "watching", Auction: cmd.auction, From: cmd.from, ID: cmd.id}))
 		return
 	}
-	if len(c.subs) >= maxWatches {
-		c.q.putReserved(encode(errorMsg{Type: "error", Error: fmt.Sprintf("%v (at most %d): unwatch some first", errTooManyWatches, maxWatches),
-			Line: cmd.line, ID: cmd.id}))
+	if max := h.g.opts.MaxWatches; len(c.subs) >= max {
+		h.g.prom.watchesRefused.Inc()
+		c.q.putReserved(encode(errorMsg{Type: "error", Error: fmt.Sprintf("%v (at most %d, gateway.max_watches): unwatch some first",
+			errTooManyWatches, max), Line: cmd.line, ID: cmd.id}))
 		return
 	}
 	c.q.putReserved(encode(watchingReply{Type: "watching", Auction: cmd.auction, From: cmd.from, ID: cmd.id}))
@@ -327,8 +328,8 @@ func (h *hub) run(up *upstream) {
 		}
 		st := status.Convert(err)
 		switch {
-		case errors.Is(err, errDropped):
-			return
+		case errors.Is(err, errDropped), h.closed(up):
+			return // dropped, or nothing more to follow
 		case st.Code() == codes.NotFound || st.Code() == codes.InvalidArgument:
 			h.fail(up, st.Message())
 			return
@@ -464,7 +465,7 @@ func (h *hub) apply(up *upstream, ev *api.AuctionEvent) bool {
 				sub.c.pushOrKill(frame)
 			}
 		}
-		clear(up.leads) // nobody loses the lead of a closed auction
+		h.ended(up) // nobody loses the lead of a closed auction
 	default: // EVENT_STATE: the auction as it is, at the start of a stream
 		changed := prev == nil || prev.Bidder != info.Bidder || prev.Highest != info.Highest
 		if closed && up.closedSeq == 0 {
@@ -481,12 +482,32 @@ func (h *hub) apply(up *upstream, ev *api.AuctionEvent) bool {
 			h.sendState(up, sub, sf)
 		}
 		if closed {
-			clear(up.leads)
+			h.ended(up)
 		} else {
 			h.updateLeads(up, up.highestSeq, info, now)
 		}
 	}
 	return true
+}
+
+// ended forgets the bidders' interest in up's auction, which has closed:
+// the upstream stays only while connections watch it. hub.mu held.
+func (h *hub) ended(up *upstream) {
+	for bidder := range up.leads {
+		if be := h.bidders[bidder]; be != nil {
+			delete(be.auctions, up.auction)
+		}
+	}
+	clear(up.leads)
+	up.interest = 0
+	h.release(up)
+}
+
+// closed reports whether up's auction has closed.
+func (h *hub) closed(up *upstream) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return up.closedSeq > 0
 }
 
 // stateFrames are the pushes of an upstream's current state, encoded on

@@ -15,6 +15,10 @@ import (
 type promMetrics struct {
 	reg       *prometheus.Registry
 	pushDelay prometheus.Histogram
+	// refusedConns counts connections (and logins) refused at a bound, by
+	// reason; watchesRefused the watches refused at MaxWatches.
+	refusedConns   *prometheus.CounterVec
+	watchesRefused prometheus.Counter
 }
 
 var (
@@ -31,10 +35,25 @@ func newPromMetrics(g *Gateway) *promMetrics {
 		NativeHistogramBucketFactor: 1.1, NativeHistogramMaxBucketNumber: 160,
 		NativeHistogramMinResetDuration: time.Hour,
 	})}
-	m.reg.MustRegister(m.pushDelay, &gatewayCollector{g: g},
+	m.refusedConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "gavel", Name: "ws_refused_total",
+		Help: "Connections (and logins) refused at a bound: gateway_full (gateway.max_connections), " +
+			"bidder_full (gateway.max_connections_per_bidder).",
+	}, []string{"reason"})
+	for _, r := range []string{"gateway_full", "bidder_full"} {
+		m.refusedConns.WithLabelValues(r)
+	}
+	m.watchesRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "gavel", Name: "ws_watches_refused_total",
+		Help: "Watches refused because the connection watched gateway.max_watches auctions.",
+	})
+	m.reg.MustRegister(m.pushDelay, m.refusedConns, m.watchesRefused, &gatewayCollector{g: g},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// refused counts a connection refused for reason.
+func (m *promMetrics) refused(reason string) { m.refusedConns.WithLabelValues(reason).Inc() }
 
 // observePush records the delay of the pushes of an event stamped
 // eventMs (Unix ms at the tail); clocks of different hosts may disagree,

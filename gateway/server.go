@@ -56,6 +56,10 @@ const (
 	DefaultReadLimit       = 64 << 10
 	DefaultMetricsInterval = time.Second
 	DefaultCallTimeout     = 5 * time.Second
+
+	DefaultMaxConnections          = 20_000
+	DefaultMaxConnectionsPerBidder = 16
+	DefaultMaxWatches              = 1024
 )
 
 // stopTimeout bounds Stop.
@@ -134,6 +138,13 @@ type Options struct {
 	// CallTimeout bounds one bid, open or read, retries included
 	// (default 5s, the config's client.timeout).
 	CallTimeout time.Duration
+	// MaxConnections bounds the gateway's connections, and
+	// MaxConnectionsPerBidder one bidder's among them: a connection past
+	// either is refused (503, 429), and so is a login past the second.
+	// MaxWatches bounds the auctions one connection watches. Defaults
+	// DefaultMaxConnections, DefaultMaxConnectionsPerBidder,
+	// DefaultMaxWatches.
+	MaxConnections, MaxConnectionsPerBidder, MaxWatches int
 	// Logger receives the gateway's log lines; nil discards them.
 	Logger *slog.Logger
 	// TLS, when set, is the gateway's identity: it serves https and wss
@@ -172,13 +183,18 @@ type Gateway struct {
 	ctx    context.Context // cancelled by Stop: upstreams, view, metrics, connections
 	cancel context.CancelFunc
 
-	// mu guards conns, stopped and wg's Add: no goroutine is started once
-	// Stop has begun waiting.
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	stopped  bool
-	wg       sync.WaitGroup // every goroutine the gateway starts
-	stopOnce sync.Once
+	// mu guards conns, admitting, perBidder, stopped and wg's Add: no
+	// goroutine is started once Stop has begun waiting.
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	// admitting counts the connections admitted but not yet adopted;
+	// perBidder counts each bidder's connections, those admitted included
+	// (MaxConnections and MaxConnectionsPerBidder).
+	admitting int
+	perBidder map[string]int
+	stopped   bool
+	wg        sync.WaitGroup // every goroutine the gateway starts
+	stopOnce  sync.Once
 
 	// grpcConns are the gateway's connections to masters and nodes.
 	grpcConns *conns.Cache
@@ -217,6 +233,15 @@ func New(opts Options) (*Gateway, error) {
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = DefaultCallTimeout
 	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.MaxConnectionsPerBidder <= 0 {
+		opts.MaxConnectionsPerBidder = DefaultMaxConnectionsPerBidder
+	}
+	if opts.MaxWatches <= 0 {
+		opts.MaxWatches = DefaultMaxWatches
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -233,7 +258,8 @@ func New(opts Options) (*Gateway, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{opts: opts, log: log, client: cl, bids: cl.NewBidMux(bidLanes), ctx: ctx, cancel: cancel,
-		conns: map[*conn]struct{}{}, grpcConns: conns.New(slices.Concat(dialOptions, opts.DialOptions)...)}
+		conns: map[*conn]struct{}{}, perBidder: map[string]int{},
+		grpcConns: conns.New(slices.Concat(dialOptions, opts.DialOptions)...)}
 	if opts.Secret != "" {
 		g.secret = []byte(opts.Secret)
 	}
@@ -400,9 +426,15 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		httpError(w, code, msg)
 		return
 	}
+	if code, msg := g.admit(id.bidder); code != 0 {
+		g.log.Debug("connection refused", "remote", r.RemoteAddr, "bidder", id.bidder, "why", msg)
+		httpError(w, code, msg)
+		return
+	}
 	cw := &corkingWriter{ResponseWriter: w}
 	ws, err := g.up.Upgrade(cw, r, nil)
 	if err != nil {
+		g.release(id.bidder)
 		return // the upgrader has answered the request
 	}
 	c := newConn(g, ws, cw.conn, id, r.RemoteAddr)
@@ -421,6 +453,7 @@ func (g *Gateway) adopt(c *conn) bool {
 		g.hub.setBidder(c, "", c.bidder)
 	}
 	g.mu.Lock()
+	g.admitting--
 	if !g.stopped {
 		// The first ping comes after half to all of a ping interval, so
 		// that connections opened together are not pinged together.
@@ -440,7 +473,79 @@ func (g *Gateway) adopt(c *conn) bool {
 func (g *Gateway) forget(c *conn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.conns, c)
+	if _, ok := g.conns[c]; ok {
+		delete(g.conns, c)
+		g.unbid(c.bidder)
+	}
+}
+
+// admit takes a place for a new connection of bidder ("" for none yet),
+// or returns the HTTP status and message that refuse it: the gateway
+// holds MaxConnections (503), or the bidder MaxConnectionsPerBidder (429).
+// A connection admitted is adopted or released.
+func (g *Gateway) admit(bidder string) (int, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n := len(g.conns) + g.admitting; n >= g.opts.MaxConnections {
+		g.prom.refused("gateway_full")
+		return http.StatusServiceUnavailable, fmt.Sprintf("gateway %s holds %d connections, the most it takes "+
+			"(gateway.max_connections): try again later, or another gateway", g.opts.ID, n)
+	}
+	if msg := g.bidderFull(bidder); msg != "" {
+		g.prom.refused("bidder_full")
+		return http.StatusTooManyRequests, msg
+	}
+	g.admitting++
+	if bidder != "" {
+		g.perBidder[bidder]++
+	}
+	return 0, ""
+}
+
+// bidderFull says why bidder may not have one more connection, or "";
+// mu held.
+func (g *Gateway) bidderFull(bidder string) string {
+	if n := g.perBidder[bidder]; bidder != "" && n >= g.opts.MaxConnectionsPerBidder {
+		return fmt.Sprintf("bidder %s has %d connections to gateway %s, the most one bidder may have "+
+			"(gateway.max_connections_per_bidder): close one first", bidder, n, g.opts.ID)
+	}
+	return ""
+}
+
+// release gives back the place of an admitted connection that was never
+// adopted.
+func (g *Gateway) release(bidder string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.admitting--
+	g.unbid(bidder)
+}
+
+// unbid takes one connection off bidder's count; mu held.
+func (g *Gateway) unbid(bidder string) {
+	if bidder == "" {
+		return
+	}
+	if g.perBidder[bidder]--; g.perBidder[bidder] <= 0 {
+		delete(g.perBidder, bidder)
+	}
+}
+
+// rebid moves a connection from bidder old to bidder (login), unless
+// bidder has the most connections it may have: then it returns why.
+func (g *Gateway) rebid(old, bidder string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if old == bidder {
+		return ""
+	}
+	if msg := g.bidderFull(bidder); msg != "" {
+		g.prom.refused("bidder_full")
+		return msg
+	}
+	g.unbid(old)
+	g.perBidder[bidder]++
+	return ""
 }
 
 // checkOrigin returns why a request may not connect, or "". A browser's

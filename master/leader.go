@@ -109,6 +109,24 @@ func (l *Leader) Decide(cfg Config, now time.Time, failureTimeout time.Duration)
 	return cmd, ok
 }
 
+// Forget drops the reports of nodes that are gone: neither in cfg (chain
+// or joining) nor heard from for `after`, which must exceed the failure
+// timeout (Decide ignores older reports of non-members). It returns how
+// many it dropped. A node that comes back is a new report, and joins.
+func (l *Leader) Forget(cfg Config, now time.Time, after time.Duration) int {
+	n := 0
+	for id, r := range l.reports {
+		if i, j := cfg.find(id); i < 0 && j < 0 && now.Sub(r.At) > after {
+			delete(l.reports, id)
+			n++
+		}
+	}
+	return n
+}
+
+// Reports is the number of nodes the leader holds a report of.
+func (l *Leader) Reports() int { return len(l.reports) }
+
 // Settled forgets the removals that cfg has carried out.
 func (l *Leader) Settled(cfg Config) {
 	for id, inc := range l.removing {

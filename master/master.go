@@ -44,6 +44,9 @@ type RaftTiming struct {
 	SnapshotThreshold                                                    uint64
 }
 
+// DefaultForgetAfter is Options.ForgetAfter's default.
+const DefaultForgetAfter = time.Minute
+
 // Options configure a Master.
 type Options struct {
 	// ID is this master's id; it must be one of Peers.
@@ -55,8 +58,13 @@ type Options struct {
 	// after which the leader removes a node; Lease how long a heartbeat's
 	// lease lasts (must be below FailureTimeout - Raft.LeaderLeaseTimeout).
 	Heartbeat, FailureTimeout, Lease time.Duration
-	Raft                             RaftTiming
-	Logger                           *slog.Logger
+	// ForgetAfter is how long the leader keeps the report of a node that
+	// is not in the configuration and has stopped heartbeating (a removed
+	// or replaced node that is gone); DefaultForgetAfter if 0, and never
+	// less than FailureTimeout.
+	ForgetAfter time.Duration
+	Raft        RaftTiming
+	Logger      *slog.Logger
 	// RaftLog receives hashicorp/raft's own log lines (warnings and up);
 	// nil discards them.
 	RaftLog io.Writer
@@ -132,6 +140,9 @@ type Master struct {
 func New(opts Options) (*Master, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ForgetAfter <= 0 {
+		opts.ForgetAfter = DefaultForgetAfter
 	}
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), client.ReconnectQuickly}
 	if opts.TLS != nil {
@@ -394,6 +405,7 @@ func (m *Master) step() {
 	cfg := m.fsm.config()
 	m.logSilences(cfg, now)
 	cmd, ok := m.leader.Decide(cfg, now, m.opts.FailureTimeout)
+	m.forget(cfg, now)
 	m.mu.Unlock()
 	if !ok {
 		return
@@ -417,6 +429,21 @@ func (m *Master) step() {
 		m.leader.Settled(m.fsm.config())
 	}
 	m.mu.Unlock()
+}
+
+// forget drops what the leader knows of nodes that are gone: their
+// reports (Leader.Forget) and their "heartbeat lost" marks. Called with
+// mu held.
+func (m *Master) forget(cfg Config, now time.Time) {
+	if n := m.leader.Forget(cfg, now, max(m.opts.ForgetAfter, m.opts.FailureTimeout)); n > 0 {
+		m.metrics.forgotten.Add(float64(n))
+		m.log.Info("forgot nodes that are gone", "nodes", n, "after", m.opts.ForgetAfter, "epoch", cfg.Epoch)
+	}
+	for id := range m.silent {
+		if i, j := cfg.find(id); i < 0 && j < 0 {
+			delete(m.silent, id)
+		}
+	}
 }
 
 // logSilences logs each member whose heartbeats stopped for half the
@@ -484,6 +511,17 @@ func (m *Master) leaderConn() (*grpc.ClientConn, string, error) {
 		return nil, "", err
 	}
 	return c, string(id), nil
+}
+
+// reports is the number of node reports the leader holds; false when this
+// master is not acting as leader.
+func (m *Master) reports() (int, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.leader == nil {
+		return 0, false
+	}
+	return m.leader.Reports(), true
 }
 
 // nodeHealth is the leader's view of every node it has heard from.

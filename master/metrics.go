@@ -13,6 +13,8 @@ import (
 type metrics struct {
 	reg       *prometheus.Registry
 	reconfigs prometheus.Counter
+	// forgotten counts the node reports the leader dropped (master.forget_after).
+	forgotten prometheus.Counter
 }
 
 func newMetrics(m *Master) *metrics {
@@ -20,7 +22,11 @@ func newMetrics(m *Master) *metrics {
 		Namespace: "gavel", Name: "reconfigurations_total",
 		Help: "Chain configurations (epochs) this master applied from the Raft log.",
 	})}
-	mt.reg.MustRegister(mt.reconfigs, &masterCollector{m: m},
+	mt.forgotten = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "gavel", Name: "master_reports_forgotten_total",
+		Help: "Reports of nodes that are gone (not members, silent for master.forget_after) that this master forgot as leader.",
+	})
+	mt.reg.MustRegister(mt.reconfigs, mt.forgotten, &masterCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return mt
 }
@@ -35,6 +41,8 @@ var (
 	descLag       = prometheus.NewDesc("gavel_replication_lag_updates", "How many updates a node's last heartbeat was behind the most advanced member's (leader only).", []string{"member"}, nil)
 	descHeartbeat = prometheus.NewDesc("gavel_node_heartbeat_age_seconds", "Time since the leader last heard from a member (leader only).", []string{"member"}, nil)
 	descWatchers  = prometheus.NewDesc("gavel_master_watchers", "Configuration watch streams open on this master.", nil, nil)
+	descReports   = prometheus.NewDesc("gavel_master_node_reports",
+		"Nodes whose latest heartbeat the leader keeps: members, and others until master.forget_after (leader only).", nil, nil)
 )
 
 // masterCollector reads the master's state at scrape time.
@@ -43,7 +51,7 @@ type masterCollector struct{ m *Master }
 // Describe sends the descriptors of the state metrics.
 func (c *masterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIsLeader, descTerm, descEpoch, descLength, descJoining, descPosition,
-		descLag, descHeartbeat, descWatchers} {
+		descLag, descHeartbeat, descWatchers, descReports} {
 		ch <- d
 	}
 }
@@ -81,6 +89,9 @@ func (c *masterCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descPosition, 1, mem.ID, "joining")
 	}
 	gauge(descWatchers, float64(m.watchers.Load()))
+	if n, ok := m.reports(); ok {
+		gauge(descReports, float64(n))
+	}
 	health := m.nodeHealth()
 	var top uint64
 	for _, h := range health {

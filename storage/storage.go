@@ -5,7 +5,9 @@
 // Layout of a data dir:
 //
 //	meta.db    bbolt: the dir's identity (format, cluster, node), the last
-//	           configuration the node installed, the latest state snapshot
+//	           configuration the node installed, the latest state snapshot,
+//	           and the archive: the final results of retired auctions
+//	           (archive.go)
 //	wal/       hashicorp/raft-wal segment files: one record per update,
 //	           index = seq, term = the epoch that sequenced it
 //	wal.last   the seq of the last record appended, rewritten after each
@@ -490,8 +492,9 @@ func (s *Store) Compact(seq uint64) error {
 }
 
 // Reset replaces the whole durable state with snap (a snapshot the node
-// installed from its predecessor): the snapshot is saved, then the log
-// starts over after it.
+// installed from its predecessor): the snapshot is saved and the staged
+// results become the archive, in one transaction; then the log starts
+// over after the snapshot.
 func (s *Store) Reset(snap *api.StateSnapshot) error {
 	data, err := proto.Marshal(snap)
 	if err != nil {
@@ -500,8 +503,13 @@ func (s *Store) Reset(snap *api.StateSnapshot) error {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	s.gen++
-	if err := s.saveSnapshot(data); err != nil {
-		return err
+	if err := s.meta.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(keySnap, data); err != nil {
+			return err
+		}
+		return s.installStaged(tx)
+	}); err != nil {
+		return fmt.Errorf("%w: %s: snapshot: %v", ErrUnusable, s.path("meta.db"), err)
 	}
 	return s.resetWAL(snap.GetSeq())
 }

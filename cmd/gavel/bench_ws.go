@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gavel-auction/gavel/api"
@@ -21,8 +22,10 @@ import (
 // mode stay valid.
 const benchTokenTTL = 24 * time.Hour
 
-// benchWatcherName is the bidder a watcher's token names (auth mode);
-// watchers place no bid.
+// benchWatcherName prefixes the bidder a watcher's token names (auth
+// mode): wsbench-watcher-1, -2, ..., one per connection, since a gateway
+// takes only gateway.max_connections_per_bidder connections of one
+// bidder. Watchers place no bid.
 const benchWatcherName = "wsbench-watcher"
 
 func cmdBenchWS(ctx context.Context, e *env, args []string) error {
@@ -207,9 +210,10 @@ func gatewayTarget(f *flags, cfg *config.Config, flag string) (wsbench.Target, e
 		t.TLS = ident.ClientConfig()
 	}
 	if secret := cfg.Auth.Secret; secret != "" {
+		var watchers atomic.Int64
 		t.Token = func(bidder string) (string, error) {
 			if bidder == "" {
-				bidder = benchWatcherName
+				bidder = fmt.Sprintf("%s-%d", benchWatcherName, watchers.Add(1))
 			}
 			return auth.NewToken([]byte(secret), bidder, auth.RoleBidder, benchTokenTTL, time.Now())
 		}

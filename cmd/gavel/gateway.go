@@ -34,7 +34,9 @@ func gatewayOptions(cfg *config.Config, id string) (gateway.Options, string, err
 		AllowedOrigins: s.AllowedOrigins, AllowEmptyOrigin: s.AllowEmptyOrigin, QueueSize: s.QueueSize, WriteTimeout: s.WriteTimeout,
 		PingInterval: s.PingInterval, PongWait: s.PongWait, ReadLimit: s.ReadLimit,
 		SendBuffer: s.SendBuffer, Pprof: s.Pprof,
-		MetricsInterval: s.MetricsInterval, CallTimeout: cfg.Client.Timeout, TLS: ident}, config.Bind(gw.Addr, gw.ListenAddr), nil
+		MetricsInterval: s.MetricsInterval, CallTimeout: cfg.Client.Timeout, TLS: ident,
+		MaxConnections: s.MaxConnections, MaxConnectionsPerBidder: s.MaxConnectionsPerBidder,
+		MaxWatches: s.MaxWatches}, config.Bind(gw.Addr, gw.ListenAddr), nil
 }
 
 func cmdGateway(ctx context.Context, e *env, args []string) error {

@@ -22,7 +22,7 @@ func masterOptions(cfg *config.Config, id string) (master.Options, error) {
 			id, cfg.File, strings.Join(cfg.MasterIDs(), ", "))}
 	}
 	opts := master.Options{ID: m.ID, DataDir: cfg.MasterDataDir(m), Heartbeat: cfg.Master.Heartbeat,
-		FailureTimeout: cfg.Master.FailureTimeout, Lease: cfg.Master.Lease,
+		FailureTimeout: cfg.Master.FailureTimeout, Lease: cfg.Master.Lease, ForgetAfter: cfg.Master.ForgetAfter,
 		Raft: master.RaftTiming{HeartbeatTimeout: cfg.Master.Raft.HeartbeatTimeout,
 			ElectionTimeout: cfg.Master.Raft.ElectionTimeout, LeaderLeaseTimeout: cfg.Master.Raft.LeaderLeaseTimeout,
 			CommitTimeout: cfg.Master.Raft.CommitTimeout, SnapshotThreshold: uint64(cfg.Master.Raft.SnapshotThreshold)},

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gavel-auction/gavel/api"
+	"github.com/gavel-auction/gavel/auction"
 	"github.com/gavel-auction/gavel/chain"
 	"github.com/gavel-auction/gavel/config"
 	"github.com/gavel-auction/gavel/pki"
@@ -38,7 +39,11 @@ func nodeOptions(cfg *config.Config, id string, join bool) (chain.NodeOptions, e
 	opts := chain.NodeOptions{ID: n.ID, Addr: n.Addr, Tick: cfg.Chain.Tick, HelloRetry: cfg.Chain.HelloRetry,
 		MaxBatch: cfg.Chain.MaxBatch, TLS: ident, Secret: cfg.Auth.Secret,
 		DataDir: cfg.NodeDataDir(n), Cluster: cfg.Cluster.Name, Sync: cfg.Chain.SyncAlways(),
-		SnapshotEvery: cfg.Chain.SnapshotEvery, SegmentSize: cfg.Chain.SegmentSize}
+		SnapshotEvery: cfg.Chain.SnapshotEvery, SegmentSize: cfg.Chain.SegmentSize,
+		Limits: auction.Limits{RetentionMs: cfg.Chain.Retention.Milliseconds(), MaxRequestIDs: cfg.Chain.MaxRequestIDs,
+			MaxBidders: cfg.Chain.MaxBidders},
+		SnapshotChunkBytes: cfg.Chain.SnapshotChunk, WatchHistory: cfg.Chain.WatchHistory,
+		MaxWatchStreams: cfg.Chain.MaxWatchStreams}
 	switch {
 	case len(cfg.Masters) > 0:
 		// The master owns the configuration: every start is a join.
