@@ -205,36 +205,6 @@ func (n *Node) persisted(r *Replica, gen, seq uint64, err error) {
 	n.heldChanges = n.heldChanges[i:]
 }
 
-// persistArchiveOps makes the archive ops of a snapshot being received;
-// at the install, the snapshot becomes the durable state: the whole
-// current state is saved, with the staged results and those of the
-// Ready's updates (applied after the install) as the archive, and the log
-// starts over after it. Driver only.
-func (n *Node) persistArchiveOps(rd Ready) error {
-	last := lastInstall(rd.Archive)
-	for i, op := range rd.Archive {
-		if op.Reset {
-			if err := n.store.ResetStaged(); err != nil {
-				return err
-			}
-		}
-		if err := n.store.Stage(op.Stage); err != nil {
-			return err
-		}
-		if i != last {
-			continue
-		}
-		if err := n.store.Stage(retiredBy(rd.Applied)); err != nil {
-			return err
-		}
-		snap := n.replica.State().Snapshot()
-		if err := n.store.Reset(snap); err != nil {
-			return err
-		}
-		n.snapSeq, n.prevSnapSeq = snap.GetSeq(), snap.GetSeq()
-	}
-	return nil
-}
 
 // failReplies answers a dropped Ready's clients with ErrUnavailable.
 func (n *Node) failReplies(rd Ready) {
