@@ -205,7 +205,6 @@ func (n *Node) persisted(r *Replica, gen, seq uint64, err error) {
 	n.heldChanges = n.heldChanges[i:]
 }
 
-
 // failReplies answers a dropped Ready's clients with ErrUnavailable.
 func (n *Node) failReplies(rd Ready) {
 	for _, rep := range rd.Replies {
