@@ -70,9 +70,10 @@ type NodeOptions struct {
 	// (package storage); empty keeps everything in memory. Cluster names
 	// the cluster the data dir belongs to.
 	DataDir, Cluster string
-	// Sync makes the node fsync its log before it forwards, acknowledges
-	// or answers anything (chain.sync: always); without it, writes reach
-	// the page cache only and a whole-machine crash loses them.
+	// Sync makes the node fsync its log before it acknowledges or answers
+	// anything, and, without masters, before it forwards (chain.sync:
+	// always); without it, writes reach the page cache only and a
+	// whole-machine crash loses them.
 	Sync bool
 	// SnapshotEvery is how many updates pass between two snapshots of the
 	// state; the log keeps the updates since the one before the last, so
