@@ -190,10 +190,18 @@ func (ms *membership) watchLoop(ctx context.Context) {
 
 // report is this node's heartbeat; driver only.
 func (n *Node) report(r *Replica) *api.HeartbeatRequest {
-	return &api.HeartbeatRequest{Id: n.opts.ID, Addr: n.opts.Addr, Incarnation: n.incarnation,
+	req := progressReport(r, n.opts.Addr, n.incarnation, n.durable(r))
+	req.DataBytes, req.Recovered = uint64(max(0, n.dataBytes.Load())), n.recovered
+	return req
+}
+
+// progressReport is the part of a heartbeat that the replica knows: who
+// it is (at addr, as incarnation) and how far it has got, with durable
+// the last seq on its disk. The simulation heartbeats with it too.
+func progressReport(r *Replica, addr string, incarnation, durable uint64) *api.HeartbeatRequest {
+	return &api.HeartbeatRequest{Id: r.ID(), Addr: addr, Incarnation: incarnation,
 		Epoch: r.Epoch(), Role: r.Role(), Applied: r.Applied(), Committed: r.Committed(),
-		CaughtUp: r.CaughtUp(), Linked: r.Linked(), Durable: n.durable(r),
-		DataBytes: uint64(max(0, n.dataBytes.Load())), Recovered: n.recovered}
+		CaughtUp: r.CaughtUp(), Linked: r.Linked(), Durable: durable}
 }
 
 // installFromMaster installs a configuration from the master if it is newer

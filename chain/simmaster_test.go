@@ -127,9 +127,7 @@ func (c *simCluster) install(n *simNode, cfg *api.ChainConfig) {
 // and grants the lease, counted from the send time on n's clock.
 func (c *simCluster) heartbeat(n *simNode) {
 	r := n.r
-	req := &api.HeartbeatRequest{Id: n.id, Addr: n.id + ":7000", Incarnation: n.incarnation,
-		Epoch: r.Epoch(), Role: r.Role(), Applied: r.Applied(), Committed: r.Committed(),
-		CaughtUp: r.CaughtUp(), Linked: r.Linked(), Durable: r.Applied()}
+	req := progressReport(r, n.id+":7000", n.incarnation, r.Durable())
 	sentMs, run := c.clockOf(n), n.run
 	if c.isCut(n.id, masterID) {
 		return
