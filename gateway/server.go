@@ -24,7 +24,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/url"
 	"slices"
 	"strings"
@@ -38,6 +37,7 @@ import (
 	"github.com/gavel-auction/gavel/auth"
 	"github.com/gavel-auction/gavel/client"
 	"github.com/gavel-auction/gavel/internal/conns"
+	"github.com/gavel-auction/gavel/internal/profiling"
 	"github.com/gavel-auction/gavel/pki"
 )
 
@@ -296,11 +296,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("/healthz", g.serveHealth)
 	mux.Handle("/metrics", g.prom.handler())
 	if g.opts.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		profiling.Register(mux)
 	}
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { pageHandler.ServeHTTP(w, r) }))
 	return mux

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gavel-auction/gavel/internal/profiling"
 )
 
 // metrics are a master's Prometheus metrics, on a registry of its own.
@@ -107,9 +109,11 @@ func (c *masterCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // HTTPHandler serves the master's /metrics (Prometheus), /healthz (the
-// process answers) and /readyz (a leader is known: 503 otherwise).
+// process answers), /readyz (a leader is known: 503 otherwise) and the Go
+// profiler under /debug/pprof/.
 func (m *Master) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
+	profiling.Register(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(m.metrics.reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
