@@ -211,7 +211,7 @@ func (c *Client) Bid(ctx context.Context, auctionID, bidder string, amount int64
 	}
 	sid, seq, acked := c.session.begin()
 	defer c.session.end(seq)
-	ctx, cancel := context.WithTimeout(ctx, retryLimit)
+	ctx, cancel := boundRetries(ctx)
 	defer cancel()
 	req := &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID,
 		Client: sid, ClientSeq: seq, AckedBelow: acked}
@@ -241,7 +241,7 @@ func (c *Client) Open(ctx context.Context, open *api.OpenAuction) (*api.OpenAuct
 	}
 	sid, seq, acked := c.session.begin()
 	defer c.session.end(seq)
-	ctx, cancel := context.WithTimeout(ctx, retryLimit)
+	ctx, cancel := boundRetries(ctx)
 	defer cancel()
 	open.Client, open.ClientSeq, open.AckedBelow = sid, seq, acked
 	req := &api.OpenAuctionRequest{Open: open}

@@ -173,11 +173,8 @@ func (m *BidMux) run(ctx context.Context, call *muxCall) (*api.BidReply, error) 
 	sid, seq, acked := m.c.session.begin()
 	defer m.c.session.end(seq)
 	call.req.Client, call.req.ClientSeq, call.req.AckedBelow = sid, seq, acked
-	if d, ok := ctx.Deadline(); !ok || time.Until(d) > retryLimit {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, retryLimit)
-		defer cancel()
-	}
+	ctx, cancel := boundRetries(ctx)
+	defer cancel()
 	rs := m.c.newRetries(toHead)
 	for {
 		addr := rs.next(ctx)

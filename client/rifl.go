@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	crand "crypto/rand"
 	"encoding/hex"
 	"sync"
@@ -17,6 +18,16 @@ const sessionIdleLimit = 30 * time.Minute
 // chain's client session TTL after the request was first sent, so a retry
 // always finds its session remembered.
 const retryLimit = sessionIdleLimit
+
+// boundRetries returns ctx bounded by retryLimit, and its cancel. A ctx
+// whose deadline comes sooner (the usual case) is returned as it is,
+// without a timer of its own.
+func boundRetries(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= retryLimit {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, retryLimit)
+}
 
 // requestSession numbers a Client's bids and opens for exactly-once
 // retries by client session, as RIFL does: every request gets the next

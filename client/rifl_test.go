@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -29,5 +30,22 @@ func TestRequestSession(t *testing.T) {
 	s.lastUsed = time.Now().Add(-sessionIdleLimit - time.Second)
 	if id2, seq, acked := s.begin(); id2 == id || seq != 1 || acked != 1 {
 		t.Fatalf("after an idle period: session %q (was %q), seq %d, acked_below %d", id2, id, seq, acked)
+	}
+}
+
+// boundRetries gives a context without a deadline the retry limit, and
+// leaves one whose deadline comes sooner as it is.
+func TestBoundRetries(t *testing.T) {
+	short, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if got, done := boundRetries(short); got != short {
+		t.Errorf("a context with a 1s deadline was wrapped")
+	} else {
+		done()
+	}
+	got, done := boundRetries(context.Background())
+	defer done()
+	if d, ok := got.Deadline(); !ok || time.Until(d) > retryLimit {
+		t.Errorf("deadline %v %v, want one within %v", d, ok, retryLimit)
 	}
 }

@@ -76,7 +76,7 @@ func (s *BidSession) Bid(ctx context.Context, auctionID, bidder string, amount i
 	}
 	sid, seq, acked := s.c.session.begin()
 	defer s.c.session.end(seq)
-	ctx, cancel := context.WithTimeout(ctx, retryLimit)
+	ctx, cancel := boundRetries(ctx)
 	defer cancel()
 	// The stream outlives this bid's context: the bid carries its own token.
 	req := &api.BidRequest{Auction: auctionID, Bidder: bidder, Amount: amount, RequestId: requestID,
